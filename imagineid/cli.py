@@ -1,0 +1,129 @@
+"""The `imagineid` command line (DESIGN §6).
+
+    imagineid synth work/s --speakers 4 --clips-per-speaker 2 --seconds 3 --seed 1
+
+Every command exits 0 when the run completed (even if some inputs were rejected and recorded) and
+non-zero with a one-line reason when nothing could be done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from imagineid.errors import ImagineIDError
+
+app = typer.Typer(
+    help="Talking-face videos imagined from audio alone (FaceChain-ImagineID).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _not_built(command: str, issue: str) -> None:
+    _fail(f"`imagineid {command}` is not built yet ({issue}); see README.md for what works today.", code=2)
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Output folder: videos/*.mp4 and metadata.parquet."),
+    speakers: int = typer.Option(6, min=1, help="Number of speakers (identities with a voice)."),
+    clips_per_speaker: int = typer.Option(4, min=1, help="Clips per speaker."),
+    seconds: float = typer.Option(3.0, min=0.5, help="Duration of each clip in seconds."),
+    size: int = typer.Option(256, min=64, help="Frame size in pixels (square)."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same corpus."),
+) -> None:
+    """Synthesize a talking-face corpus with ground truth (speech, faces, visemes, landmarks)."""
+    from imagineid.data.synth import SynthConfig, synthesize_corpus
+
+    config = SynthConfig(speakers=speakers, clips_per_speaker=clips_per_speaker, seconds=seconds, size=size, seed=seed)
+    try:
+        summary = synthesize_corpus(out, config)
+    except ImagineIDError as err:
+        _fail(str(err))
+    console.print(
+        f"[green]synth:[/] {summary.n_clips} clips of {summary.n_speakers} speakers "
+        f"({summary.n_frames} frames) in {summary.seconds:.1f}s → {out / 'videos'}, {out / 'metadata.parquet'}"
+    )
+
+
+@app.command()
+def preprocess(
+    src: List[Path] = typer.Argument(..., help="Video files or folders."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder (DESIGN §3)."),
+    workers: Optional[int] = typer.Option(None, help="Parallel clip workers."),
+    detector: str = typer.Option("dlib", help="dlib | fan"),
+    morphable: str = typer.Option("pca", help="pca | flame"),
+) -> None:
+    """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
+    _not_built("preprocess", "issue 3")
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Dataset folder written by `imagineid preprocess`."),
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    profile: str = typer.Option("tiny", help="tiny | sd15"),
+    stages: str = typer.Option("identity,content,emotion,ldm,adapters", help="Comma-separated stages."),
+    max_steps: Optional[int] = typer.Option(None, help="Cap on optimisation steps per stage."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
+) -> None:
+    """Train the disentangler and the frame generator stage by stage."""
+    _not_built("train", "issues 4 and 5")
+
+
+@app.command()
+def listen(
+    run: Path = typer.Argument(..., help="Run folder with trained stages."),
+    audio: List[Path] = typer.Argument(..., help="Audio files or folders."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per audio."),
+    retrieve: Optional[Path] = typer.Option(None, help="Dataset folder for identity retrieval."),
+    top_k: int = typer.Option(5, help="Clips to retrieve."),
+) -> None:
+    """What the disentangler hears: gender, age, emotion, nearest identities."""
+    _not_built("listen", "issue 4")
+
+
+@app.command()
+def generate(
+    run: Path = typer.Argument(..., help="Run folder with trained stages."),
+    audio: List[Path] = typer.Argument(..., help="Audio files or folders."),
+    out: Path = typer.Option(..., "--out", help="Output folder: videos/ and index.parquet."),
+    seeds: int = typer.Option(1, help="Seeds (imagined identities) per audio."),
+    batch_size: int = typer.Option(16, help="Continuous-batching slots."),
+) -> None:
+    """Imagine talking-face videos for audio files."""
+    _not_built("generate", "issue 6")
+
+
+@app.command()
+def evaluate(
+    gen: Path = typer.Argument(..., help="Folder written by `imagineid generate`."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    report: Optional[Path] = typer.Option(None, help="HTML report path."),
+) -> None:
+    """Metrics and an HTML report for generated videos."""
+    _not_built("evaluate", "issue 7")
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("work/demo"), help="Where the demo writes everything."),
+    quick: bool = typer.Option(False, help="Smaller corpus and shorter training."),
+) -> None:
+    """End to end on the embedded defaults: synth → preprocess → train → generate → evaluate."""
+    _not_built("demo", "issue 7")
+
+
+if __name__ == "__main__":
+    app()
