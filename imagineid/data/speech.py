@@ -1,0 +1,596 @@
+"""Speech for the synthetic corpus: eSpeak NG voices with known gender, age and emotion, plus visemes.
+
+The synthetic corpus needs speech whose factors are ground truth (who speaks, how old, in what mood)
+and whose timing is known to the millisecond, so a rendered mouth can move with it. eSpeak NG gives
+both: formant synthesis with voice variants (`espeak-ng-data/voices/!v`) and PHONEME events with audio
+positions. It runs through ctypes on the `libespeak-ng.so` that `espeakng-loader` ships (DESIGN §7).
+
+    import numpy as np
+    from imagineid.data.speech import sample_voice, synthesize, fit_to_duration, viseme_track
+
+    rng = np.random.default_rng(0)
+    voice = sample_voice(rng, "female", "adult")
+    speech = fit_to_duration(synthesize("Bob bought a big blue map.", voice, "happy"), 3.0)
+    mouth = viseme_track(speech.phonemes, 75, fps=25.0, samples=speech.samples)  # (75, 2)
+
+Determinism: the library keeps synthesis state (glottal phase, flutter, echo, noise seed) in process
+globals that `espeak_Terminate` does not reset, so the same call would give slightly different samples
+depending on what was spoken before. We therefore load a private copy of the library, fix the noise
+seed, speak one utterance and unload it again (~6 ms); the same input then gives identical samples in
+any process and in any order.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import atexit
+import contextlib
+import ctypes
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.ndimage import gaussian_filter1d
+from scipy.signal import resample_poly
+
+from imagineid.errors import ImagineIDError
+
+GENDERS = ("male", "female")
+AGE_GROUPS = ("child", "adult", "elder")
+EMOTIONS = ("neutral", "happy", "sad", "angry")
+
+
+class SpeechSynthesisError(ImagineIDError):
+    """eSpeak NG could not be loaded, initialised, or could not speak the text with this voice."""
+
+    kind = "speech_synthesis"
+
+
+# --------------------------------------------------------------------------------------------------
+# Voices and emotions
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One speaker: an eSpeak variant plus the four prosody knobs `espeak_SetParameter` offers."""
+
+    gender: str  # 'male' | 'female' (ground-truth label; children use female-like variants)
+    age_group: str  # 'child' | 'adult' | 'elder'
+    variant: str  # file in espeak-ng-data/voices/!v, e.g. 'm3', 'f2', 'croak', 'grandma'
+    pitch: int  # espeakPITCH, 0-100; 50 = the variant's own base pitch, each step ~1.5% F0
+    pitch_range: int  # espeakRANGE, 0-100; 0 = monotone, 50 = normal intonation
+    rate: int  # espeakRATE, words per minute, 80-450 (175 is eSpeak's normal)
+    volume: int  # espeakVOLUME, 0-200; 100 = normal, above ~150 eSpeak starts to compress
+    word_gap: int = 0  # espeakWORDGAP, extra pause between words in units of 10 ms
+    language: str = "en-us"  # eSpeak language; phoneme names in VISEMES are en-us mnemonics
+
+    @property
+    def espeak_name(self) -> str:
+        """The name espeak_SetVoiceByName takes: language plus variant."""
+        return f"{self.language}+{self.variant}"
+
+
+# Variant files that exist in espeakng-loader's data (voices/!v). Chosen by listening to what they do:
+# m*/f* are plain adult voices; croak / grandpa / grandma add 'flutter 20' (an unsteady, aged F0).
+_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("male", "adult"): ("m1", "m2", "m3", "m4", "m6", "m7"),
+    ("female", "adult"): ("f1", "f2", "f3", "f4", "f5"),
+    ("male", "child"): ("f1", "f2", "f4", "f5"),
+    ("female", "child"): ("f1", "f2", "f4", "f5"),
+    ("male", "elder"): ("croak", "grandpa", "m1"),
+    ("female", "elder"): ("grandma", "f1", "f4"),
+}
+
+# Uniform ranges per (gender, age): pitch, range, rate. Tuned so that median F0 is ~110 Hz for adult
+# men, ~200 Hz for adult women and ~290 Hz for children (see tests/test_speech.py for the check).
+_PROSODY: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
+    ("male", "adult"): {"pitch": (35, 58), "range": (40, 65), "rate": (150, 185)},
+    ("female", "adult"): {"pitch": (45, 65), "range": (50, 75), "rate": (155, 190)},
+    ("male", "child"): {"pitch": (85, 97), "range": (55, 80), "rate": (180, 215)},
+    ("female", "child"): {"pitch": (86, 98), "range": (55, 80), "rate": (180, 215)},
+    ("male", "elder"): {"pitch": (35, 52), "range": (30, 50), "rate": (120, 145)},
+    ("female", "elder"): {"pitch": (35, 55), "range": (35, 55), "rate": (125, 150)},
+}
+
+
+def sample_voice(rng: np.random.Generator, gender: str, age_group: str) -> Voice:
+    """A plausible random speaker of this gender and age; the generator makes a corpus reproducible."""
+    if gender not in GENDERS:
+        raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
+    if age_group not in AGE_GROUPS:
+        raise ValueError(f"age_group must be one of {AGE_GROUPS}, got {age_group!r}")
+    variants = _VARIANTS[(gender, age_group)]
+    prosody = _PROSODY[(gender, age_group)]
+
+    def draw(key: str) -> int:
+        lo, hi = prosody[key]
+        return int(rng.integers(lo, hi + 1))
+
+    return Voice(
+        gender=gender,
+        age_group=age_group,
+        variant=variants[int(rng.integers(len(variants)))],
+        pitch=draw("pitch"),
+        pitch_range=draw("range"),
+        rate=draw("rate"),
+        volume=int(rng.integers(90, 111)),
+    )
+
+
+@dataclass(frozen=True)
+class _Prosody:
+    """How an emotion shifts a voice: additive pitch/range/volume/gap, multiplicative rate."""
+
+    pitch: int = 0
+    pitch_range: int = 0
+    rate: float = 1.0
+    volume: int = 0
+    word_gap: int = 0
+
+
+# Acted-emotion prosody as reported for MEAD-like corpora: happy = higher, livelier, faster;
+# sad = lower, flat, slow, quiet, with pauses; angry = loud, fast-ish, wide excursions.
+_EMOTION_PROSODY: dict[str, _Prosody] = {
+    "neutral": _Prosody(),
+    "happy": _Prosody(pitch=10, pitch_range=25, rate=1.12, volume=15),
+    "sad": _Prosody(pitch=-8, pitch_range=-30, rate=0.78, volume=-35, word_gap=3),
+    "angry": _Prosody(pitch=4, pitch_range=30, rate=1.08, volume=55),
+}
+
+
+def apply_emotion(voice: Voice, emotion: str) -> Voice:
+    """The voice as it sounds in this emotion (clamped to the ranges eSpeak accepts)."""
+    if emotion not in _EMOTION_PROSODY:
+        raise ValueError(f"emotion must be one of {EMOTIONS}, got {emotion!r}")
+    p = _EMOTION_PROSODY[emotion]
+    return dataclasses.replace(
+        voice,
+        pitch=int(np.clip(voice.pitch + p.pitch, 0, 100)),
+        pitch_range=int(np.clip(voice.pitch_range + p.pitch_range, 0, 100)),
+        rate=int(np.clip(round(voice.rate * p.rate), 80, 450)),
+        volume=int(np.clip(voice.volume + p.volume, 0, 200)),
+        word_gap=max(0, voice.word_gap + p.word_gap),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Speech containers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    """One eSpeak phoneme (en-us mnemonic, stress marks removed) and when it sounds, in seconds."""
+
+    name: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Mono speech with its phoneme timing; `samples` is float32 in [-1, 1]."""
+
+    samples: np.ndarray  # (N,) float32
+    sample_rate: int
+    phonemes: list[Phoneme]
+    text: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+# --------------------------------------------------------------------------------------------------
+# eSpeak NG through ctypes
+# --------------------------------------------------------------------------------------------------
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INIT_PHONEME_EVENTS = 0x0001
+_INIT_DONT_EXIT = 0x8000  # without it a missing data folder calls exit() inside the library
+_CHARS_UTF8 = 1
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
+_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE, _PARAM_WORDGAP = 1, 2, 3, 4, 7
+_RAND_SEED = 20240301  # fixes eSpeak's breath/noise generator
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    """espeak_EVENT from speak_lib.h."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # ms from the start of the utterance
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+_LOCK = threading.Lock()  # the library is process-global state: one utterance at a time
+_PRIVATE_LIB: str | None = None
+
+
+def _espeak_paths() -> tuple[str, str]:
+    """(library, data folder) shipped by espeakng-loader."""
+    try:
+        import espeakng_loader
+    except ImportError as exc:
+        raise SpeechSynthesisError(f"eSpeak NG is not installed: pip install espeakng-loader ({exc})") from exc
+    lib_path = espeakng_loader.get_library_path()
+    try:
+        data_path = espeakng_loader.get_data_path()
+    except RuntimeError as exc:
+        raise SpeechSynthesisError(f"eSpeak NG data folder is missing: {exc}") from exc
+    if not os.path.isfile(lib_path):
+        raise SpeechSynthesisError(f"eSpeak NG library not found at {lib_path}")
+    return lib_path, data_path
+
+
+def _private_library() -> str:
+    """A copy of libespeak-ng.so that only this module opens, so unloading it really resets it.
+
+    If another package had the shared copy open, dlclose would not unload it and state would leak.
+    Falls back on the shared copy where no temp folder is writable.
+    """
+    global _PRIVATE_LIB
+    if _PRIVATE_LIB is None or not os.path.isfile(_PRIVATE_LIB):
+        lib_path, _ = _espeak_paths()
+        try:
+            folder = tempfile.mkdtemp(prefix="imagineid-espeak-")
+            _PRIVATE_LIB = shutil.copy(lib_path, os.path.join(folder, "libespeak-ng-imagineid.so"))
+            atexit.register(shutil.rmtree, folder, True)
+        except OSError:
+            _PRIVATE_LIB = lib_path
+    return _PRIVATE_LIB
+
+
+def available_variants() -> tuple[str, ...]:
+    """Voice variants in the bundled data; eSpeak silently ignores an unknown one, so we check."""
+    _, data_path = _espeak_paths()
+    folder = os.path.join(data_path, "voices", "!v")
+    return tuple(sorted(os.listdir(folder))) if os.path.isdir(folder) else ()
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Argument types, so ctypes converts (and checks) every call."""
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+    lib.espeak_SetSynthCallback.restype = None
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed.restype = None
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+        ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _fresh_library() -> Iterator[tuple[ctypes.CDLL, int]]:
+    """(library, sample rate), loaded and initialised now and unloaded on exit; hold `_LOCK`."""
+    _, data_path = _espeak_paths()
+    lib_path = _private_library()
+    try:
+        lib = ctypes.CDLL(lib_path)
+    except OSError as exc:
+        raise SpeechSynthesisError(f"cannot load eSpeak NG library {lib_path}: {exc}") from exc
+    try:
+        _declare(lib)
+        options = _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), options)
+        if rate <= 0:
+            raise SpeechSynthesisError(f"eSpeak NG failed to initialise with data {data_path} (returned {rate})")
+        yield lib, rate
+    finally:
+        lib.espeak_Terminate()
+        _ctypes.dlclose(lib._handle)
+
+
+def _configure(lib: ctypes.CDLL, voice: Voice) -> None:
+    """Voice, noise seed and prosody; parameters after the voice, which would reset them."""
+    if voice.variant not in available_variants():
+        raise SpeechSynthesisError(f"eSpeak NG has no voice variant {voice.variant!r} (see espeak-ng-data/voices/!v)")
+    if lib.espeak_SetVoiceByName(voice.espeak_name.encode()) != 0:
+        raise SpeechSynthesisError(f"eSpeak NG has no voice {voice.espeak_name!r}")
+    lib.espeak_ng_SetRandSeed(_RAND_SEED)
+    for param, value in (
+        (_PARAM_RATE, voice.rate),
+        (_PARAM_VOLUME, voice.volume),
+        (_PARAM_PITCH, voice.pitch),
+        (_PARAM_RANGE, voice.pitch_range),
+        (_PARAM_WORDGAP, voice.word_gap),
+    ):
+        lib.espeak_SetParameter(param, int(value), 0)
+
+
+def _speak(text: str, voice: Voice) -> tuple[np.ndarray, int, list[tuple[str, int]]]:
+    """Raw eSpeak output: int16 samples, their rate and (phoneme, ms) events, from a fresh library."""
+    chunks: list[np.ndarray] = []
+    events: list[tuple[str, int]] = []
+
+    def on_audio(wav, n, event_list) -> int:  # ctypes pointers
+        if wav and n > 0:
+            chunks.append(np.ctypeslib.as_array(wav, (n,)).copy())
+        i = 0
+        while event_list[i].type != _EVENT_LIST_TERMINATED:
+            ev = event_list[i]
+            if ev.type == _EVENT_PHONEME:
+                name = bytes(ev.id.string).split(b"\0", 1)[0].decode("utf-8", "replace")
+                events.append((name, int(ev.audio_position)))
+            i += 1
+        return 0
+
+    callback = _SynthCallback(on_audio)  # kept alive until the library is unloaded
+    encoded = text.encode("utf-8")
+    with _LOCK, _fresh_library() as (lib, rate):
+        lib.espeak_SetSynthCallback(callback)
+        _configure(lib, voice)
+        status = lib.espeak_Synth(encoded, len(encoded) + 1, 0, 1, 0, _CHARS_UTF8, None, None)
+        if status != 0:
+            raise SpeechSynthesisError(f"eSpeak NG failed to speak {text[:40]!r} (status {status})")
+    if not chunks:
+        raise SpeechSynthesisError(f"eSpeak NG produced no audio for {text[:40]!r}")
+    return np.concatenate(chunks), rate, events
+
+
+def _clean_name(raw: str) -> str:
+    """eSpeak prefixes stressed phonemes with ' (primary) or , (secondary); the mouth does not care."""
+    return raw.lstrip("',%=") or raw
+
+
+def _phonemes(events: list[tuple[str, int]], duration_s: float) -> list[Phoneme]:
+    """Events → intervals: each phoneme lasts until the next one starts (the last until the audio ends)."""
+    starts = [(_clean_name(name), min(ms / 1000.0, duration_s)) for name, ms in events if name]
+    out: list[Phoneme] = []
+    for i, (name, start) in enumerate(starts):
+        end = starts[i + 1][1] if i + 1 < len(starts) else duration_s
+        if end > start:
+            out.append(Phoneme(name, start, end))
+    return out
+
+
+def synthesize(text: str, voice: Voice, emotion: str = "neutral", sample_rate: int = 16000) -> Speech:
+    """Speak `text` with `voice` in `emotion`; deterministic, ~500x real time."""
+    if not text.strip():
+        raise ValueError("text is empty")
+    raw, native_rate, events = _speak(text, apply_emotion(voice, emotion))
+    samples = raw.astype(np.float32) / 32768.0
+    if sample_rate != native_rate:  # 22050 -> 16000 is up 320, down 441
+        g = math.gcd(sample_rate, native_rate)
+        samples = resample_poly(samples, sample_rate // g, native_rate // g).astype(np.float32)
+    samples = np.clip(samples, -1.0, 1.0)
+    return Speech(samples, sample_rate, _phonemes(events, len(samples) / sample_rate), text)
+
+
+def fit_to_duration(speech: Speech, seconds: float, lead_s: float = 0.2, fade_s: float = 0.02) -> Speech:
+    """Exactly `seconds` long: up to `lead_s` of leading silence, then speech, then silence or a cut.
+
+    A video clip has a fixed frame count; leading silence lets the face start at rest. A cut tail
+    gets a short fade so it does not click; phonemes past the end are dropped, the last one clipped.
+    """
+    if seconds <= 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
+    sr = speech.sample_rate
+    n_out = round(seconds * sr)
+    n_in = len(speech.samples)
+    lead = round(min(lead_s * sr, max(0, n_out - n_in)))
+    out = np.zeros(n_out, np.float32)
+    n_keep = min(n_in, n_out - lead)
+    out[lead : lead + n_keep] = speech.samples[:n_keep]
+    if n_keep < n_in:  # trimmed: fade the tail out
+        n_fade = min(n_keep, int(fade_s * sr))
+        out[lead + n_keep - n_fade : lead + n_keep] *= np.linspace(1.0, 0.0, n_fade, dtype=np.float32)
+    shift, end = lead / sr, n_out / sr
+    phonemes = [
+        Phoneme(p.name, p.start_s + shift, min(p.end_s + shift, end))
+        for p in speech.phonemes
+        if p.start_s + shift < end
+    ]
+    return Speech(out, sr, phonemes, speech.text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Visemes: phoneme → mouth (opening, width)
+# --------------------------------------------------------------------------------------------------
+
+_CLOSED = (0.0, 0.5)
+
+# (opening 0..1, width 0..1 with 0.5 neutral, > 0.5 spread lips, < 0.5 rounded/protruded lips),
+# keyed by eSpeak en-us phoneme mnemonics. Diphthongs use their first, more visible target.
+VISEMES: dict[str, tuple[float, float]] = {
+    # pauses
+    "_": _CLOSED, "_:": _CLOSED, "_!": _CLOSED, "_|": _CLOSED, "||": _CLOSED, "_^_": _CLOSED,
+    # bilabials: lips shut
+    "p": _CLOSED, "b": _CLOSED, "m": _CLOSED,
+    # labiodentals: lower lip under the teeth
+    "f": (0.10, 0.50), "v": (0.10, 0.50),
+    # dentals, alveolars
+    "T": (0.22, 0.55), "D": (0.22, 0.55),
+    "t": (0.18, 0.55), "d": (0.18, 0.55), "n": (0.18, 0.55), "l": (0.25, 0.52),
+    "t#": (0.20, 0.52), "d#": (0.20, 0.52), "?": (0.15, 0.50),
+    "s": (0.12, 0.65), "z": (0.12, 0.65),
+    # post-alveolars: protruded, slightly rounded
+    "S": (0.20, 0.30), "Z": (0.20, 0.30), "tS": (0.18, 0.30), "dZ": (0.18, 0.30),
+    "r": (0.22, 0.35), "r-": (0.22, 0.35), "3": (0.35, 0.38),
+    # velars, glottal
+    "k": (0.28, 0.50), "g": (0.28, 0.50), "N": (0.25, 0.50), "x": (0.28, 0.50), "h": (0.40, 0.50),
+    # glides
+    "w": (0.12, 0.12), "j": (0.22, 0.70), "W": (0.12, 0.12), ";": (0.25, 0.68),  # ';' = i-glide
+    # syllabic consonants
+    "n-": (0.18, 0.55), "l-": (0.25, 0.52), "m-": _CLOSED, "@L": (0.30, 0.52),
+    # open vowels
+    "a": (0.90, 0.62), "aa": (0.95, 0.55), "A:": (1.00, 0.50), "A": (0.95, 0.50), "0": (0.85, 0.42),
+    "A@": (0.80, 0.45), "a#": (0.65, 0.52), "V": (0.68, 0.50),
+    # diphthongs
+    "aI": (0.85, 0.62), "aU": (0.85, 0.40), "aI@": (0.85, 0.62), "aU@": (0.85, 0.40),
+    "eI": (0.50, 0.70), "OI": (0.65, 0.30), "oU": (0.55, 0.20), "e@": (0.55, 0.65),
+    "i@": (0.40, 0.70), "i@3": (0.40, 0.70), "U@": (0.40, 0.30), "O@": (0.70, 0.32),
+    # mid vowels
+    "E": (0.60, 0.65), "e": (0.50, 0.68), "@": (0.45, 0.50), "@2": (0.40, 0.50), "@5": (0.40, 0.50),
+    "3:": (0.45, 0.42), "O:": (0.75, 0.28), "O": (0.72, 0.30), "O2": (0.72, 0.30), "o": (0.55, 0.22),
+    "o@": (0.60, 0.28),
+    # close vowels
+    "i:": (0.30, 0.85), "i": (0.30, 0.80), "I": (0.35, 0.75), "I2": (0.35, 0.72), "I#": (0.35, 0.70),
+    "u:": (0.30, 0.15), "U": (0.35, 0.30), "u": (0.30, 0.18),
+}  # fmt: skip
+
+_VOWELISH = set("aeiouAEIOUV03@")
+_DEFAULT_VOWEL = (0.55, 0.50)
+_DEFAULT_CONSONANT = (0.22, 0.50)
+
+
+def viseme_for(name: str) -> tuple[float, float]:
+    """(opening, width) for an eSpeak phoneme; unknown names fall back on vowel vs consonant."""
+    name = _clean_name(name)
+    if name in VISEMES:
+        return VISEMES[name]
+    if name.startswith("_"):
+        return _CLOSED
+    base = name.rstrip("#:;0123456789")  # variants such as 'I2', 'a#', 'O2'
+    if base in VISEMES:
+        return VISEMES[base]
+    return _DEFAULT_VOWEL if name[:1] in _VOWELISH else _DEFAULT_CONSONANT
+
+
+def frame_rms(samples: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000) -> np.ndarray:
+    """RMS of the audio under each video frame, window [i/fps, (i+1)/fps); zero past the audio end."""
+    hop = sample_rate / fps
+    x = np.asarray(samples, np.float64)
+    out = np.zeros(n_frames, np.float64)
+    for i in range(n_frames):
+        seg = x[round(i * hop) : round((i + 1) * hop)]
+        out[i] = np.sqrt(np.mean(seg**2)) if len(seg) else 0.0
+    return out
+
+
+def viseme_track(
+    phonemes: list[Phoneme],
+    n_frames: int,
+    fps: float = 25.0,
+    samples: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    coarticulation_s: float = 0.03,
+) -> np.ndarray:
+    """Mouth (opening, width) per video frame, (n_frames, 2) float32.
+
+    Phoneme targets are laid on a 5 ms grid and blurred by a Gaussian (`coarticulation_s`), since
+    lips move toward the next sound before it starts; each frame averages its own 1/fps window. With
+    `samples`, opening is scaled by the frame's loudness, so the mouth shuts in silence and opens
+    wider on stressed, louder syllables.
+    """
+    step = 0.005
+    total_s = n_frames / fps
+    grid_t = (np.arange(int(np.ceil(total_s / step))) + 0.5) * step
+    target = np.tile(np.asarray(_CLOSED, np.float64), (len(grid_t), 1))  # (G, 2), rest = closed
+    for p in phonemes:
+        sel = (grid_t >= p.start_s) & (grid_t < p.end_s)
+        target[sel] = viseme_for(p.name)
+    smooth = gaussian_filter1d(target, sigma=coarticulation_s / step, axis=0, mode="nearest")
+
+    frame_of = np.minimum((grid_t * fps).astype(int), n_frames - 1)  # (G,)
+    counts = np.maximum(np.bincount(frame_of, minlength=n_frames), 1)
+    track = np.stack([np.bincount(frame_of, smooth[:, k], minlength=n_frames) / counts for k in range(2)], 1)
+
+    if samples is not None:
+        track[:, 0] *= _loudness_gate(frame_rms(samples, n_frames, fps, sample_rate))
+    return track.astype(np.float32)
+
+
+# Frame RMS at which the mouth opens fully: eSpeak at volume 100 peaks at ~0.17 (neutral), angry
+# voices at ~0.33. Loud clips are normalised to their own peak; quieter ones (sad, soft voices) keep
+# smaller openings, so opening also tracks loudness across clips, not only within one.
+_FULL_OPEN_RMS = 0.25
+_LOUDNESS_EXPONENT = 0.7  # < 1: soft syllables still open the mouth visibly
+
+
+def _loudness_gate(rms: np.ndarray) -> np.ndarray:
+    """0..1 per frame from frame RMS; exactly 0 below -40 dB of the reference (silence)."""
+    ref = max(float(np.percentile(rms, 95)), _FULL_OPEN_RMS)
+    gate = np.clip(rms / ref, 0.0, 1.0) ** _LOUDNESS_EXPONENT
+    gate[rms < 0.01 * ref] = 0.0
+    return gate
+
+
+# --------------------------------------------------------------------------------------------------
+# F0
+# --------------------------------------------------------------------------------------------------
+
+
+def median_f0(
+    samples: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: float = 500.0, threshold: float = 0.15
+) -> float:
+    """Median fundamental frequency (Hz) over voiced frames, by YIN; NaN when nothing is voiced.
+
+    YIN's cumulative-mean-normalised difference picks the first dip below `threshold`, which avoids
+    the octave-down errors a plain autocorrelation peak makes on formant-rich synthetic vowels.
+    """
+    x = np.asarray(samples, np.float64)
+    win = int(0.025 * sample_rate)
+    max_lag = int(np.ceil(sample_rate / fmin))
+    min_lag = max(2, int(np.floor(sample_rate / fmax)))
+    hop = int(0.01 * sample_rate)
+    if len(x) < win + max_lag + 1:
+        return float("nan")
+    frames = sliding_window_view(x, win + max_lag + 1)[::hop]  # (F, W + L + 1)
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    energy = np.sqrt(np.mean(frames[:, :win] ** 2, axis=1))
+    loud = energy > 0.1 * np.percentile(energy, 95)
+    frames = frames[loud]
+    if len(frames) == 0:
+        return float("nan")
+
+    d = _yin_difference(frames, win, max_lag)  # (F, L + 1)
+    cum = np.cumsum(d[:, 1:], axis=1)
+    cmnd = np.ones_like(d)
+    cmnd[:, 1:] = d[:, 1:] * np.arange(1, max_lag + 1) / np.maximum(cum, 1e-12)
+
+    f0s = []
+    for row in cmnd:
+        lag = _first_dip(row, min_lag, threshold)
+        if lag is not None:
+            f0s.append(sample_rate / lag)
+    return float(np.median(f0s)) if f0s else float("nan")
+
+
+def _yin_difference(frames: np.ndarray, win: int, max_lag: int) -> np.ndarray:
+    """d(tau) = sum_j (x_j - x_{j+tau})^2 over j < win, for tau = 0..max_lag, by FFT."""
+    n_fft = 1 << int(np.ceil(np.log2(frames.shape[1] + win)))
+    head = np.fft.rfft(frames[:, :win], n_fft)
+    full = np.fft.rfft(frames, n_fft)
+    corr = np.fft.irfft(np.conj(head) * full, n_fft)[:, : max_lag + 1]  # r(tau)
+    sq = np.cumsum(np.pad(frames**2, ((0, 0), (1, 0))), axis=1)
+    tau = np.arange(max_lag + 1)
+    e_tau = sq[:, tau + win] - sq[:, tau]  # energy of x[tau : tau + win]
+    return np.maximum(sq[:, [win]] + e_tau - 2.0 * corr, 0.0)
+
+
+def _first_dip(cmnd: np.ndarray, min_lag: int, threshold: float) -> float | None:
+    """Lag of the first local minimum under `threshold`, refined by a parabola; None if unvoiced."""
+    below = np.nonzero(cmnd[min_lag:-1] < threshold)[0]
+    if len(below) == 0:
+        return None
+    i = int(below[0]) + min_lag
+    while i + 1 < len(cmnd) - 1 and cmnd[i + 1] < cmnd[i]:
+        i += 1
+    a, b, c = cmnd[i - 1], cmnd[i], cmnd[i + 1]
+    denom = a - 2 * b + c
+    return i + (0.5 * (a - c) / denom if denom > 0 else 0.0)

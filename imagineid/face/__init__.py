@@ -1,0 +1,1 @@
+"""Faces: detection + 68 landmarks backends, warps, alignment, masks, morphable models, mesh render."""

@@ -1,0 +1,177 @@
+"""Encode frames (+ audio) to H.264/AAC mp4, streaming frames into ffmpeg's stdin; atomic writes.
+
+    write_video("out.mp4", frames, fps=25, audio=wave, sample_rate=16000)  # frames may be a generator
+
+Audio is cut or padded with silence to exactly n_frames / fps before it is muxed, so the audio track
+never makes the video longer (AAC priming is hidden by the mp4 edit list). Two ffmpeg passes: frames ->
+video-only mp4 (frame count known only at the end), then mux with `-c:v copy` + AAC (cheap).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from imagineid.media.atomic import atomic_path, temp_sibling
+from imagineid.media.diagnose import last_error_line
+from imagineid.media.errors import MediaError
+from imagineid.media.ffmpeg_bin import QUIET, ffmpeg_exe, file_url
+from imagineid.media.process import FFmpegProcess
+
+AUDIO_BITRATE = "128k"
+
+
+def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
+    """Frames must be (H, W, 3) uint8 RGB, all one size, with even H and W (yuv420p halves chroma)."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"frame {index}: expected an (H, W, 3) uint8 RGB array, got {desc}")
+    if shape is None and (frame.shape[0] % 2 or frame.shape[1] % 2):
+        raise ValueError(
+            f"frame size {frame.shape[1]}x{frame.shape[0]} (WxH) has an odd side; "
+            "H.264 yuv420p needs even width and height: crop or pad the frames"
+        )
+    if shape is not None and frame.shape != shape:
+        raise ValueError(f"frame {index}: shape {frame.shape} differs from frame 0 {shape}")
+    return np.ascontiguousarray(frame)
+
+
+def _check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Float mono samples in [-1, 1]; integers would be silently 32768x too loud, so refuse them."""
+    audio = np.asarray(audio)
+    if audio.ndim != 1 or not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"audio must be 1-D float mono samples in [-1, 1], got {audio.dtype} {audio.shape}")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio contains NaN or inf samples")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    return audio.astype(np.float32, copy=False)
+
+
+def _raise_on_failure(proc: FFmpegProcess, path: Path, what: str) -> None:
+    code = proc.wait()
+    if code != 0:
+        raise MediaError(path, f"ffmpeg {what} failed (exit {code}): {last_error_line(proc.stderr_text())}")
+
+
+def _encode_frames(tmp: Path, frames: Iterable[np.ndarray], fps: float, crf: int, final: Path) -> int:
+    """Pass 1: stream frames into libx264; returns the number of frames written."""
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"{final}: no frames to write")
+    first = _check_frame(first, 0, None)
+    h, w = first.shape[:2]
+    stream = (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+        .output(file_url(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, movflags="+faststart", format="mp4")
+        .global_args(*QUIET)
+        .overwrite_output()
+    )
+    proc = FFmpegProcess(stream, ffmpeg_exe(), pipe_stdin=True)
+    try:
+        assert proc.popen.stdin is not None
+        n = 0
+        frame = first
+        while True:
+            try:
+                proc.popen.stdin.write(frame.data)
+            except BrokenPipeError:
+                break  # ffmpeg died; _raise_on_failure reports why
+            n += 1
+            nxt = next(it, None)
+            if nxt is None:
+                break
+            frame = _check_frame(nxt, n, first.shape)
+        try:
+            proc.popen.stdin.close()
+        except BrokenPipeError:
+            pass  # ffmpeg died with frames still buffered; _raise_on_failure reports why
+        _raise_on_failure(proc, final, "H.264 encoding")
+        return n
+    finally:
+        proc.close()
+
+
+def _mux_audio(video: Path, audio: np.ndarray, sample_rate: int, n_frames: int, fps: float, out: Path) -> None:
+    """Pass 2: copy the video stream, add `audio` cut/padded to the video duration as AAC."""
+    n_samples = round(n_frames * sample_rate / fps)
+    audio = np.pad(audio[:n_samples], (0, max(0, n_samples - len(audio))))
+    raw = temp_sibling(out, "pcm").with_suffix(".f32")
+    try:
+        audio.astype("<f4").tofile(raw)
+        v = ffmpeg.input(file_url(video))
+        a = ffmpeg.input(file_url(raw), format="f32le", ar=sample_rate, ac=1)
+        stream = (
+            ffmpeg.output(v["v:0"], a["a:0"], file_url(out), vcodec="copy", acodec="aac",
+                          audio_bitrate=AUDIO_BITRATE, movflags="+faststart", format="mp4")
+            .global_args(*QUIET)
+            .overwrite_output()
+        )
+        proc = FFmpegProcess(stream, ffmpeg_exe())
+        try:
+            _raise_on_failure(proc, out, "AAC muxing")
+        finally:
+            proc.close()
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray],
+    fps: float = 25,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    crf: int = 18,
+) -> int:
+    """Write (H, W, 3) uint8 RGB frames (+ optional float mono audio) to an H.264/AAC mp4, atomically.
+
+    Returns the number of frames written. On any error (bad frame, failing generator, ffmpeg failure)
+    neither `path` nor a temp file is left behind.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if not 0 <= crf <= 51:
+        raise ValueError(f"crf must be in 0..51 (libx264), got {crf}")
+    if audio is not None:
+        audio = _check_audio(audio, sample_rate)
+    final = Path(path)
+    with atomic_path(final) as tmp:
+        if audio is None:
+            return _encode_frames(tmp, frames, fps, crf, final)
+        video_only = temp_sibling(final, "video")
+        try:
+            n = _encode_frames(video_only, frames, fps, crf, final)
+            _mux_audio(video_only, audio, sample_rate, n, fps, tmp)
+        finally:
+            video_only.unlink(missing_ok=True)
+        return n
+
+
+def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int = 16000) -> None:
+    """Write float mono samples in [-1, 1] atomically; the format follows the suffix (.wav: 16-bit PCM)."""
+    samples = _check_audio(samples, sample_rate)
+    final = Path(path)
+    with atomic_path(final) as tmp:
+        stream = (
+            ffmpeg.input("pipe:", format="f32le", ar=sample_rate, ac=1)
+            .output(file_url(tmp))
+            .global_args(*QUIET)
+            .overwrite_output()
+        )
+        proc = FFmpegProcess(stream, ffmpeg_exe(), pipe_stdin=True)
+        try:
+            assert proc.popen.stdin is not None
+            try:
+                proc.popen.stdin.write(samples.astype("<f4").tobytes())
+                proc.popen.stdin.close()
+            except BrokenPipeError:
+                pass  # ffmpeg died; _raise_on_failure reports why
+            _raise_on_failure(proc, final, "audio encoding")
+        finally:
+            proc.close()

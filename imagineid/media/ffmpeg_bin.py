@@ -1,0 +1,42 @@
+"""Where the ffmpeg binary comes from.
+
+We prefer the binary shipped by imageio-ffmpeg: it is pinned with the environment, always has libx264
+and AAC, and its stderr format is what `probe` parses. `IMAGEIO_FFMPEG_EXE` overrides it (imageio-ffmpeg
+honours that variable); `ffmpeg` on PATH is the fallback when imageio-ffmpeg is not installed.
+There is no ffprobe in imageio-ffmpeg, so nothing here needs one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+from imagineid.media.errors import FFmpegNotFoundError
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary (looked up once per process)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        imageio_ffmpeg = None
+    if imageio_ffmpeg is not None:
+        try:
+            return imageio_ffmpeg.get_ffmpeg_exe()
+        except RuntimeError:  # imageio-ffmpeg found no binary for this platform
+            pass
+    found = shutil.which("ffmpeg")
+    if found is None:
+        raise FFmpegNotFoundError("ffmpeg", "")
+    return found
+
+
+def file_url(path: str | os.PathLike[str]) -> str:
+    """`file:` URL for ffmpeg (inputs and outputs), so names with ':' or a leading '-' are never read as protocols/options."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+# Global flags for every run: no banner, never read the terminal, only errors on stderr.
+QUIET = ("-hide_banner", "-nostdin", "-v", "error")
