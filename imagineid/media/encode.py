@@ -97,7 +97,9 @@ def _encode_frames(tmp: Path, frames: Iterable[np.ndarray], fps: float, crf: int
         proc.close()
 
 
-def _mux_audio(video: Path, audio: np.ndarray, sample_rate: int, n_frames: int, fps: float, out: Path) -> None:
+def _mux_audio(
+    video: Path, audio: np.ndarray, sample_rate: int, n_frames: int, fps: float, out: Path, final: Path
+) -> None:
     """Pass 2: copy the video stream, add `audio` cut/padded to the video duration as AAC."""
     n_samples = round(n_frames * sample_rate / fps)
     audio = np.pad(audio[:n_samples], (0, max(0, n_samples - len(audio))))
@@ -114,7 +116,7 @@ def _mux_audio(video: Path, audio: np.ndarray, sample_rate: int, n_frames: int, 
         )
         proc = FFmpegProcess(stream, ffmpeg_exe())
         try:
-            _raise_on_failure(proc, out, "AAC muxing")
+            _raise_on_failure(proc, final, "AAC muxing")
         finally:
             proc.close()
     finally:
@@ -147,7 +149,7 @@ def write_video(
         video_only = temp_sibling(final, "video")
         try:
             n = _encode_frames(video_only, frames, fps, crf, final)
-            _mux_audio(video_only, audio, sample_rate, n, fps, tmp)
+            _mux_audio(video_only, audio, sample_rate, n, fps, tmp, final)
         finally:
             video_only.unlink(missing_ok=True)
         return n

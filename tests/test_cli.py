@@ -1,0 +1,45 @@
+"""The command-line contract (DESIGN §6) as a user meets it: a real subprocess per call."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CONTRACT = ("synth", "preprocess", "train", "listen", "generate", "evaluate", "demo")
+
+
+def imagineid(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_the_contract_commands() -> None:
+    result = imagineid("--help")
+    assert result.returncode == 0
+    for command in CONTRACT:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, issue",
+    [
+        (("preprocess", "x.mp4", "--out", "d"), "issue 3"),
+        (("train", "d", "--out", "r"), "issues 4 and 5"),
+        (("listen", "r", "a.wav"), "issue 4"),
+        (("generate", "r", "a.wav", "--out", "g"), "issue 6"),
+        (("evaluate", "g", "--data", "d"), "issue 7"),
+    ],
+)
+def test_unbuilt_commands_say_so_and_exit_non_zero(args: tuple[str, ...], issue: str) -> None:
+    result = imagineid(*args)
+    assert result.returncode == 2
+    assert "not built yet" in result.stderr and issue in result.stderr
+
+
+def test_synth_writes_a_corpus_and_prints_a_summary(tmp_path) -> None:
+    out = tmp_path / "s"
+    result = imagineid("synth", str(out), "--speakers", "1", "--clips-per-speaker", "1", "--seconds", "1", "--size", "128")
+    assert result.returncode == 0, result.stderr
+    assert "1 clips of 1 speakers" in result.stdout
+    assert len(list((out / "videos").glob("*.mp4"))) == 1 and (out / "metadata.parquet").exists()
