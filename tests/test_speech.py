@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_phonemes_are_ordered_and_inside_the_audio(neutral: Speech) -> None:
     ps = neutral.phonemes
     assert len(ps) > 20
     assert all(0.0 <= p.start_s < p.end_s <= neutral.duration_s + 1e-9 for p in ps)
-    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(ps, ps[1:]))
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in itertools.pairwise(ps))
     names = [p.name for p in ps]
     assert names.count("b") >= 3 and names.count("m") >= 3  # Bob, bought, big, blue / map, my, mom
     assert not any(n.startswith(("'", ",")) for n in names)  # stress marks stripped

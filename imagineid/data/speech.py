@@ -42,9 +42,7 @@ from scipy.signal import resample_poly
 
 from imagineid.errors import ImagineIDError
 
-GENDERS = ("male", "female")
-AGE_GROUPS = ("child", "adult", "elder")
-EMOTIONS = ("neutral", "happy", "sad", "angry")
+from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS  # noqa: F401  (re-exported)
 
 
 class SpeechSynthesisError(ImagineIDError):
@@ -65,7 +63,7 @@ class Voice:
     gender: str  # 'male' | 'female' (ground-truth label; children use female-like variants)
     age_group: str  # 'child' | 'adult' | 'elder'
     variant: str  # file in espeak-ng-data/voices/!v, e.g. 'm3', 'f2', 'croak', 'grandma'
-    pitch: int  # espeakPITCH, 0-100; 50 = the variant's own base pitch, each step ~1.5% F0
+    pitch: int  # espeakPITCH, 0-100; 50 = the variant's own base pitch, each step ~1% F0
     pitch_range: int  # espeakRANGE, 0-100; 0 = monotone, 50 = normal intonation
     rate: int  # espeakRATE, words per minute, 80-450 (175 is eSpeak's normal)
     volume: int  # espeakVOLUME, 0-200; 100 = normal, above ~150 eSpeak starts to compress
@@ -497,7 +495,9 @@ def viseme_track(
     `samples`, opening is scaled by the frame's loudness, so the mouth shuts in silence and opens
     wider on stressed, louder syllables.
     """
-    step = 0.005
+    if n_frames <= 0:
+        return np.zeros((0, 2), np.float32)
+    step = min(0.005, 0.5 / fps)  # at least two grid points per frame
     total_s = n_frames / fps
     grid_t = (np.arange(int(np.ceil(total_s / step))) + 0.5) * step
     target = np.tile(np.asarray(_CLOSED, np.float64), (len(grid_t), 1))  # (G, 2), rest = closed

@@ -22,10 +22,10 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from imagineid.data import speech as sp
+from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.data.parquet_io import vector_lists, write_table_atomic
 from imagineid.data.sentences import pick_sentence
 from imagineid.data.synth_face import (
-    EMOTIONS,
     IdentityFactors,
     SpeakerLook,
     apply_affine,
@@ -38,8 +38,6 @@ from imagineid.data.synth_face import (
 from imagineid.errors import ImagineIDError
 from imagineid.media import write_video
 
-GENDERS = ("male", "female")
-AGE_GROUPS = ("child", "adult", "elder")
 SKIN_TONES = (
     (1.05, 1.00, 0.97), (1.00, 0.93, 0.88), (0.95, 0.88, 0.80),
     (0.82, 0.70, 0.58), (0.68, 0.55, 0.44), (0.52, 0.42, 0.34),

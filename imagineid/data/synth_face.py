@@ -19,13 +19,13 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from imagineid.data.labels import EMOTIONS
 from imagineid.errors import ImagineIDError
 from imagineid.face import landmarks68 as lm
 from imagineid.face.warp import remap, tps_backward_map
 
 # Head-and-shoulders square of skimage's 512 px astronaut photo (x0, y0, x1, y1): face ~40 % of the width.
 TEMPLATE_CROP = (105, 6, 335, 236)
-EMOTIONS = ("neutral", "happy", "sad", "angry")
 
 
 @dataclass(frozen=True)
