@@ -73,12 +73,37 @@ def synth(
 def preprocess(
     src: List[Path] = typer.Argument(..., help="Video files or folders."),
     out: Path = typer.Option(..., "--out", help="Dataset folder (DESIGN §3)."),
-    workers: Optional[int] = typer.Option(None, help="Parallel clip workers."),
+    workers: Optional[int] = typer.Option(None, help="Parallel clip workers (default: all cores; 1 = no Ray)."),
     detector: str = typer.Option("dlib", help="dlib | fan"),
     morphable: str = typer.Option("pca", help="pca | flame"),
+    dataset: str = typer.Option("auto", help="auto | synthetic | mead | voxceleb2 | hdtf | generic"),
+    crop_size: int = typer.Option(256, help="Aligned face crop size in pixels."),
+    refit_morphable: bool = typer.Option(False, help="Fit a new morphable-model version."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
 ) -> None:
     """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
-    _not_built("preprocess", "issue 3")
+    from imagineid.preprocessing import PreprocessConfig
+    from imagineid.preprocessing import preprocess as run_preprocess
+
+    if morphable == "flame":
+        _not_built("preprocess --morphable flame", "issue 9")
+    missing = [str(p) for p in src if not p.exists()]
+    if len(missing) == len(src):
+        _fail(f"no such file or folder: {', '.join(missing)}")
+    config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size)
+    try:
+        summary = run_preprocess(src, out, config, dataset=dataset, workers=workers, ray_address=ray_address,
+                                 refit_morphable=refit_morphable)
+    except (ImagineIDError, ValueError) as err:
+        _fail(str(err))
+    if summary.n_sources == 0:
+        _fail(f"no videos found under {', '.join(map(str, src))}")
+    out_console.print(
+        f"[green]preprocess:[/] {summary.n_sources} sources: {summary.n_processed} processed, "
+        f"{summary.n_failed} rejected, {summary.n_skipped} already done, in {summary.seconds:.1f}s → {out}"
+    )
+    for failure in summary.failures:
+        out_console.print(f"  [yellow]rejected[/] {failure.source}: [{failure.error_type}] {failure.message}")
 
 
 @app.command()

@@ -24,7 +24,7 @@ def test_help_lists_the_contract_commands() -> None:
 @pytest.mark.parametrize(
     "args, issue",
     [
-        (("preprocess", "x.mp4", "--out", "d"), "issue 3"),
+        (("preprocess", "x.mp4", "--out", "d", "--morphable", "flame"), "issue 9"),
         (("train", "d", "--out", "r"), "issues 4 and 5"),
         (("listen", "r", "a.wav"), "issue 4"),
         (("generate", "r", "a.wav", "--out", "g"), "issue 6"),
@@ -43,3 +43,14 @@ def test_synth_writes_a_corpus_and_prints_a_summary(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert "1 clips of 1 speakers" in result.stdout
     assert len(list((out / "videos").glob("*.mp4"))) == 1 and (out / "metadata.parquet").exists()
+
+
+def test_preprocess_exits_zero_with_rejections_and_one_line_when_nothing_exists(small_corpus, bad_inputs, tmp_path) -> None:
+    folder = next(iter(bad_inputs.values())).parent
+    good = sorted((small_corpus / "videos").glob("*.mp4"))[:2]
+    result = imagineid("preprocess", str(folder), *map(str, good), "--out", str(tmp_path / "d"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"{len(bad_inputs) + 2} sources: 2 processed, {len(bad_inputs)} rejected" in result.stdout
+    assert "rejected" in result.stdout and "no audio stream" in result.stdout
+    missing = imagineid("preprocess", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "d2"))
+    assert missing.returncode != 0 and "no such file or folder" in missing.stderr

@@ -210,9 +210,9 @@ def expression_landmarks(
         p[[48, 60, 54, 64], 1] += 0.015 * w * k
     # Viseme: jaw drop moves the lower lip and chin; width spreads or rounds the lips.
     o = float(np.clip(opening, 0.0, 1.0))
-    p[[65, 66, 67], 1] += 0.2 * w * o
-    p[[56, 57, 58], 1] += 0.19 * w * o
-    p[[55, 59], 1] += 0.14 * w * o
+    p[[65, 66, 67], 1] += 0.27 * w * o
+    p[[56, 57, 58], 1] += 0.26 * w * o
+    p[[55, 59], 1] += 0.19 * w * o
     p[[61, 62, 63], 1] -= 0.025 * w * o
     p[[50, 51, 52], 1] -= 0.02 * w * o
     p[[60, 64, 48, 54], 1] += 0.06 * w * o
@@ -321,10 +321,10 @@ def _paint_mouth(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
     w = float(lm.face_width(points))
     upper = points[[60, 61, 62, 63, 64]]
     lower = points[[64, 65, 66, 67, 60]]
-    upper_teeth = np.concatenate([upper, upper[::-1] + [0.0, min(0.3 * gap, 0.035 * w)]])
-    lower_teeth = np.concatenate([lower, lower[::-1] - [0.0, min(0.12 * gap, 0.02 * w)]])
+    upper_teeth = np.concatenate([upper, upper[::-1] + [0.0, min(0.22 * gap, 0.03 * w)]])
+    lower_teeth = np.concatenate([lower, lower[::-1] - [0.0, min(0.08 * gap, 0.015 * w)]])
     teeth = np.clip(_polygon_mask(size, [upper_teeth, lower_teeth], blur=0.5), 0, 1) * cavity
-    out = frame * (1 - cavity[..., None]) + np.array([62, 22, 28], np.float32) * cavity[..., None]
+    out = frame * (1 - cavity[..., None]) + np.array([45, 14, 20], np.float32) * cavity[..., None]
     return out * (1 - teeth[..., None]) + np.array([228, 222, 208], np.float32) * teeth[..., None]
 
 

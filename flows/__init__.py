@@ -1,0 +1,1 @@
+"""Prefect flows: they compose tasks, choose runners and resources, and publish artifacts."""

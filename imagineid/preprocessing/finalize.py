@@ -1,0 +1,133 @@
+"""Passes 2 and 3: fit (or reuse) the dataset's morphable model, then project every staged clip and
+write its frames / audio / clips shards — the clips/ shard last, as the clip's commit marker."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from imagineid import __version__
+from imagineid.data.parquet_io import vectors, write_table_atomic
+from imagineid.data.store import AUDIO_SCHEMA, Store, clips_schema, frames_schema
+from imagineid.errors import ImagineIDError
+from imagineid.face.masks import blend_mask, encode_mask_png, face_mask, mouth_mask
+from imagineid.face.morphable import PCAMorphableModel
+from imagineid.preprocessing.config import PIPELINE_VERSION, PreprocessConfig
+from imagineid.preprocessing.extract import staged_npz
+
+CURRENT = "CURRENT"
+
+
+def load_staged(store: Store, clip_id: str) -> dict:
+    with np.load(staged_npz(store, clip_id)) as npz:
+        data = {k: npz[k] for k in npz.files}
+    data["meta"] = json.loads(data["meta"].tobytes().decode())
+    return data
+
+
+def current_model(store: Store) -> PCAMorphableModel | None:
+    pointer = store.morphable / CURRENT
+    if not pointer.exists():
+        return None
+    return PCAMorphableModel.load(store.morphable / pointer.read_text().strip())
+
+
+def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str], refit: bool = False) -> PCAMorphableModel:
+    """The dataset keeps one model so coefficients stay comparable across nightly increments;
+    `refit` fits a new version (old versions stay on disk)."""
+    if config.morphable != "pca":
+        raise ImagineIDError(f"--morphable {config.morphable} is not built yet (issue 9); use --morphable pca")
+    model = None if refit else current_model(store)
+    if model is not None:
+        return model
+    clips = [load_staged(store, cid)["crop_landmarks"] for cid in clip_ids]
+    if not clips:
+        raise ImagineIDError("no clip could be processed, so there is nothing to fit the morphable model on")
+    model = PCAMorphableModel.fit(clips, config.n_shape, config.n_expression, config.n_mouth)
+    folder = model.save_versioned(store.morphable)
+    tmp = store.morphable / f".{CURRENT}.tmp"
+    tmp.write_text(folder.name)
+    tmp.replace(store.morphable / CURRENT)
+    return model
+
+
+def _versions(model: PCAMorphableModel) -> str:
+    return json.dumps({"imagineid": __version__, "pipeline": PIPELINE_VERSION, "morphable": model.version,
+                       "python": platform.python_version()})
+
+
+def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: PreprocessConfig) -> None:
+    staged = load_staged(store, clip_id)
+    meta, source = staged["meta"], staged["meta"]["source"]
+    crop_pts = staged["crop_landmarks"]  # (T, 68, 2)
+    t = len(crop_pts)
+    coeffs = model.project(crop_pts)
+    size = config.crop_size
+    masks = {"face_mask": [], "mouth_mask": [], "blend_mask": []}
+    for pts in crop_pts:
+        masks["face_mask"].append(encode_mask_png(face_mask(pts, size)))
+        masks["mouth_mask"].append(encode_mask_png(mouth_mask(pts, size)))
+        masks["blend_mask"].append(encode_mask_png(blend_mask(pts, size, config.blend_dilation)))
+    frames = pa.table(
+        {
+            "clip_id": pa.array([clip_id] * t),
+            "frame_idx": pa.array(np.arange(t, dtype=np.int32)),
+            "timestamp": pa.array((np.arange(t) / config.fps).astype(np.float32)),
+            "found": pa.array(staged["found"].astype(bool)),
+            "bbox": vectors(staged["boxes"]),
+            "landmarks": vectors(staged["landmarks"].reshape(t, 136)),
+            "crop_landmarks": vectors(crop_pts.reshape(t, 136)),
+            "crop_transform": vectors(staged["transforms"].reshape(t, 6)),
+            "expression": vectors(coeffs.expression),
+            "mouth": vectors(coeffs.mouth),
+            "pose": vectors(coeffs.pose),
+            **{k: pa.array(v, pa.binary()) for k, v in masks.items()},
+        },
+        schema=frames_schema(model.n_expression, model.n_mouth),
+    )
+    mel = staged["log_mel"]  # (4T, 80)
+    audio = pa.table(
+        {
+            "clip_id": [clip_id], "sample_rate": [config.sample_rate], "mel_fps": [100.0], "n_mel": [len(mel)],
+            "log_mel": pa.ListArray.from_arrays(pa.array([0, len(mel)], pa.int32()), vectors(mel)),
+            "seconds": [meta["seconds"]],
+        },
+        schema=AUDIO_SCHEMA,
+    )
+    labels = source.get("labels") or {}
+    clip = pa.table(
+        {
+            "clip_id": [clip_id], "source": [source["path"]], "sha256": [meta["sha256"]],
+            "dataset": [source.get("dataset")], "split": [source.get("split")], "speaker_id": [source.get("speaker_id")],
+            "gender": [labels.get("gender")], "age_group": [labels.get("age_group")], "emotion": [labels.get("emotion")],
+            "emotion_intensity": [_float_or_none(labels.get("intensity"))], "labels": [json.dumps(labels, sort_keys=True)],
+            "fps": [config.fps], "n_frames": [t], "width": [meta["width"]], "height": [meta["height"]],
+            "crop_size": [size], "crops": [f"crops/{clip_id}.mp4"],
+            "shape": vectors(coeffs.shape[None, :]), "morphable_version": [model.version],
+            "config_hash": [config.hash], "versions": [_versions(model)],
+        },
+        schema=clips_schema(model.n_shape),
+    )
+    write_table_atomic(frames, store.shard("frames", clip_id))
+    write_table_atomic(audio, store.shard("audio", clip_id))
+    write_table_atomic(clip, store.shard("clips", clip_id))
+    staged_npz(store, clip_id).unlink(missing_ok=True)
+
+
+def _float_or_none(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def finalize_all(store: Store, clip_ids: list[str], model: PCAMorphableModel, config: PreprocessConfig) -> list[str]:
+    for clip_id in clip_ids:
+        finalize_clip(store, clip_id, model, config)
+    return clip_ids
+
+

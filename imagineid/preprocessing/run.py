@@ -1,0 +1,112 @@
+"""The whole preprocess run, as used by the CLI; the Prefect flow composes the same steps as tasks."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from imagineid.data.layouts import discover
+from imagineid.data.store import Store, write_json_atomic
+from imagineid.data.parquet_io import SCHEMA_VERSION
+from imagineid.preprocessing.config import PreprocessConfig, clip_id_for, file_sha256
+from imagineid.preprocessing.extract import ClipJob, ExtractResult, extract_clip
+from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
+from imagineid.parallel import parallel_map
+
+
+@dataclass
+class PreprocessSummary:
+    n_sources: int = 0
+    n_skipped: int = 0  # already in clips/ or failures/ under this config
+    n_processed: int = 0  # new rows in clips/
+    n_failed: int = 0  # new rows in failures/
+    failures: list[ExtractResult] = field(default_factory=list)
+    morphable_version: str = ""
+    seconds: float = 0.0
+
+
+def _cached_sha(path: Path, previous: dict) -> str:
+    """Reuse the manifest's hash when size and mtime are unchanged (reruns must not re-read datasets)."""
+    stat = path.stat()
+    entry = previous.get(str(path))
+    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        return entry["sha256"]
+    return file_sha256(path)
+
+
+def plan_jobs(sources: Sequence[str | Path], store: Store, config: PreprocessConfig, dataset: str = "auto") -> tuple[list[ClipJob], list[ClipJob]]:
+    """All jobs and the pending ones (not yet in clips/ or failures/)."""
+    previous = _read_manifest(store).get("sources", {})
+    jobs = []
+    for clip in discover([Path(s) for s in sources], dataset):
+        try:
+            sha = _cached_sha(clip.path, previous)
+        except OSError:  # unreadable: a stable id from the path, so the failure is recorded once
+            sha = "unreadable-" + hashlib.sha256(str(clip.path).encode()).hexdigest()[:16]
+        jobs.append(ClipJob(clip, sha, clip_id_for(sha, config.hash)))
+    done = store.done_ids("clips") | store.done_ids("failures")
+    return jobs, [j for j in jobs if j.clip_id not in done]
+
+
+def extract_all(jobs: list[ClipJob], store: Store, config: PreprocessConfig, workers: int | None = None,
+                progress: bool = True, ray_address: str | None = None,
+                on_done: Callable[[int, int], None] | None = None) -> list[ExtractResult]:
+    fn = functools.partial(extract_clip, root=str(store.root), config=config)
+    return parallel_map(fn, jobs, workers=workers, desc="preprocess", progress=progress, ray_address=ray_address,
+                        on_done=on_done)
+
+
+def _read_manifest(store: Store) -> dict:
+    return json.loads(store.manifest.read_text()) if store.manifest.exists() else {}
+
+
+def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) -> None:
+    """Merge this run's sources into the manifest; each source's status comes from the shards on disk."""
+    manifest = _read_manifest(store)
+    sources = manifest.get("sources", {})
+    clips, failures = store.done_ids("clips"), store.done_ids("failures")
+    for job in jobs:
+        try:
+            stat = job.source.path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = None, None
+        status = "done" if job.clip_id in clips else "failed" if job.clip_id in failures else "pending"
+        sources[str(job.source.path)] = {
+            "sha256": job.sha256, "clip_id": job.clip_id, "status": status, "size": size, "mtime_ns": mtime,
+            "config_hash": config.hash,
+        }
+    configs = manifest.get("configs", {})
+    configs[config.hash] = config.to_dict()
+    write_json_atomic(store.manifest, {
+        "schema_version": SCHEMA_VERSION, "config": config.to_dict(), "config_hash": config.hash,
+        "configs": configs, "sources": sources,
+    })
+
+
+def preprocess(sources: Sequence[str | Path], out: str | Path, config: PreprocessConfig = PreprocessConfig(),
+               dataset: str = "auto", workers: int | None = None, progress: bool = True,
+               ray_address: str | None = None, refit_morphable: bool = False) -> PreprocessSummary:
+    """Preprocess every new source under `sources` into the dataset folder `out`."""
+    start = time.perf_counter()
+    store = Store(Path(out))
+    store.make_dirs()
+    store.remove_orphans()
+    jobs, pending = plan_jobs(sources, store, config, dataset)
+    results = extract_all(pending, store, config, workers, progress, ray_address)
+    staged = [r.clip_id for r in results if r.status == "staged"]
+    summary = PreprocessSummary(n_sources=len(jobs), n_skipped=len(jobs) - len(pending),
+                                failures=[r for r in results if r.status == "failed"])
+    if staged or refit_morphable:
+        model = fit_or_load_model(store, config, staged, refit_morphable)
+        finalize_all(store, staged, model, config)
+        summary.morphable_version = model.version
+    summary.n_processed, summary.n_failed = len(staged), len(summary.failures)
+    write_manifest(store, config, jobs)
+    summary.seconds = time.perf_counter() - start
+    return summary

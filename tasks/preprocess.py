@@ -1,0 +1,58 @@
+"""Preprocess tasks: plan, extract (Ray fan-out inside), fit the morphable model, finalize, manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from imagineid.data.store import Store
+from imagineid.preprocessing import PreprocessConfig
+from imagineid.preprocessing.extract import ClipJob, ExtractResult
+from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
+from imagineid.preprocessing.run import extract_all, plan_jobs, write_manifest
+
+
+@task(retries=2, retry_delay_seconds=[5, 30])
+def plan_sources(sources: list[str], out: str, config: PreprocessConfig, dataset: str) -> tuple[list[ClipJob], list[ClipJob]]:
+    """All source jobs and the pending ones (content-hash ids; finished clips are skipped)."""
+    store = Store(Path(out))
+    store.make_dirs()
+    store.remove_orphans()
+    return plan_jobs(sources, store, config, dataset)
+
+
+@task(retries=1, retry_delay_seconds=10)
+def extract_clips(jobs: list[ClipJob], out: str, config: PreprocessConfig, workers: int | None,
+                  ray_address: str | None) -> list[ExtractResult]:
+    """Per-clip decode / track / crop / log-mel, fanned out on Ray; failures come back as rows."""
+    artifact = create_progress_artifact(0.0, description="preprocess: clips extracted")
+
+    def report(done: int, total: int) -> None:
+        update_progress_artifact(artifact, 100.0 * done / max(total, 1))
+
+    return extract_all(jobs, Store(Path(out)), config, workers, progress=False, ray_address=ray_address, on_done=report)
+
+
+@task
+def fit_morphable(out: str, config: PreprocessConfig, clip_ids: list[str], refit: bool) -> str:
+    """The dataset's morphable model (existing, or fitted on the staged clips); returns its version."""
+    return fit_or_load_model(Store(Path(out)), config, clip_ids, refit).version
+
+
+@task
+def finalize_clips(out: str, config: PreprocessConfig, clip_ids: list[str]) -> list[str]:
+    """Project, mask and write shards; returns the clips/ shard paths."""
+    store = Store(Path(out))
+    from imagineid.preprocessing.finalize import current_model
+
+    finalize_all(store, clip_ids, current_model(store), config)
+    return [str(store.shard("clips", c)) for c in clip_ids]
+
+
+@task
+def record_manifest(out: str, config: PreprocessConfig, jobs: list[ClipJob]) -> str:
+    store = Store(Path(out))
+    write_manifest(store, config, jobs)
+    return str(store.manifest)

@@ -1,0 +1,149 @@
+"""Preprocess: the DESIGN §3 dataset from synthetic videos, bad inputs, idempotent reruns (issue 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from imagineid.data.parquet_io import to_numpy_vectors
+from imagineid.data.store import Store
+from imagineid.face import landmarks68 as lm
+from imagineid.face.morphable import PCAMorphableModel
+from imagineid.preprocessing import PreprocessConfig, preprocess
+
+from conftest import copy_videos
+
+
+@pytest.fixture(scope="module")
+def dataset(small_corpus: Path, tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("data")
+    summary = preprocess([small_corpus / "videos"], out, PreprocessConfig(), workers=1, progress=False)
+    return out, summary
+
+
+def test_every_source_lands_in_clips_or_failures(dataset, small_corpus: Path) -> None:
+    out, summary = dataset
+    store = Store(out)
+    videos = sorted((small_corpus / "videos").glob("*.mp4"))
+    clips = store.read_table("clips")
+    assert summary.n_sources == len(videos) == summary.n_processed + summary.n_failed
+    assert summary.n_failed == 0, summary.failures
+    assert clips.num_rows == len(videos)
+    assert sorted(Path(s).name for s in clips["source"].to_pylist()) == [v.name for v in videos]
+    frames = store.read_table("frames", ["clip_id", "frame_idx"])
+    assert frames.num_rows == sum(clips["n_frames"].to_pylist()) == 6 * 50
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {e["status"] for e in manifest["sources"].values()} == {"done"}
+    assert (out / "morphable" / "CURRENT").exists()
+
+
+def test_labels_come_from_the_synthetic_metadata(dataset, small_corpus: Path) -> None:
+    out, _ = dataset
+    clips = Store(out).read_table("clips").to_pylist()
+    meta = {r["clip_id"]: r for r in pq.read_table(small_corpus / "metadata.parquet").to_pylist()}
+    for clip in clips:
+        truth = meta[Path(clip["source"]).stem]
+        assert (clip["dataset"], clip["speaker_id"], clip["gender"], clip["emotion"]) == (
+            "synthetic", truth["speaker_id"], truth["gender"], truth["emotion"])
+
+
+def test_landmarks_match_the_ground_truth(dataset, small_corpus: Path) -> None:
+    out, _ = dataset
+    store = Store(out)
+    meta = {r["clip_id"]: r for r in pq.read_table(small_corpus / "metadata.parquet").to_pylist()}
+    errors = []
+    for clip in store.read_table("clips", ["clip_id", "source"]).to_pylist():
+        found = store.clip_landmarks(clip["clip_id"])  # (T, 68, 2)
+        truth = np.asarray(meta[Path(clip["source"]).stem]["landmarks"], np.float32).reshape(-1, 68, 2)
+        iod = np.linalg.norm(truth[:, 45] - truth[:, 36], axis=1)
+        errors.append(np.linalg.norm(found - truth, axis=2).mean(axis=1) / iod)
+    assert float(np.mean(np.concatenate(errors))) < 0.08
+
+
+def test_mouth_coefficients_recover_mouth_opening(dataset, small_corpus: Path) -> None:
+    out, _ = dataset
+    store = Store(out)
+    model = PCAMorphableModel.load(out / "morphable" / (out / "morphable" / "CURRENT").read_text().strip())
+    meta = {r["clip_id"]: r for r in pq.read_table(small_corpus / "metadata.parquet").to_pylist()}
+    measured, truth = [], []
+    for clip in store.read_table("clips", ["clip_id", "source", "shape"]).to_pylist():
+        frames = store.clip_frames(clip["clip_id"], ["mouth"])
+        mouth = to_numpy_vectors(frames["mouth"])
+        pts = model.reconstruct(np.asarray(clip["shape"], np.float32), mouth=mouth)
+        measured.append(lm.mouth_opening(pts))
+        truth.append(np.asarray(meta[Path(clip["source"]).stem]["mouth_opening"]))
+    assert np.corrcoef(np.concatenate(measured), np.concatenate(truth))[0, 1] >= 0.9
+
+
+def test_tables_load_with_pandas_pyarrow_and_duckdb(dataset) -> None:
+    out, _ = dataset
+    import duckdb
+    import pandas as pd
+
+    n = ds.dataset(out / "frames", format="parquet").count_rows()
+    assert len(pd.read_parquet(out / "clips")) == 6
+    assert duckdb.sql(f"select count(*) from read_parquet('{out}/frames/*.parquet')").fetchall()[0][0] == n
+    store = Store(out)
+    one = store.read_table("clips", ["clip_id"])["clip_id"][0].as_py()
+    frames = store.clip_frames(one, ["frame_idx", "landmarks", "face_mask"])
+    assert frames["frame_idx"].to_pylist() == list(range(frames.num_rows))
+    assert sum(b.num_rows for b in store.iter_frame_batches(["clip_id"], batch_size=64)) == n
+
+
+def test_rerun_skips_new_file_only_and_new_config_new_ids(small_corpus: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    copy_videos(small_corpus, src, [p.name for p in sorted((small_corpus / "videos").glob("*.mp4"))[:2]])
+    out = tmp_path / "data"
+    first = preprocess([src], out, workers=1, progress=False)
+    assert first.n_processed == 2
+    again = preprocess([src], out, workers=1, progress=False)
+    assert (again.n_processed, again.n_failed, again.n_skipped) == (0, 0, 2)
+    assert again.seconds < 0.2 * first.seconds
+    copy_videos(small_corpus, src, [sorted((small_corpus / "videos").glob("*.mp4"))[2].name])
+    third = preprocess([src], out, workers=1, progress=False)
+    assert (third.n_processed, third.n_skipped) == (1, 2)
+    old = {p.name: p.stat().st_mtime_ns for p in (out / "clips").glob("*.parquet")}
+    changed = preprocess([src], out, PreprocessConfig(crop_size=128), workers=1, progress=False)
+    assert changed.n_processed == 3
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "clips").glob("*.parquet")}
+    assert len(after) == 6 and all(after[name] == mtime for name, mtime in old.items())
+
+
+def test_bad_inputs_are_recorded_and_the_rest_proceeds(small_corpus: Path, bad_inputs: dict, tmp_path: Path) -> None:
+    folder = next(iter(bad_inputs.values())).parent
+    good = copy_videos(small_corpus, folder, [sorted((small_corpus / "videos").glob("*.mp4"))[0].name])
+    out = tmp_path / "data"
+    summary = preprocess([folder], out, workers=1, progress=False)
+    store = Store(out)
+    failures = {Path(r["source"]).stem: r for r in store.read_table("failures").to_pylist()}
+    assert summary.n_processed == len(good)
+    assert set(failures) == {p.stem for p in bad_inputs.values()}
+    expected = {
+        "truncated": "truncated", "notes": "not a readable media file", "no_audio": "no audio stream",
+        "silent": "silent", "no_face": "no face", "several_faces": "faces", "tiny_face": "face",
+        "one_frame": "",
+    }
+    for stem, words in expected.items():
+        assert words in failures[stem]["message"], (stem, failures[stem]["message"])
+        assert failures[stem]["error_type"] and failures[stem]["stage"]
+
+
+def test_ray_fan_out_gives_the_same_rows_as_serial(small_corpus: Path, tmp_path: Path) -> None:
+    import ray
+
+    src = tmp_path / "src"
+    copy_videos(small_corpus, src, [p.name for p in sorted((small_corpus / "videos").glob("*.mp4"))[:3]])
+    serial = preprocess([src], tmp_path / "serial", workers=1, progress=False)
+    try:
+        parallel = preprocess([src], tmp_path / "ray", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert serial.n_processed == parallel.n_processed == 3
+    a, b = Store(tmp_path / "serial"), Store(tmp_path / "ray")
+    for clip_id in sorted(a.done_ids("clips")):
+        np.testing.assert_array_equal(a.clip_landmarks(clip_id), b.clip_landmarks(clip_id))
