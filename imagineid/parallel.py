@@ -33,6 +33,10 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         )
 
 
+def _apply(fn: Callable[[T], R], item: T) -> R:
+    return fn(item)
+
+
 def parallel_map(
     fn: Callable[[T], R], items: Sequence[T], workers: int | None = None, desc: str = "work",
     progress: bool = True, ray_address: str | None = None, on_done: Callable[[int, int], None] | None = None,
@@ -53,8 +57,9 @@ def parallel_map(
     import ray
 
     init_ray(workers, ray_address)
-    remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(fn)
-    refs = [remote.remote(x) for x in items]
+    remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_apply)
+    fn_ref = ray.put(fn)  # partials and closures travel once, not once per item
+    refs = [remote.remote(fn_ref, x) for x in items]
     index = {ref: i for i, ref in enumerate(refs)}
     results: list = [None] * len(refs)
     pending = list(refs)

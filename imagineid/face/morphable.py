@@ -241,7 +241,7 @@ class PCAMorphableModel:
             "expression_explained": expr_ratio,
             "mouth_basis": mouth_basis.reshape(-1, 68, 2), "mouth_std": mouth_std, "mouth_explained": mouth_ratio,
         }
-        meta = {"n_clips": len(arrs), "n_identities": len(identity), "n_frames": int(len(z))}
+        meta = {"n_clips": len(arrs), "n_identities": len(identity), "n_frames": len(z)}
         return cls(arrays, meta)
 
     # -- coefficients ----------------------------------------------------------------------------------
