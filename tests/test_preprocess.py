@@ -125,8 +125,8 @@ def test_bad_inputs_are_recorded_and_the_rest_proceeds(small_corpus: Path, bad_i
     assert set(failures) == {p.stem for p in bad_inputs.values()}
     expected = {
         "truncated": "truncated", "notes": "not a readable media file", "no_audio": "no audio stream",
-        "silent": "silent", "no_face": "no face", "several_faces": "faces", "tiny_face": "face",
-        "one_frame": "",
+        "silent": "silent", "no_face": "no face", "several_faces": "several faces", "tiny_face": "px wide",
+        "one_frame": "audio is too short",
     }
     for stem, words in expected.items():
         assert words in failures[stem]["message"], (stem, failures[stem]["message"])
@@ -147,3 +147,29 @@ def test_ray_fan_out_gives_the_same_rows_as_serial(small_corpus: Path, tmp_path:
     a, b = Store(tmp_path / "serial"), Store(tmp_path / "ray")
     for clip_id in sorted(a.done_ids("clips")):
         np.testing.assert_array_equal(a.clip_landmarks(clip_id), b.clip_landmarks(clip_id))
+
+
+def test_sigkill_mid_run_then_rerun_leaves_no_duplicates_or_orphans(small_corpus: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    videos = copy_videos(small_corpus, src)
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "imagineid.cli", "preprocess", str(src), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((out / "crops").glob("*.mp4")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not any((out / "clips").glob("*.parquet")), "killed before any clip finished, by construction"
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    store = Store(out)
+    clips = store.read_table("clips")
+    assert sorted(Path(s).name for s in clips["source"].to_pylist()) == sorted(v.name for v in videos)
+    frames = store.read_table("frames", ["clip_id", "frame_idx"]).to_pylist()
+    assert len(frames) == len({(f["clip_id"], f["frame_idx"]) for f in frames}) == sum(clips["n_frames"].to_pylist())
+    assert not list(out.rglob(".tmp-*")) and not list((out / ".staging").glob("*"))

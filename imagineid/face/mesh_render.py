@@ -97,6 +97,7 @@ def face_triangles() -> np.ndarray:
     tri = Delaunay(CANONICAL_FACE).simplices
     keep = [t for t in tri if not any(set(t.tolist()) <= set(hole) for hole in HOLES)]
     tri = np.array(sorted((sorted(t) for t in keep), key=lambda t: (DEPTH[t].mean(), tuple(t))), np.int32)
+    tri.setflags(write=False)  # shared by every caller
     return tri
 
 

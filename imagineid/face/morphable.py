@@ -118,6 +118,10 @@ def _pca(data: np.ndarray, limit: int, rank: int) -> tuple[np.ndarray, np.ndarra
     values, vectors = np.clip(values[order], 0.0, None), vectors[:, order].T
     total = float(values.sum())
     k = int(min(limit, rank, (values > _RELATIVE_FLOOR * total).sum())) if total > 0 else 0
+    if k == 0:
+        # One constant-zero component (coefficient always 0): e.g. a single identity has no shape variance,
+        # and coefficient columns must stay ≥ 1 wide (Arrow's fixed_size_list needs a positive width).
+        return np.zeros((1, data.shape[1])), np.ones(1), np.zeros(1)
     basis = vectors[:k]
     idx = np.argmax(np.abs(basis), axis=1)
     basis = basis * np.sign(basis[np.arange(k), idx])[:, None]  # sign fix: largest-magnitude entry > 0

@@ -371,7 +371,7 @@ def track_face(
     )
     if rival > config.rival_presence * n_det:
         raise SeveralFacesError(
-            f"another face of comparable size (>= {config.second_face_ratio:.0%} of the main face's area) "
+            f"several faces: another face of comparable size (>= {config.second_face_ratio:.0%} of the main face's area) "
             f"in {rival} of {n_det} detection frames"
         )
     width = float(np.median(boxes[:, 2] - boxes[:, 0]))

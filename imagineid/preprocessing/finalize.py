@@ -44,10 +44,13 @@ def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str
     model = None if refit else current_model(store)
     if model is not None:
         return model
-    clips = [load_staged(store, cid)["crop_landmarks"] for cid in clip_ids]
-    if not clips:
+    staged = [load_staged(store, cid) for cid in clip_ids]
+    if not staged:
         raise ImagineIDError("no clip could be processed, so there is nothing to fit the morphable model on")
-    model = PCAMorphableModel.fit(clips, config.n_shape, config.n_expression, config.n_mouth)
+    # Shape from per-speaker means, so a clip's emotion goes to expression, not identity.
+    groups = [s["meta"]["source"].get("speaker_id") or cid for s, cid in zip(staged, clip_ids)]
+    model = PCAMorphableModel.fit([s["crop_landmarks"] for s in staged], config.n_shape, config.n_expression,
+                                  config.n_mouth, groups=groups)
     folder = model.save_versioned(store.morphable)
     tmp = store.morphable / f".{CURRENT}.tmp"
     tmp.write_text(folder.name)
