@@ -171,8 +171,21 @@ def demo(
         _fail(str(err))
     out_console.print(f"[green]demo 1/5 synth:[/] {summary.n_clips} clips of {summary.n_speakers} speakers → {corpus}")
     _print_fields(check.as_dict())
+
+    from imagineid.preprocessing import PreprocessConfig
+    from imagineid.preprocessing import preprocess as run_preprocess
+
+    data = workdir / "data"
+    try:
+        pre = run_preprocess([corpus / "videos"], data, PreprocessConfig())
+    except ImagineIDError as err:
+        _fail(str(err))
     out_console.print(
-        "[yellow]demo 2-5 (preprocess, train, generate, evaluate) are not built yet (issues 3-7); "
+        f"[green]demo 2/5 preprocess:[/] {pre.n_processed} processed, {pre.n_failed} rejected, "
+        f"{pre.n_skipped} already done → {data}"
+    )
+    out_console.print(
+        "[yellow]demo 3-5 (train, generate, evaluate) are not built yet (issues 4-7); "
         "the demo runs every stage that exists.[/]"
     )
 

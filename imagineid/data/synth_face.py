@@ -153,7 +153,7 @@ def identity_landmarks(template: FaceTemplate, f: IdentityFactors) -> np.ndarray
     p[lm.JAW, 0] += np.sign(p[lm.JAW, 0] - cx) * lower * 0.05 * w * f.jaw
     p[[7, 8, 9], 1] += 0.04 * w * f.jaw
     # Brow ridge: brows sit lower (they are also darkened in `SpeakerLook`).
-    p[17:27, 1] += 0.025 * w * f.brow_ridge
+    p[17:27, 1] += 0.018 * w * f.brow_ridge
     # Eye spacing: eyes (and half the brows) move apart.
     p[lm.RIGHT_EYE, 0] -= 0.025 * w * f.eye_spacing
     p[lm.LEFT_EYE, 0] += 0.025 * w * f.eye_spacing
@@ -200,8 +200,8 @@ def expression_landmarks(
         p[[17, 26], 1] += 0.015 * w * k
         p[[37, 38, 43, 44], 1] += 0.008 * w * k
     elif emotion == "angry":
-        p[17:27, 1] += 0.03 * w * k
-        p[[20, 21, 22, 23], 1] += 0.03 * w * k  # inner brows drop and knit
+        p[17:27, 1] += 0.015 * w * k
+        p[[20, 21, 22, 23], 1] += 0.02 * w * k  # inner brows drop and knit
         p[[20, 21], 0] += 0.02 * w * k
         p[[22, 23], 0] -= 0.02 * w * k
         p[[37, 38, 43, 44], 1] += 0.012 * w * k  # upper lids lower
