@@ -15,9 +15,6 @@ shard exists. Shards of a clip whose clips/ marker is missing (a run killed mid-
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -180,12 +177,3 @@ class Store:
     def clip_landmarks(self, clip_id: str) -> np.ndarray:
         """(T, 68, 2) smoothed source-pixel landmarks of one clip."""
         return to_numpy_vectors(self.clip_frames(clip_id, ["landmarks"])["landmarks"]).reshape(-1, 68, 2)
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-

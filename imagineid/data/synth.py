@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from imagineid.data import speech as sp
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
-from imagineid.data.parquet_io import vector_lists, write_table_atomic
+from imagineid.data.parquet_io import vector_lists, write_json_atomic, write_table_atomic
 from imagineid.data.sentences import pick_sentence
 from imagineid.data.synth_face import (
     IdentityFactors,
@@ -236,9 +236,7 @@ def _claim_folder(out: Path, config: SynthConfig) -> None:
                 f"{out} holds a corpus made with {found}, not {wanted}; choose another folder or delete it"
             )
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(wanted, indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, wanted)
 
 
 def synthesize_corpus(out: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True) -> SynthSummary:

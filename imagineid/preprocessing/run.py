@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from imagineid.data.layouts import discover
-from imagineid.data.store import Store, write_json_atomic
-from imagineid.data.parquet_io import SCHEMA_VERSION
+from imagineid.data.parquet_io import SCHEMA_VERSION, write_json_atomic
+from imagineid.data.store import Store
 from imagineid.preprocessing.config import PreprocessConfig, clip_id_for, file_sha256
 from imagineid.preprocessing.extract import ClipJob, ExtractResult, extract_clip
 from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
