@@ -22,7 +22,7 @@ from imagineid.media.errors import (
 )
 from imagineid.media.ffmpeg_bin import QUIET, ffmpeg_exe, file_url
 from imagineid.media.probe import MediaInfo, probe
-from imagineid.media.process import FFmpegProcess
+from imagineid.media.process import FFmpegProcess, run_decode
 
 _CHANNELS = {"rgb24": 3, "bgr24": 3, "rgba": 4, "gray": 1}
 
@@ -130,15 +130,6 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.nda
         raise NoAudioStreamError(path, _streams_desc(info))
     audio = ffmpeg.input(file_url(path))[str(info.audio_index)]
     stream = ffmpeg.output(audio, "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate)
-    proc = FFmpegProcess(stream.global_args(*QUIET), ffmpeg_exe(), pipe_stdout=True)
-    try:
-        assert proc.popen.stdout is not None
-        raw = proc.popen.stdout.read()
-        code = proc.wait()
-    finally:
-        proc.close()
-    stderr = proc.stderr_text()
-    if code != 0 or has_decode_errors(stderr):
-        raise classify(path, stderr)
+    raw, _ = run_decode(stream.global_args(*QUIET), ffmpeg_exe(), path, pipe_stdout=True)
     samples = np.frombuffer(raw, np.float32)
     return np.clip(samples, -1.0, 1.0)  # AAC/MP3 decoders overshoot slightly; the contract is [-1, 1]

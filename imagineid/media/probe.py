@@ -19,11 +19,10 @@ from imagineid.media.diagnose import (
     check_container,
     check_readable,
     classify,
-    has_decode_errors,
 )
 from imagineid.media.errors import MediaError, NoVideoStreamError, UnreadableMediaError
 from imagineid.media.ffmpeg_bin import QUIET, ffmpeg_exe, file_url
-from imagineid.media.process import FFmpegProcess
+from imagineid.media.process import run_decode
 
 _PROBE_TIMEOUT_S = 60
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
@@ -142,14 +141,7 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     if info.video_index is None:
         raise NoVideoStreamError(path, f"streams: audio {info.audio_codec}")
     stream = ffmpeg.output(ffmpeg.input(file_url(path))[str(info.video_index)], "-", format="null")
-    proc = FFmpegProcess(stream.global_args(*QUIET, "-stats"), ffmpeg_exe())
-    try:
-        code = proc.wait()
-    finally:
-        proc.close()
-    stderr = proc.stderr_text()
-    if code != 0 or has_decode_errors(stderr):
-        raise classify(path, stderr)
+    _, stderr = run_decode(stream.global_args(*QUIET, "-stats"), ffmpeg_exe(), path)
     counts = re.findall(r"frame=\s*(\d+)", stderr)
     if not counts:
         raise MediaError(path, "ffmpeg printed no frame count")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from typing import Any
+
+from imagineid.media.diagnose import classify, has_decode_errors
 
 _STDERR_KEEP = 64 * 1024  # bytes of stderr tail kept for error messages
 
@@ -47,3 +50,20 @@ class FFmpegProcess:
                     pipe.close()
                 except BrokenPipeError:  # stdin of a dead ffmpeg: flushing it fails, nothing to save
                     pass
+
+
+def run_decode(stream: Any, exe: str, path: str | os.PathLike[str], *, pipe_stdout: bool = False) -> tuple[bytes, str]:
+    """Run a decoding ffmpeg to the end; returns (stdout, stderr) or raises the classified media error.
+
+    Decode errors count even when ffmpeg exits 0: a corrupt file must not pass as a short one.
+    """
+    proc = FFmpegProcess(stream, exe, pipe_stdout=pipe_stdout)
+    try:
+        out = proc.popen.stdout.read() if pipe_stdout and proc.popen.stdout is not None else b""
+        code = proc.wait()
+    finally:
+        proc.close()
+    stderr = proc.stderr_text()
+    if code != 0 or has_decode_errors(stderr):
+        raise classify(path, stderr)
+    return out, stderr
