@@ -87,10 +87,13 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype not in (np.bool_, np.uint8):
         raise ValueError(f"mask must be a 2-D bool or uint8 array, got {mask.dtype} {mask.shape}")
+    # Level 3 + RLE: masks are long runs, so this is ~10x faster than level 9 for ~1.4x the bytes
+    # (a soft 256 px blend mask: 0.7 ms / 8.7 kB vs 9.8 ms / 6.4 kB); it runs three times per frame.
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 3, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
     if mask.dtype == np.bool_:
-        image, params = mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 9]
+        image, params = mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1, *params]
     else:
-        image, params = mask, [cv2.IMWRITE_PNG_COMPRESSION, 9]
+        image = mask
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(image), params)
     if not ok:
         raise ValueError(f"could not encode a {mask.shape} mask as PNG")

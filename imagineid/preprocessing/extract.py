@@ -80,7 +80,7 @@ def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> None:
         write_video(
             store.crops(job.clip_id),
             crop_frames(iter_frames(path, fps=config.fps), transforms, config.crop_size),
-            fps=config.fps,
+            fps=config.fps, preset="veryfast",
         )
         stage = "audio_features"
         mel = mel_for_frames(samples, n_frames, config.fps, config.sample_rate)  # (4T, 80)
