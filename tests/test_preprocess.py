@@ -12,9 +12,9 @@ import pytest
 
 from imagineid.data.parquet_io import to_numpy_vectors
 from imagineid.data.store import Store
-from imagineid.face import landmarks68 as lm
-from imagineid.face.morphable import PCAMorphableModel
+from imagineid.data.synth_check import check_preprocessed
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.preprocessing.finalize import current_model
 
 from conftest import copy_videos
 
@@ -52,32 +52,26 @@ def test_labels_come_from_the_synthetic_metadata(dataset, small_corpus: Path) ->
             "synthetic", truth["speaker_id"], truth["gender"], truth["emotion"])
 
 
-def test_landmarks_match_the_ground_truth(dataset, small_corpus: Path) -> None:
+def test_landmarks_and_mouth_coefficients_match_the_ground_truth(dataset, small_corpus: Path) -> None:
     out, _ = dataset
-    store = Store(out)
-    meta = {r["clip_id"]: r for r in pq.read_table(small_corpus / "metadata.parquet").to_pylist()}
-    errors = []
-    for clip in store.read_table("clips", ["clip_id", "source"]).to_pylist():
-        found = store.clip_landmarks(clip["clip_id"])  # (T, 68, 2)
-        truth = np.asarray(meta[Path(clip["source"]).stem]["landmarks"], np.float32).reshape(-1, 68, 2)
-        iod = np.linalg.norm(truth[:, 45] - truth[:, 36], axis=1)
-        errors.append(np.linalg.norm(found - truth, axis=2).mean(axis=1) / iod)
-    assert float(np.mean(np.concatenate(errors))) < 0.08
+    check = check_preprocessed(small_corpus, out)
+    assert check.n_clips == 6 and check.n_frames == 300
+    assert check.landmark_error_iod < 0.08
+    assert check.mouth_opening_correlation >= 0.9
 
 
-def test_mouth_coefficients_recover_mouth_opening(dataset, small_corpus: Path) -> None:
+def test_mouth_only_coefficients_leave_the_upper_face_unchanged(dataset) -> None:
     out, _ = dataset
     store = Store(out)
-    model = PCAMorphableModel.load(out / "morphable" / (out / "morphable" / "CURRENT").read_text().strip())
-    meta = {r["clip_id"]: r for r in pq.read_table(small_corpus / "metadata.parquet").to_pylist()}
-    measured, truth = [], []
-    for clip in store.read_table("clips", ["clip_id", "source", "shape"]).to_pylist():
-        frames = store.clip_frames(clip["clip_id"], ["mouth"])
-        mouth = to_numpy_vectors(frames["mouth"])
-        pts = model.reconstruct(np.asarray(clip["shape"], np.float32), mouth=mouth)
-        measured.append(lm.mouth_opening(pts))
-        truth.append(np.asarray(meta[Path(clip["source"]).stem]["mouth_opening"]))
-    assert np.corrcoef(np.concatenate(measured), np.concatenate(truth))[0, 1] >= 0.9
+    model = current_model(store)
+    clip = store.read_table("clips", ["clip_id", "shape"]).to_pylist()[0]
+    mouth = to_numpy_vectors(store.clip_frames(clip["clip_id"], ["mouth"])["mouth"])  # (T, n_mouth)
+    shape = np.asarray(clip["shape"], np.float32)
+    rest = model.reconstruct(shape, mouth=np.zeros_like(mouth))
+    moved = model.reconstruct(shape, mouth=mouth)
+    upper = [*range(0, 4), *range(13, 48)]
+    assert np.abs(moved[:, upper] - rest[:, upper]).max() < 1e-5
+    assert np.abs(moved[:, 48:68] - rest[:, 48:68]).max() > 1.0 / 256  # the mouth does move
 
 
 def test_tables_load_with_pandas_pyarrow_and_duckdb(dataset) -> None:

@@ -69,3 +69,55 @@ def check_corpus(root: str | Path, max_frames_per_clip: int | None = None, progr
         median_f0_male=float(np.median(f0["male"])) if f0["male"] else float("nan"),
         median_f0_female=float(np.median(f0["female"])) if f0["female"] else float("nan"),
     )
+
+
+@dataclass(frozen=True)
+class PreprocessCheck:
+    n_clips: int
+    n_frames: int
+    landmark_error_iod: float  # mean |tracked - ground truth| / inter-ocular distance (outer eye corners)
+    mouth_opening_correlation: float  # Pearson r, opening of the mouth-only reconstruction vs ground truth
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def check_preprocessed(corpus: str | Path, data: str | Path) -> PreprocessCheck:
+    """Compare a dataset preprocessed from a synthetic corpus with the corpus' ground truth."""
+    from imagineid.data.parquet_io import to_numpy_vectors
+    from imagineid.data.store import Store
+    from imagineid.face import landmarks68 as lm
+    from imagineid.preprocessing.finalize import current_model
+
+    store = Store(Path(data))
+    model = current_model(store)
+    truth = {r["clip_id"]: r for r in pq.read_table(Path(corpus) / "metadata.parquet").to_pylist()}
+    errors, measured, expected = [], [], []
+    for clip in store.read_table("clips", ["clip_id", "source", "shape"]).to_pylist():
+        row = truth[Path(clip["source"]).stem]
+        gt = np.asarray(row["landmarks"], np.float32).reshape(-1, 68, 2)  # (T, 68, 2)
+        tracked = store.clip_landmarks(clip["clip_id"])
+        iod = np.linalg.norm(gt[:, 45] - gt[:, 36], axis=1)
+        errors.append(np.linalg.norm(tracked - gt, axis=2).mean(axis=1) / iod)
+        mouth = to_numpy_vectors(store.clip_frames(clip["clip_id"], ["mouth"])["mouth"])
+        measured.append(lm.mouth_opening(model.reconstruct(np.asarray(clip["shape"], np.float32), mouth=mouth)))
+        expected.append(lm.mouth_opening(gt))
+    return PreprocessCheck(
+        n_clips=len(errors), n_frames=int(sum(len(e) for e in errors)),
+        landmark_error_iod=float(np.mean(np.concatenate(errors))),
+        mouth_opening_correlation=float(np.corrcoef(np.concatenate(measured), np.concatenate(expected))[0, 1]),
+    )
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Check a synthetic corpus (and its preprocessed dataset).")
+    parser.add_argument("corpus")
+    parser.add_argument("--data", help="dataset preprocessed from the corpus")
+    args = parser.parse_args()
+    report = check_corpus(args.corpus).as_dict()
+    if args.data:
+        report |= check_preprocessed(args.corpus, args.data).as_dict()
+    print(json.dumps(report, indent=2))

@@ -33,8 +33,7 @@ class FaceTemplate:
     """The source photo at output size with its landmarks and soft region masks (all in pixels)."""
 
     image: np.ndarray  # (S, S, 3) float32 in 0..255
-    landmarks: np.ndarray  # (68, 2) dlib's landmarks on the photo (smiling, lips apart)
-    neutral: np.ndarray  # (68, 2) the same face with the lips closed: the rest pose
+    landmarks: np.ndarray  # (68, 2) landmarks of `image`: the photo's face with its lips closed (rest pose)
     person: np.ndarray  # (S, S) float32 0..1, head + shoulders vs. studio background
     hair: np.ndarray  # (S, S) float32 0..1
     skin: np.ndarray  # (S, S) float32 0..1
@@ -120,9 +119,11 @@ def load_template(size: int) -> FaceTemplate:
     if len(boxes) != 1:
         raise ImagineIDError(f"expected one face in the template photo, dlib found {len(boxes)}")
     scale = size / photo.shape[1]
-    points = landmarker.landmarks(photo, boxes[0]) * scale  # (68, 2)
+    smiling = landmarker.landmarks(photo, boxes[0]) * scale  # (68, 2), lips apart, teeth showing
     person = cv2.resize(_person_mask(photo), (size, size), interpolation=cv2.INTER_LINEAR)
     image = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    points = _close_mouth(smiling)
+    image, person = _closed_mouth_photo(image, person, smiling, points)
 
     width = float(lm.face_width(points))
     skin = _polygon_mask(size, [_face_hull(points)], blur=0.02 * width)
@@ -135,15 +136,38 @@ def load_template(size: int) -> FaceTemplate:
     for brow in (points[lm.RIGHT_BROW], points[lm.LEFT_BROW]):
         cv2.polylines(brow_mask, [np.round(brow * 4).astype(np.int32)], False, 1.0, max(1, int(0.04 * width)), cv2.LINE_AA, 2)
     brows = cv2.GaussianBlur(brow_mask, (0, 0), 0.02 * width)
-    return FaceTemplate(
-        image=image.astype(np.float32), landmarks=points, neutral=_close_mouth(points),
-        person=person, hair=hair, skin=skin, brows=brows,
-    )
+    return FaceTemplate(image=image, landmarks=points, person=person, hair=hair, skin=skin, brows=brows)
+
+
+def _closed_mouth_photo(
+    image: np.ndarray, person: np.ndarray, smiling: np.ndarray, closed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The photo warped to closed lips, the squeezed teeth seam inpainted with lip colour.
+
+    Why: warping always starts from closed lips, so a closed target never asks the thin-plate spline to
+    squeeze the photo's open mouth into a line (which folds the map and shows teeth or a dark hole);
+    an open target stretches the lips and the interior is painted by `_paint_mouth`.
+    """
+    size = image.shape[0]
+    anchors = _anchors(size)
+    maps = tps_backward_map(np.concatenate([closed, anchors]), np.concatenate([smiling, anchors]), (size, size))
+    warped = np.clip(remap(image.astype(np.float32), maps), 0, 255).astype(np.uint8)
+    width = float(lm.face_width(closed))
+    seam = np.zeros((size, size), np.uint8)
+    lip_line = closed[[60, 61, 62, 63, 64]]
+    cv2.polylines(seam, [np.round(lip_line).astype(np.int32)], False, 255, max(2, int(round(0.03 * width))))
+    filled = cv2.inpaint(warped, seam, 3, cv2.INPAINT_TELEA).astype(np.float32)
+    # A soft, darker line where the lips meet, as on a real closed mouth.
+    line = np.zeros((size, size), np.float32)
+    cv2.polylines(line, [np.round(lip_line * 4).astype(np.int32)], False, 1.0, 1, cv2.LINE_AA, 2)
+    line = cv2.GaussianBlur(line, (0, 0), 0.6)[..., None]
+    filled = filled * (1 - 0.45 * line) + np.array([95, 40, 42], np.float32) * 0.45 * line
+    return filled, remap(person, maps, border=cv2.BORDER_CONSTANT)
 
 
 def identity_landmarks(template: FaceTemplate, f: IdentityFactors) -> np.ndarray:
     """The speaker's rest-pose landmarks (68, 2): the template's neutral face reshaped by the factors."""
-    p = template.neutral.astype(np.float64).copy()
+    p = template.landmarks.astype(np.float64).copy()
     w = float(lm.face_width(p))
     cx = float(p[lm.NOSE_BRIDGE, 0].mean())
     # Face width: the whole jaw line scales about the nose line.
@@ -311,20 +335,24 @@ def _anchors(size: int, n: int = 5) -> np.ndarray:
 
 
 def _paint_mouth(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Mouth interior inside the inner lips: dark cavity, upper and lower teeth (visible when open)."""
+    """Lips tinted red, and inside the inner lips a dark cavity with the upper front teeth.
+
+    Teeth only under the middle of the upper lip (not a ring along the whole lip line), so the
+    lip / interior edge stays where the inner-lip landmarks are and detectors can find it.
+    """
     size = frame.shape[0]
-    inner = points[lm.INNER_LIP]
+    outer, inner = points[lm.OUTER_LIP], points[lm.INNER_LIP]
+    lips = np.clip(_polygon_mask(size, [outer], blur=0.6) - _polygon_mask(size, [inner]), 0, 1)[..., None]
+    out = frame * (1 - 0.35 * lips) + frame * np.array([1.0, 0.55, 0.6], np.float32) * 0.35 * lips
     gap = float(np.mean(points[list(lm.INNER_LOWER), 1] - points[list(lm.INNER_UPPER), 1]))
     if gap < 0.5:
-        return frame
+        return out
     cavity = _polygon_mask(size, [inner], blur=0.4)
     w = float(lm.face_width(points))
-    upper = points[[60, 61, 62, 63, 64]]
-    lower = points[[64, 65, 66, 67, 60]]
-    upper_teeth = np.concatenate([upper, upper[::-1] + [0.0, min(0.22 * gap, 0.03 * w)]])
-    lower_teeth = np.concatenate([lower, lower[::-1] - [0.0, min(0.08 * gap, 0.015 * w)]])
-    teeth = np.clip(_polygon_mask(size, [upper_teeth, lower_teeth], blur=0.5), 0, 1) * cavity
-    out = frame * (1 - cavity[..., None]) + np.array([45, 14, 20], np.float32) * cavity[..., None]
+    upper = points[[61, 62, 63]]
+    upper_teeth = np.concatenate([upper, upper[::-1] + [0.0, min(0.18 * gap, 0.025 * w)]])
+    teeth = np.clip(_polygon_mask(size, [upper_teeth], blur=0.5), 0, 1) * cavity
+    out = out * (1 - cavity[..., None]) + np.array([45, 14, 20], np.float32) * cavity[..., None]
     return out * (1 - teeth[..., None]) + np.array([228, 222, 208], np.float32) * teeth[..., None]
 
 
