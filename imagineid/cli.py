@@ -111,12 +111,30 @@ def train(
     data: Path = typer.Argument(..., help="Dataset folder written by `imagineid preprocess`."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
     profile: str = typer.Option("tiny", help="tiny | sd15"),
-    stages: str = typer.Option("identity,content,emotion,ldm,adapters", help="Comma-separated stages."),
+    stages: str = typer.Option("identity,content,emotion", help="Comma-separated stages, trained in order."),
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimisation steps per stage."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
+    no_ray: bool = typer.Option(False, "--no-ray", help="Train in this process instead of a Ray task."),
+    num_gpus: float = typer.Option(1.0, help="GPUs per stage task, used only where the cluster has them."),
+    checkpoint_every: int = typer.Option(100, min=1, help="Steps between resumable checkpoints."),
 ) -> None:
-    """Train the disentangler and the frame generator stage by stage."""
-    _not_built("train", "issues 4 and 5")
+    """Train the disentangler (identity → content → emotion) stage by stage; reruns resume."""
+    from imagineid.training.config import TrainConfig
+    from imagineid.training.run import train as run_train
+
+    if profile != "tiny":
+        _not_built(f"train --profile {profile}", "issue 9")
+    try:
+        results = run_train(data, out, stages, TrainConfig(max_steps=max_steps, num_gpus=num_gpus, checkpoint_every=checkpoint_every),
+                            ray_address=ray_address, use_ray=not no_ray)
+    except ImagineIDError as err:
+        _fail(str(err), code=2 if err.kind == "not_built" else 1)
+    for stage, metrics in results.items():
+        shown = {k: v for k, v in metrics.items() if not k.startswith("train_") and k != "skipped"}
+        state = "already trained" if metrics.get("skipped") else "trained"
+        out_console.print(f"[green]{stage}[/] {state}: " + ", ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    out_console.print(f"run → {out} (metrics in {out / 'metrics.jsonl'})")
 
 
 @app.command()
@@ -128,7 +146,22 @@ def listen(
     top_k: int = typer.Option(5, help="Clips to retrieve."),
 ) -> None:
     """What the disentangler hears: gender, age, emotion, nearest identities."""
-    _not_built("listen", "issue 4")
+    import json
+
+    from imagineid.listening import listen as run_listen
+
+    try:
+        for entry in run_listen(run, audio, retrieve, top_k):
+            if as_json:
+                print(json.dumps(entry), flush=True)
+            elif entry["error"]:
+                out_console.print(f"[yellow]{entry['audio']}[/]: error: {entry['error']}")
+            else:
+                best = {k: max(entry[k], key=entry[k].get) for k in ("gender", "age", "emotion") if entry[k]}
+                near = ", ".join(r["clip_id"] for r in entry["retrieved"] or [])
+                out_console.print(f"{entry['audio']}: {best}" + (f" nearest: {near}" if near else ""))
+    except ImagineIDError as err:
+        _fail(str(err))
 
 
 @app.command()

@@ -81,18 +81,19 @@ class Voice:
 _VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("male", "adult"): ("m1", "m2", "m3", "m4", "m6", "m7"),
     ("female", "adult"): ("f1", "f2", "f3", "f4", "f5"),
-    ("male", "child"): ("f1", "f2", "f4", "f5"),
+    ("male", "child"): ("m1", "m2", "m3", "m6"),  # boys: male timbre at the top of its pitch range
     ("female", "child"): ("f1", "f2", "f4", "f5"),
     ("male", "elder"): ("croak", "grandpa", "m1"),
     ("female", "elder"): ("grandma", "f1", "f4"),
 }
 
 # Uniform ranges per (gender, age): pitch, range, rate. Tuned so that median F0 is ~110 Hz for adult
-# men, ~200 Hz for adult women and ~290 Hz for children (see tests/test_speech.py for the check).
+# men, ~200 Hz for adult women, ~170 Hz for boys and ~300 Hz for girls (tests/test_speech.py checks it).
+# Boys keep a male timbre so gender stays audible in children, as the disentangler's labels assume.
 _PROSODY: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("male", "adult"): {"pitch": (35, 58), "range": (40, 65), "rate": (150, 185)},
     ("female", "adult"): {"pitch": (45, 65), "range": (50, 75), "rate": (155, 190)},
-    ("male", "child"): {"pitch": (85, 97), "range": (55, 80), "rate": (180, 215)},
+    ("male", "child"): {"pitch": (90, 99), "range": (55, 80), "rate": (180, 215)},
     ("female", "child"): {"pitch": (86, 98), "range": (55, 80), "rate": (180, 215)},
     ("male", "elder"): {"pitch": (35, 52), "range": (30, 50), "rate": (120, 145)},
     ("female", "elder"): {"pitch": (35, 55), "range": (35, 55), "rate": (125, 150)},

@@ -1,0 +1,31 @@
+"""Prefect flow `train`: the disentangler stages in order, each a Ray task, with a metrics table.
+
+    python -m flows.train
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from imagineid.training.config import TrainConfig
+from imagineid.training.run import parse_stages
+from tasks.train import train_stage
+
+
+@flow(name="train", log_prints=True)
+def train_flow(data: str, out: str, stages: str = "identity,content,emotion", max_steps: int | None = None,
+               num_gpus: float = 1.0, ray_address: str | None = None) -> dict[str, dict]:
+    """Train the requested stages; finished stages are skipped, an interrupted one resumes."""
+    config = TrainConfig(max_steps=max_steps, num_gpus=num_gpus)
+    results = {}
+    for stage in parse_stages(stages):
+        results[stage] = train_stage(data, out, stage, config, ray_address)
+        print(f"{stage}: {results[stage]}")
+    rows = [{"stage": s, **{k: v for k, v in m.items() if not k.startswith("train_")}} for s, m in results.items()]
+    create_table_artifact(rows, key="train-validation", description=f"validation metrics of {out} (held-out speakers)")
+    return results
+
+
+if __name__ == "__main__":
+    train_flow(data="work/d", out="work/run")

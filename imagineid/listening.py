@@ -1,0 +1,118 @@
+"""What the trained disentangler hears in an audio file (`imagineid listen`, DESIGN §6).
+
+Per audio: gender, age-group and emotion probabilities; with a dataset, the K clips whose identity
+embedding is nearest. Unusable audio gives an entry with an `error`, never a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from imagineid.audio.features import check_audio, log_mel
+from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
+from imagineid.errors import ImagineIDError
+from imagineid.media import load_audio
+from imagineid.training.data import MelStats, iter_clips
+from imagineid.training.loop import pick_device
+from imagineid.training.run_dir import RunDir
+
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma", ".mp4", ".mov", ".mkv", ".webm")
+
+
+def discover_audio(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given (any suffix, so bad ones are reported) plus audio/video files found in folders."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            found.append(path)
+    return found
+
+
+@dataclass
+class Listener:
+    """The three trained stages plus the mel statistics they were trained with."""
+
+    identity: torch.nn.Module
+    content: torch.nn.Module | None
+    emotion: torch.nn.Module | None
+    stats: MelStats
+    device: torch.device
+
+    @classmethod
+    def load(cls, run: str | Path) -> "Listener":
+        from imagineid.models import ContentEncoderDecoder, EmotionEncoderDecoder, IdentityEncoder
+
+        rd = RunDir(Path(run))
+        if not rd.is_done("identity"):
+            raise ImagineIDError(f"{run} has no trained identity stage; run `imagineid train DATA --out {run}` first")
+        device = pick_device()
+        content = ContentEncoderDecoder.from_pretrained(rd.stage("content")).to(device).eval() if rd.is_done("content") else None
+        emotion = EmotionEncoderDecoder.from_pretrained(rd.stage("emotion")).to(device).eval() if rd.is_done("emotion") else None
+        return cls(
+            identity=IdentityEncoder.from_pretrained(rd.stage("identity")).to(device).eval(),
+            content=content, emotion=emotion if content is not None else None,
+            stats=MelStats.load(rd.root / "mel_stats.json"), device=device,
+        )
+
+    def mel(self, raw: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.stats.normalize(raw)).float()[None].to(self.device)  # (1, 4T, 80)
+
+    @torch.no_grad()
+    def hear(self, raw_mel: np.ndarray) -> dict:
+        """Probabilities and the identity embedding for one log-mel (4T, 80)."""
+        mel = self.mel(raw_mel[: 4 * (len(raw_mel) // 4)])
+        ident = self.identity(mel)
+        result = {
+            "gender": dict(zip(GENDERS, ident.gender_logits.softmax(-1)[0].tolist())),
+            "age": dict(zip(AGE_GROUPS, ident.age_logits.softmax(-1)[0].tolist())),
+            "emotion": None,
+            "embedding": ident.embedding[0].cpu().numpy(),
+        }
+        if self.emotion is not None:
+            content = self.content(mel, ident.shape).features
+            out = self.emotion(mel, ident.features, content)
+            result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
+        return result
+
+
+def _dataset_index(listener: Listener, data: Path) -> tuple[list[dict], np.ndarray]:
+    """Identity embeddings of every dataset clip, streamed clip by clip."""
+    from imagineid.data.store import Store
+
+    ids = Store(data).read_table("clips", ["clip_id"])["clip_id"].to_pylist()
+    rows, embeddings = [], []
+    for sample in iter_clips(data, ids):
+        rows.append({"clip_id": sample.clip_id, "speaker_id": sample.speaker_id,
+                     "gender": GENDERS[sample.gender] if sample.gender >= 0 else None})
+        embeddings.append(listener.hear(sample.mel)["embedding"])
+    return rows, np.stack(embeddings) if embeddings else np.zeros((0, 1))
+
+
+def listen(run: str | Path, audio: Sequence[str | Path], retrieve: str | Path | None = None,
+           top_k: int = 5) -> Iterator[dict]:
+    """One result dict per audio file (keys: audio, gender, age, emotion, retrieved, error)."""
+    listener = Listener.load(run)
+    index = _dataset_index(listener, Path(retrieve)) if retrieve else None
+    for path in discover_audio(audio):
+        entry = {"audio": str(path), "gender": None, "age": None, "emotion": None, "retrieved": None, "error": None}
+        try:
+            samples = load_audio(path)
+            check_audio(samples, 16000)
+            heard = listener.hear(log_mel(samples))
+        except ImagineIDError as err:
+            entry["error"] = str(err)
+            yield entry
+            continue
+        entry.update({k: heard[k] for k in ("gender", "age", "emotion")})
+        if index is not None:
+            rows, embeddings = index
+            sims = embeddings @ heard["embedding"]
+            entry["retrieved"] = [{**rows[i], "similarity": float(sims[i])} for i in np.argsort(-sims)[:top_k]]
+        yield entry

@@ -1,0 +1,139 @@
+"""Stage 1 of the progressive audio disentangler (DESIGN §1): who is speaking.
+
+An utterance-level encoder over log-mel: strided 1-D convolutions over time with the 80 mel bins as
+input channels (pitch is kept at full resolution), masked mean + std statistics pooling, an MLP, and
+heads for a contrastive identity embedding, the 3DMM shape coefficients, gender and age group.
+
+    encoder = IdentityEncoder()
+    out = encoder(mel, mask)  # mel (B, L, 80) normalised log-mel at 100 Hz, mask (B, L) True = valid
+    out.embedding, out.shape, out.gender_logits.softmax(-1)
+
+The building blocks here (`_ChannelNorm`, `_masked_stats`, `_UtteranceEncoder`) are shared with the
+emotion encoder, which pools prosody the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+
+@dataclass
+class IdentityOutput(BaseOutput):
+    embedding: torch.Tensor  # (B, embed_dim) L2-normalised identity semantics
+    features: torch.Tensor  # (B, hidden) pooled identity features (frozen input to later stages)
+    shape: torch.Tensor  # (B, n_shape) 3DMM shape coefficients
+    gender_logits: torch.Tensor  # (B, n_genders)
+    age_logits: torch.Tensor  # (B, n_ages)
+
+
+class _ChannelNorm(nn.Module):
+    """LayerNorm over channels of a (B, C, L) tensor, per time step: it never mixes time (padding-safe)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _masked_stats(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean and std over time of x (B, C, L) where mask (B, L) is True → (B, 2C)."""
+    if mask is None:
+        mean = x.mean(dim=2)
+        var = x.var(dim=2, unbiased=False)
+    else:
+        m = mask.to(x.dtype).unsqueeze(1)  # (B, 1, L)
+        count = m.sum(dim=2).clamp(min=1.0)  # (B, 1)
+        mean = (x * m).sum(dim=2) / count
+        var = (((x - mean.unsqueeze(2)) ** 2) * m).sum(dim=2) / count
+    return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1)
+
+
+def _check_mel(mel: torch.Tensor, n_mels: int, name: str) -> None:
+    if mel.ndim != 3 or mel.shape[2] != n_mels:
+        raise ValueError(f"{name}: mel must be (B, L, {n_mels}), got shape {tuple(mel.shape)}")
+    if mel.shape[1] < 1:
+        raise ValueError(f"{name}: mel has no frames")
+
+
+class _UtteranceEncoder(nn.Module):
+    """Strided convs over time → masked stats pooling of the conv features and of the raw mel → MLP.
+
+    The raw-mel statistics keep absolute levels (pitch band, loudness, spectral tilt) that per-step
+    normalisation inside the conv stack could blur. (B, L, n_mels) → (B, out_dim).
+    """
+
+    def __init__(self, n_mels: int, hidden: int, out_dim: int, strides: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        self.strides = strides
+        layers = []
+        channels = n_mels
+        for i, stride in enumerate(strides):
+            kernel = 2 * stride - 1 if i == 0 else 3  # odd kernel, 'same' padding: ceil(L / stride) steps
+            layers.append(nn.ModuleDict({
+                "conv": nn.Conv1d(channels, hidden, kernel, stride=stride, padding=kernel // 2),
+                "norm": _ChannelNorm(hidden),
+            }))
+            channels = hidden
+        self.layers = nn.ModuleList(layers)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * hidden + 2 * n_mels, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = mel.transpose(1, 2)  # (B, n_mels, L)
+        raw = _masked_stats(x, mask)  # (B, 2 n_mels)
+        for layer, stride in zip(self.layers, self.strides):
+            if mask is not None:
+                x = x * mask.unsqueeze(1).to(x.dtype)  # padding contributes nothing to the next conv
+            x = F.gelu(layer["norm"](layer["conv"](x)))  # (B, hidden, ceil(L / stride))
+            if mask is not None:
+                mask = mask[:, ::stride]  # (B, ceil(L / stride)): the length of an odd-kernel 'same' conv
+        pooled = _masked_stats(x, mask)  # (B, 2 hidden)
+        return self.mlp(torch.cat([pooled, raw], dim=1))  # (B, out_dim)
+
+
+class IdentityEncoder(ModelMixin, ConfigMixin):
+    """Utterance-level voice → identity embedding, 3DMM shape, gender and age (stage 1)."""
+
+    @register_to_config
+    def __init__(
+        self,
+        n_mels: int = 80,
+        hidden: int = 128,
+        embed_dim: int = 64,
+        n_shape: int = 10,
+        n_genders: int = 2,
+        n_ages: int = 3,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = _UtteranceEncoder(n_mels, hidden, hidden, strides=(4, 2, 1), dropout=dropout)
+        self.trunk = nn.Sequential(nn.GELU(), nn.Dropout(dropout))
+        self.embed_head = nn.Linear(hidden, embed_dim)
+        self.shape_head = nn.Linear(hidden, n_shape)
+        self.gender_head = nn.Linear(hidden, n_genders)
+        self.age_head = nn.Linear(hidden, n_ages)
+
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> IdentityOutput:
+        """mel (B, L, n_mels) normalised log-mel; mask (B, L) bool, True on valid frames (None = all)."""
+        _check_mel(mel, self.config.n_mels, "IdentityEncoder")
+        if mask is not None and mask.shape != mel.shape[:2]:
+            raise ValueError(f"mask must be (B, L) = {tuple(mel.shape[:2])}, got {tuple(mask.shape)}")
+        features = self.encoder(mel, mask)  # (B, hidden)
+        h = self.trunk(features)
+        return IdentityOutput(
+            embedding=F.normalize(self.embed_head(h), dim=-1),  # (B, embed_dim)
+            features=features,
+            shape=self.shape_head(h),  # (B, n_shape)
+            gender_logits=self.gender_head(h),  # (B, n_genders)
+            age_logits=self.age_head(h),  # (B, n_ages)
+        )

@@ -1,0 +1,1 @@
+"""Training: one module per stage of the method (DESIGN §1), plus shared losses."""

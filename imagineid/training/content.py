@@ -1,0 +1,59 @@
+"""Stage 2, content: audio window around each frame + the frozen stage-1 shape → mouth-only coefficients.
+
+Losses: mouth-coefficient regression + a landmark-space loss through the morphable model (the mouth
+points the coefficients produce) + temporal smoothness.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from imagineid.face import landmarks68 as lm
+from imagineid.models import ContentEncoderDecoder, IdentityEncoder
+from imagineid.training.context import StageContext
+from imagineid.training.loop import fit, freeze, seed_everything
+from imagineid.training.losses import MorphableLandmarks, masked_mse, temporal_smoothness
+from imagineid.training.metrics import pearson
+
+STAGE = "content"
+MOUTH_POINTS = slice(48, 68)
+
+
+def train_content(ctx: StageContext, progress: bool = True) -> dict:
+    cfg = ctx.config.stage(STAGE)
+    seed_everything(ctx.config.seed + 1)
+    identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity")).to(ctx.device))
+    model = ContentEncoderDecoder(n_shape=ctx.n_shape, n_mouth=ctx.n_mouth, hidden=ctx.config.hidden).to(ctx.device)
+    morph = MorphableLandmarks(ctx.morphable).to(ctx.device)
+
+    def step(batch: dict) -> tuple[torch.Tensor, dict]:
+        with torch.no_grad():
+            shape = identity(batch["mel"]).shape  # (B, n_shape), frozen stage 1
+        out = model(batch["mel"], shape)  # mouth (B, W, n_mouth)
+        valid = batch["valid"]  # (B, W)
+        coeff = masked_mse(out.mouth.float(), batch["mouth"], valid)
+        pred_pts = morph(batch["shape"], mouth=out.mouth.float())[:, :, MOUTH_POINTS]  # (B, W, 20, 2)
+        true_pts = morph(batch["shape"], mouth=batch["mouth"])[:, :, MOUTH_POINTS]
+        landmarks = masked_mse(pred_pts.flatten(2), true_pts.flatten(2), valid) * 100.0
+        smooth = temporal_smoothness(out.mouth.float(), batch["mouth"])
+        loss = coeff + landmarks + 0.5 * smooth
+        return loss, {"loss": loss.item(), "mouth_mse": coeff.item(), "landmark": landmarks.item()}
+
+    train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    model.save_pretrained(ctx.run.stage(STAGE))
+    return {**{f"train_{k}": v for k, v in train_logs.items()}, **validate_content(identity, model, ctx)}
+
+
+@torch.no_grad()
+def validate_content(identity: IdentityEncoder, model: ContentEncoderDecoder, ctx: StageContext) -> dict:
+    """Mouth opening of the landmarks the predicted coefficients make vs the dataset's landmarks."""
+    model.eval()
+    predicted, truth = [], []
+    for sample in ctx.val_clips():
+        mel = ctx.mel(sample)
+        mouth = model(mel, identity(mel).shape).mouth[0].cpu().numpy()  # (T, n_mouth)
+        points = ctx.morphable.reconstruct(sample.shape, mouth=mouth)  # (T, 68, 2)
+        predicted.append(lm.mouth_opening(points))
+        truth.append(sample.opening)
+    return {"mouth_opening_correlation": pearson(np.concatenate(predicted), np.concatenate(truth))}

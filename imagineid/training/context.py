@@ -1,0 +1,86 @@
+"""What every disentangler stage needs: the dataset split, mel statistics, the morphable model, loaders.
+
+The split and the mel statistics are fixed in the run folder the first time, so a resumed or later
+stage sees exactly the same data normalisation as the stages before it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from imagineid.data.parquet_io import write_json_atomic
+from imagineid.data.store import Store
+from imagineid.errors import ImagineIDError
+from imagineid.face.morphable import PCAMorphableModel
+from imagineid.preprocessing.finalize import current_model
+from imagineid.training.config import StageConfig, TrainConfig
+from imagineid.training.data import ClipSample, MelStats, WindowDataset, iter_clips, mel_stats, split_clips
+from imagineid.training.loop import pick_device
+from imagineid.training.run_dir import RunDir
+
+
+@dataclass
+class StageContext:
+    data: Path
+    run: RunDir
+    config: TrainConfig
+    split: dict[str, list[str]]
+    stats: MelStats
+    morphable: PCAMorphableModel
+    device: torch.device = field(default_factory=pick_device)
+    _val: list[ClipSample] | None = None
+
+    @classmethod
+    def prepare(cls, data: str | Path, run: RunDir, config: TrainConfig) -> "StageContext":
+        data = Path(data)
+        morphable = current_model(Store(data))
+        if morphable is None or not any((data / "clips").glob("*.parquet")):
+            raise ImagineIDError(f"{data} holds no preprocessed clips; run `imagineid preprocess ... --out {data}` first")
+        split_path, stats_path = run.root / "split.json", run.root / "mel_stats.json"
+        if split_path.exists():
+            split = json.loads(split_path.read_text())
+        else:
+            split = split_clips(data)
+            if not split["train"] or not split["val"]:
+                raise ImagineIDError(
+                    f"need clips of at least two speakers to hold one out, got {len(split['train'])} train / "
+                    f"{len(split['val'])} validation clips"
+                )
+            write_json_atomic(split_path, split)
+        if stats_path.exists():
+            stats = MelStats.load(stats_path)
+        else:
+            stats = mel_stats(data, split["train"])
+            stats.save(stats_path)
+        write_json_atomic(run.root / "morphable.json", {"version": morphable.version, "data": str(data)})
+        return cls(data=data, run=run, config=config, split=split, stats=stats, morphable=morphable)
+
+    @property
+    def n_shape(self) -> int:
+        return self.morphable.n_shape
+
+    @property
+    def n_mouth(self) -> int:
+        return self.morphable.n_mouth
+
+    @property
+    def n_expression(self) -> int:
+        return self.morphable.n_expression
+
+    def loader(self, stage: StageConfig) -> torch.utils.data.DataLoader:
+        dataset = WindowDataset(self.data, self.split["train"], window=stage.window, stats=self.stats,
+                                seed=self.config.seed)
+        return torch.utils.data.DataLoader(dataset, batch_size=stage.batch_size, num_workers=0)
+
+    def val_clips(self) -> list[ClipSample]:
+        if self._val is None:
+            self._val = list(iter_clips(self.data, self.split["val"]))
+        return self._val
+
+    def mel(self, sample: ClipSample) -> torch.Tensor:
+        """Normalised full-clip mel (1, 4T, 80) on the device."""
+        return torch.from_numpy(self.stats.normalize(sample.mel)).float()[None].to(self.device)

@@ -1,0 +1,70 @@
+"""Stage 3, emotion: audio + frozen identity and content features → full expression + emotion embedding.
+
+Losses: full-expression regression + emotion cross-entropy + supervised contrastive on the embedding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from imagineid.data.labels import EMOTIONS
+from imagineid.models import ContentEncoderDecoder, EmotionEncoderDecoder, IdentityEncoder
+from imagineid.training.augment import augment_mel
+from imagineid.training.context import StageContext
+from imagineid.training.identity import labelled_ce
+from imagineid.training.loop import fit, freeze, seed_everything
+from imagineid.training.losses import masked_mse, supervised_contrastive
+from imagineid.training.metrics import accuracy, plot_embeddings, silhouette
+
+STAGE = "emotion"
+
+
+def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
+    cfg = ctx.config.stage(STAGE)
+    seed_everything(ctx.config.seed + 2)
+    identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity")).to(ctx.device))
+    content = freeze(ContentEncoderDecoder.from_pretrained(ctx.run.stage("content")).to(ctx.device))
+    hidden = ctx.config.hidden
+    model = EmotionEncoderDecoder(identity_dim=hidden, content_dim=hidden, n_expression=ctx.n_expression,
+                                  hidden=hidden).to(ctx.device)
+
+    def step(batch: dict) -> tuple[torch.Tensor, dict]:
+        with torch.no_grad():
+            ident = identity(batch["mel"])
+            cont = content(batch["mel"], ident.shape).features  # (B, W, hidden)
+        out = model(augment_mel(batch["mel"]), ident.features, cont)
+        expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
+        emotion = labelled_ce(out.emotion_logits, batch["emotion"])
+        known = batch["emotion"] >= 0
+        contrast = supervised_contrastive(out.embedding.float()[known], batch["emotion"][known]) if known.any() \
+            else out.embedding.sum() * 0.0
+        loss = expression + emotion + 0.5 * contrast
+        return loss, {"loss": loss.item(), "expression_mse": expression.item(), "emotion_ce": emotion.item()}
+
+    train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    model.save_pretrained(ctx.run.stage(STAGE))
+    return {**{f"train_{k}": v for k, v in train_logs.items()}, **validate_emotion(identity, content, model, ctx)}
+
+
+@torch.no_grad()
+def validate_emotion(identity: IdentityEncoder, content: ContentEncoderDecoder, model: EmotionEncoderDecoder,
+                     ctx: StageContext) -> dict:
+    model.eval()
+    logits, embeddings = [], []
+    for sample in ctx.val_clips():
+        mel = ctx.mel(sample)
+        ident = identity(mel)
+        out = model(mel, ident.features, content(mel, ident.shape).features)
+        logits.append(out.emotion_logits[0].cpu().numpy())
+        embeddings.append(out.embedding[0].cpu().numpy())
+    labels = np.array([c.emotion for c in ctx.val_clips()])
+    emb = np.stack(embeddings)
+    known = labels >= 0
+    plot = plot_embeddings(emb[known], labels[known], EMOTIONS, ctx.run.stage(STAGE) / "emotion_embeddings.png",
+                           "emotion embeddings, held-out speakers (PCA)")
+    return {
+        "emotion_accuracy": accuracy(np.stack(logits), labels),
+        "emotion_silhouette": silhouette(emb[known], labels[known]) if known.any() else float("nan"),
+        "emotion_plot": str(plot.relative_to(ctx.run.root)),
+    }

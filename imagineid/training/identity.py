@@ -1,0 +1,83 @@
+"""Stage 1, identity: utterance audio → identity embedding, 3DMM shape, gender and age heads.
+
+Losses: shape regression + supervised contrastive across speakers + attribute cross-entropy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imagineid.models import IdentityEncoder
+from imagineid.training.augment import augment_mel
+from imagineid.training.context import StageContext
+from imagineid.training.loop import fit, seed_everything
+from imagineid.training.losses import supervised_contrastive
+from imagineid.training.metrics import accuracy, precision_at_k, r2_score
+
+STAGE = "identity"
+
+
+def labelled_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over rows whose label is known (≥ 0); 0 when none is (datasets without labels)."""
+    if not bool((labels >= 0).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), labels, ignore_index=-1)
+
+
+def shape_weights(ctx: StageContext) -> np.ndarray:
+    """Per-component weights ∝ the geometric variance each shape coefficient carries (mean 1).
+
+    Coefficients are unit-variance, so a plain MSE would weigh a component that moves the face by a
+    hair like the one that makes a child's face; these weights measure error in landmark space instead.
+    """
+    var = ctx.morphable.arrays["shape_std"].astype(np.float32) ** 2
+    return var / max(float(var.mean()), 1e-12)
+
+
+def train_identity(ctx: StageContext, progress: bool = True) -> dict:
+    cfg = ctx.config.stage(STAGE)
+    seed_everything(ctx.config.seed)
+    model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden).to(ctx.device)
+    weight = torch.from_numpy(shape_weights(ctx)).to(ctx.device)  # (n_shape,)
+
+    def step(batch: dict) -> tuple[torch.Tensor, dict]:
+        out = model(augment_mel(batch["mel"]))  # mel (B, 4W, 80)
+        shape = (((out.shape.float() - batch["shape"]) ** 2) * weight).mean()
+        contrast = supervised_contrastive(out.embedding.float(), batch["speaker"])
+        attributes = labelled_ce(out.gender_logits, batch["gender"]) + labelled_ce(out.age_logits, batch["age"])
+        loss = shape + 0.5 * contrast + attributes
+        return loss, {"loss": loss.item(), "shape_mse": shape.item(), "contrastive": contrast.item()}
+
+    train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    model.save_pretrained(ctx.run.stage(STAGE))
+    return {**{f"train_{k}": v for k, v in train_logs.items()}, **validate_identity(model, ctx)}
+
+
+@torch.no_grad()
+def identity_outputs(model: IdentityEncoder, ctx: StageContext) -> dict[str, np.ndarray]:
+    """Full-clip outputs for every validation clip, stacked."""
+    model.eval()
+    rows = [model(ctx.mel(sample)) for sample in ctx.val_clips()]
+    return {
+        "embedding": torch.cat([r.embedding for r in rows]).cpu().numpy(),
+        "shape": torch.cat([r.shape for r in rows]).cpu().numpy(),
+        "gender_logits": torch.cat([r.gender_logits for r in rows]).cpu().numpy(),
+        "age_logits": torch.cat([r.age_logits for r in rows]).cpu().numpy(),
+    }
+
+
+def validate_identity(model: IdentityEncoder, ctx: StageContext) -> dict:
+    out = identity_outputs(model, ctx)
+    clips = ctx.val_clips()
+    std = ctx.morphable.arrays["shape_std"].astype(np.float32)
+    gender = np.array([c.gender for c in clips])
+    return {
+        "gender_accuracy": accuracy(out["gender_logits"], gender),
+        "age_accuracy": accuracy(out["age_logits"], np.array([c.age for c in clips])),
+        # R² of the face geometry: coefficients scaled by their std, i.e. variance in landmark space.
+        "shape_r2": r2_score(out["shape"] * std, np.stack([c.shape for c in clips]) * std),
+        "retrieval_p5_same_gender": precision_at_k(out["embedding"], gender, k=5),
+        "val_clips": len(clips),
+    }

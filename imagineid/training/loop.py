@@ -1,0 +1,95 @@
+"""The optimisation loop every stage shares: AdamW + cosine decay, resumable checkpoints, progress.
+
+A stage supplies `step_fn(batch) -> (loss, logs)`; the loop owns device placement, mixed precision on
+GPUs (fp16 autocast; never bf16 autocast on CPUs without native bf16), checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from imagineid.training.config import StageConfig
+from imagineid.training.run_dir import RunDir
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    """Earlier stages are frozen: eval mode (no dropout) and no gradients."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _forever(loader: Iterable) -> Iterator:
+    while True:
+        yield from loader
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def fit(
+    stage: str, model: torch.nn.Module, loader: Iterable, step_fn: Callable[[dict], tuple[torch.Tensor, dict]],
+    config: StageConfig, run: RunDir, checkpoint_every: int, progress: bool = True,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict:
+    """Train `model` for `config.steps` steps, resuming from RUN/<stage>/checkpoint.pt if present."""
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / max(config.steps, 1)))
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    start = 0
+    state = run.load_checkpoint(stage)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])
+        start = int(state["step"])
+        run.log({"stage": stage, "event": "resumed", "step": start})
+    model.train()
+    logs: dict = {}
+    batches = _forever(loader)
+    bar = tqdm(range(start, config.steps), desc=stage, unit="step", disable=not progress, initial=start,
+               total=config.steps)
+    for step in bar:
+        batch = to_device(next(batches), device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            loss, logs = step_fn(batch)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        if (step + 1) % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
+            run.save_checkpoint(stage, {"model": model.state_dict(), "optim": opt.state_dict(),
+                                        "sched": sched.state_dict(), "rng": torch.get_rng_state(), "step": step + 1})
+            run.log({"stage": stage, "event": "checkpoint", "step": step + 1, "loss": float(loss.item())})
+            if on_checkpoint:
+                on_checkpoint(step + 1)
+    model.eval()
+    return {k: float(v) for k, v in logs.items()}

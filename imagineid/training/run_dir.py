@@ -1,0 +1,65 @@
+"""A run folder: RUN/<stage>/ (weights + config.json), RUN/metrics.jsonl, resumable checkpoints.
+
+A stage is done when RUN/<stage>/done.json exists (written last, atomically); an interrupted stage
+has RUN/<stage>/checkpoint.pt and restarts from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imagineid.data.parquet_io import write_json_atomic
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def is_done(self, name: str) -> bool:
+        return (self.stage(name) / "done.json").exists()
+
+    def mark_done(self, name: str, metrics: dict) -> None:
+        write_json_atomic(self.stage(name) / "done.json", {"stage": name, "metrics": metrics, "time": time.time()})
+        (self.stage(name) / "checkpoint.pt").unlink(missing_ok=True)
+
+    def done_metrics(self, name: str) -> dict:
+        return json.loads((self.stage(name) / "done.json").read_text())["metrics"]
+
+    @property
+    def metrics_log(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def log(self, record: dict) -> None:
+        """Append one JSON line (flushed and fsynced: a killed run keeps every line it reported)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_log, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.stage(name) / "checkpoint.pt"
+
+    def save_checkpoint(self, name: str, state: dict) -> None:
+        path = self.checkpoint_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.pt")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, name: str) -> dict | None:
+        path = self.checkpoint_path(name)
+        return torch.load(path, weights_only=True) if path.exists() else None

@@ -1,0 +1,15 @@
+"""Training task: one stage per task run, dispatched to Ray by the library (GPU only where present)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from imagineid.training.config import TrainConfig
+from imagineid.training.run import train
+
+
+@task(retries=1, retry_delay_seconds=30)
+def train_stage(data: str, out: str, stage: str, config: TrainConfig, ray_address: str | None) -> dict:
+    """Train (or skip, or resume) one stage; returns its validation metrics. A retry resumes from the
+    stage's last checkpoint."""
+    return train(data, out, [stage], config, ray_address=ray_address, progress=False)[stage]

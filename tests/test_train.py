@@ -1,0 +1,118 @@
+"""Disentangler training: stages in order, frozen earlier stages, skip / resume, listen (issue 4)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imagineid.media import load_audio, write_audio
+from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.training.config import TrainConfig
+from imagineid.training.run import train
+
+
+@pytest.fixture(scope="module")
+def data(small_corpus: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train_data")
+    preprocess([small_corpus / "videos"], out, PreprocessConfig(), workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(data: Path, tmp_path_factory) -> tuple[Path, dict, dict]:
+    """Identity alone first (its weights hashed), then content and emotion on top of it."""
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(max_steps=15, checkpoint_every=5)
+    train(data, out, "identity", config, use_ray=False, progress=False)
+    before = _digest(out / "identity")
+    results = train(data, out, "identity,content,emotion", config, use_ray=False, progress=False)
+    return out, before, results
+
+
+def _digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.safetensors"))}
+
+
+def imagineid(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_stages_write_weights_config_and_metrics(run) -> None:
+    out, _, results = run
+    for stage in ("identity", "content", "emotion"):
+        assert (out / stage / "config.json").exists() and list((out / stage).glob("*.safetensors"))
+        assert (out / stage / "done.json").exists() and not (out / stage / "checkpoint.pt").exists()
+    assert results["identity"]["skipped"] is True
+    assert 0.0 <= results["identity"]["gender_accuracy"] <= 1.0
+    assert np.isfinite(results["content"]["mouth_opening_correlation"])
+    assert (out / results["emotion"]["emotion_plot"]).stat().st_size > 1000
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in records if r.get("event") == "validation"} == {"identity", "content", "emotion"}
+
+
+def test_stage_one_weights_are_bit_identical_after_later_stages(run) -> None:
+    out, before, _ = run
+    assert before and _digest(out / "identity") == before
+
+
+def test_validation_speakers_are_held_out(run, data: Path) -> None:
+    out, _, _ = run
+    import pyarrow.parquet as pq
+
+    split = json.loads((out / "split.json").read_text())
+    speakers = {r["clip_id"]: r["speaker_id"] for r in pq.read_table(data / "clips").to_pylist()}
+    assert split["val"] and split["train"]
+    assert not {speakers[c] for c in split["val"]} & {speakers[c] for c in split["train"]}
+
+
+def test_sigkill_during_content_then_rerun_resumes(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = ["train", str(data), "--out", str(out), "--no-ray", "--max-steps", "60", "--checkpoint-every", "20"]
+    proc = subprocess.Popen([sys.executable, "-m", "imagineid.cli", *cmd], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = out / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if log.exists() and any('"checkpoint"' in l and '"content"' in l for l in log.read_text().splitlines()):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "identity" / "done.json").exists() and not (out / "content" / "done.json").exists()
+    identity_done = (out / "identity" / "done.json").stat().st_mtime_ns
+    result = imagineid(*cmd)
+    assert result.returncode == 0, result.stderr
+    assert "identity already trained" in result.stdout
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    resumed = [r for r in records if r.get("event") == "resumed"]
+    assert resumed and resumed[0]["stage"] == "content" and resumed[0]["step"] >= 20
+    assert (out / "identity" / "done.json").stat().st_mtime_ns == identity_done
+    assert (out / "emotion" / "done.json").exists()
+
+
+def test_listen_prints_one_json_object_per_input(run, data: Path, small_corpus: Path, tmp_path: Path) -> None:
+    out, _, _ = run
+    samples = load_audio(sorted((small_corpus / "videos").glob("*.mp4"))[0])
+    write_audio(tmp_path / "a.wav", samples)
+    write_audio(tmp_path / "b.mp3", samples)
+    (tmp_path / "notes.txt").write_text("not audio")
+    result = imagineid("listen", str(out), str(tmp_path / "a.wav"), str(tmp_path / "b.mp3"),
+                       str(tmp_path / "notes.txt"), "--json", "--retrieve", str(data), "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(e["audio"]).name for e in entries] == ["a.wav", "b.mp3", "notes.txt"]
+    for entry in entries[:2]:
+        assert entry["error"] is None
+        assert set(entry["gender"]) == {"male", "female"} and abs(sum(entry["gender"].values()) - 1) < 1e-5
+        assert set(entry["age"]) == {"child", "adult", "elder"}
+        assert set(entry["emotion"]) == {"neutral", "happy", "sad", "angry"}
+        assert len(entry["retrieved"]) == 2 and entry["retrieved"][0]["clip_id"]
+    assert entries[2]["error"] and "not a readable media file" in entries[2]["error"]
