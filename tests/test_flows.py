@@ -26,3 +26,22 @@ def test_preprocess_flow_processes_good_clips_and_lists_rejections(small_corpus:
     assert len(list((tmp_path / "d" / "clips").glob("*.parquet"))) == 2
     again = preprocess_flow(sources=[str(src), str(bad_inputs["no_audio"])], out=str(tmp_path / "d"), workers=1)
     assert again["skipped"] == 3 and again["processed"] == 0
+
+
+def test_train_flow_runs_stages_as_ray_tasks_and_skips_them_on_rerun(small_corpus: Path, tmp_path: Path) -> None:
+    import ray
+
+    from flows.train import train_flow
+    from imagineid.preprocessing import preprocess
+
+    data = tmp_path / "d"
+    preprocess([small_corpus / "videos"], data, workers=1, progress=False)
+    try:
+        results = train_flow(data=str(data), out=str(tmp_path / "run"), max_steps=5)
+        again = train_flow(data=str(data), out=str(tmp_path / "run"), max_steps=5)
+    finally:
+        ray.shutdown()
+    assert set(results) == {"identity", "content", "emotion"}
+    assert "gender_accuracy" in results["identity"] and "mouth_opening_correlation" in results["content"]
+    assert all(m.get("skipped") for m in again.values())
+    assert (tmp_path / "run" / "emotion" / "done.json").exists()

@@ -153,7 +153,7 @@ def test_valid_masks_padding_on_short_clips(data, clips, stats):
 
 def test_workers_share_the_epoch(data, stats):
     dataset = WindowDataset(data, split_clips(data)["train"], window=16, stats=stats, windows_per_epoch=10)
-    assert sum(len(b["mouth"]) for b in DataLoader(dataset, batch_size=4, num_workers=2)) == 10
+    assert sum(len(b["mouth"]) for b in DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="spawn")) == 10
 
 
 def test_clip_tensors_are_a_batch_of_one(data, stats):

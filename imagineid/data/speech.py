@@ -135,13 +135,13 @@ class _Prosody:
     word_gap: int = 0
 
 
-# Acted-emotion prosody as reported for MEAD-like corpora: happy = higher, livelier, faster;
+# Acted-emotion prosody as reported for MEAD-like corpora (exaggerated, as acted corpora are): happy = higher, livelier, faster;
 # sad = lower, flat, slow, quiet, with pauses; angry = loud, fast-ish, wide excursions.
 _EMOTION_PROSODY: dict[str, _Prosody] = {
     "neutral": _Prosody(),
-    "happy": _Prosody(pitch=10, pitch_range=25, rate=1.12, volume=15),
-    "sad": _Prosody(pitch=-8, pitch_range=-30, rate=0.78, volume=-35, word_gap=3),
-    "angry": _Prosody(pitch=4, pitch_range=30, rate=1.08, volume=55),
+    "happy": _Prosody(pitch=16, pitch_range=35, rate=1.15, volume=20),
+    "sad": _Prosody(pitch=-10, pitch_range=-35, rate=0.75, volume=-40, word_gap=4),
+    "angry": _Prosody(pitch=2, pitch_range=15, rate=1.05, volume=90),
 }
 
 

@@ -93,12 +93,14 @@ def sample_speaker(seed: int, index: int) -> Speaker:
     depth = (50.0 - voice.pitch) / 20.0  # > 0 for deep voices
     male = 1.0 if gender == "male" else -1.0
     n = rng.standard_normal(6)
+    # The voice sets most of the geometry (the paper's premise, made strong enough that a few dozen
+    # training speakers can learn it); the rest is individual variation.
     factors = IdentityFactors(
-        face_width=_clip(0.3 * male + 0.6 * n[0]),
-        jaw=_clip(0.5 * depth + 0.5 * male + 0.35 * n[1]),
-        brow_ridge=_clip(0.45 * depth + 0.5 * male + 0.35 * n[2]),
-        eye_spacing=_clip(0.8 * n[3]),
-        nose_length=_clip(0.3 * male + 0.2 * depth + 0.5 * n[4]),
+        face_width=_clip(0.5 * male + 0.3 * depth + 0.1 * n[0]),
+        jaw=_clip(0.6 * depth + 0.5 * male + 0.1 * n[1]),
+        brow_ridge=_clip(0.5 * depth + 0.5 * male + 0.1 * n[2]),
+        eye_spacing=_clip(0.15 * n[3]),
+        nose_length=_clip(0.4 * male + 0.3 * depth + 0.1 * n[4]),
         child=1.0 if age_group == "child" else 0.0,
         elder=1.0 if age_group == "elder" else 0.0,
         skin_tone=SKIN_TONES[int(rng.integers(len(SKIN_TONES)))],

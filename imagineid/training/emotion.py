@@ -27,13 +27,13 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
     content = freeze(ContentEncoderDecoder.from_pretrained(ctx.run.stage("content")).to(ctx.device))
     hidden = ctx.config.hidden
     model = EmotionEncoderDecoder(identity_dim=hidden, content_dim=hidden, n_expression=ctx.n_expression,
-                                  hidden=hidden).to(ctx.device)
+                                  hidden=hidden, dropout=0.3).to(ctx.device)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
             ident = identity(batch["mel"])
             cont = content(batch["mel"], ident.shape).features  # (B, W, hidden)
-        out = model(augment_mel(batch["mel"]), ident.features, cont)
+        out = model(augment_mel(batch["mel"], gain=0.0), ident.features, cont)  # loudness is an emotion cue: no gain shift
         expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
         emotion = labelled_ce(out.emotion_logits, batch["emotion"])
         known = batch["emotion"] >= 0
