@@ -77,7 +77,9 @@ def validate_identity(model: IdentityEncoder, ctx: StageContext) -> dict:
         "gender_accuracy": accuracy(out["gender_logits"], gender),
         "age_accuracy": accuracy(out["age_logits"], np.array([c.age for c in clips])),
         # R² of the face geometry: coefficients scaled by their std, i.e. variance in landmark space.
-        "shape_r2": r2_score(out["shape"] * std, np.stack([c.shape for c in clips]) * std),
+        # (Undefined with a single held-out speaker: all its clips share one shape.)
+        "shape_r2": r2_score(out["shape"] * std, np.stack([c.shape for c in clips]) * std)
+        if len({c.speaker_id for c in clips}) > 1 else float("nan"),
         "retrieval_p5_same_gender": precision_at_k(out["embedding"], gender, k=5),
         "val_clips": len(clips),
     }
