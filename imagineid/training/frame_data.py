@@ -1,0 +1,100 @@
+"""Training samples for the frame generator (issue 5): target frame + the conditions that drive it.
+
+Per sample, from one clip of the preprocessed dataset (teacher forcing: conditions come from the data):
+- `image` (3, H, W): the aligned crop of frame t, in [-1, 1];
+- `mesh` (3, H, W): the morphable-model mesh of frame t (shape + full expression + pose), rendered;
+- `reference` (3, H, W): a random other frame of the same clip (appearance and background);
+- `neighbour` (3, H, W): frame t-1 with its mouth region greyed out (motion cue without the mouth);
+- `blend_mask` (1, H, W) in [0, 1]: the dilated face mask of frame t; `mouth_mask` (1, H, W);
+- `shape` (n_shape,), `emotion` (long, -1 unknown), `expression` (n_expression,): identity / emotion features.
+
+Crops are decoded once per clip at `image_size` and kept in memory (64 px: ~1 MB per 3 s clip).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from imagineid.data.labels import EMOTIONS
+from imagineid.data.parquet_io import to_numpy_vectors
+from imagineid.data.store import Store
+from imagineid.face.masks import decode_mask_png
+from imagineid.face.mesh_render import render_mesh
+from imagineid.face.morphable import PCAMorphableModel
+from imagineid.media import iter_frames
+
+NEUTRAL_GREY = 0.0  # mouth-masked pixels in [-1, 1] units
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def _mask(png: bytes, size: int) -> np.ndarray:
+    mask = decode_mask_png(png)
+    mask = mask.astype(np.float32) if mask.dtype == np.bool_ else mask.astype(np.float32) / 255.0
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class ClipFrames:
+    """One clip's crops, masks and mesh renders at `size` px (decoded once)."""
+
+    def __init__(self, store: Store, clip: dict, model: PCAMorphableModel, size: int) -> None:
+        frames = store.clip_frames(clip["clip_id"], ["expression", "pose", "blend_mask", "mouth_mask"])
+        self.images = np.stack(list(iter_frames(store.root / clip["crops"], size=size)))  # (T, S, S, 3)
+        t = min(len(self.images), frames.num_rows)
+        self.images = self.images[:t]
+        self.expression = to_numpy_vectors(frames["expression"])[:t]  # (T, n_expression)
+        pose = to_numpy_vectors(frames["pose"])[:t].copy()  # (T, 4): model frame → crop pixels
+        pose[:, 0] += np.log(size / clip["crop_size"])  # crop pixels → `size` pixels
+        pose[:, 2:] *= size / clip["crop_size"]
+        self.shape = np.asarray(clip["shape"], np.float32)
+        points = model.reconstruct(self.shape, expression=self.expression, pose=pose)  # (T, 68, 2)
+        self.meshes = render_mesh(points, size)  # (T, S, S, 3) uint8
+        self.blend = np.stack([_mask(b, size) for b in frames["blend_mask"].to_pylist()[:t]])  # (T, S, S)
+        self.mouth = np.stack([_mask(m, size) for m in frames["mouth_mask"].to_pylist()[:t]])
+        self.emotion = EMOTIONS.index(clip["emotion"]) if clip.get("emotion") in EMOTIONS else -1
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class FrameConditionDataset(Dataset):
+    """Map-style dataset over (clip, frame ≥ 1) pairs; the reference frame is drawn per access."""
+
+    def __init__(self, data: str | Path, clip_ids: list[str], model: PCAMorphableModel, image_size: int = 64,
+                 seed: int = 0) -> None:
+        store = Store(Path(data))
+        rows = {r["clip_id"]: r for r in store.read_table(
+            "clips", ["clip_id", "crops", "crop_size", "shape", "emotion"]).to_pylist()}
+        self.clips = [ClipFrames(store, rows[c], model, image_size) for c in clip_ids]
+        self.index = [(c, t) for c, clip in enumerate(self.clips) for t in range(1, len(clip))]
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        c, t = self.index[i]
+        clip = self.clips[c]
+        r = int(self.rng.integers(len(clip) - 1))
+        r = r + 1 if r >= t else r  # any frame but t
+        neighbour = _to_tensor(clip.images[t - 1])
+        mouth_prev = torch.from_numpy(clip.mouth[t - 1])[None] > 0.5  # (1, S, S)
+        return {
+            "image": _to_tensor(clip.images[t]),
+            "mesh": _to_tensor(clip.meshes[t]),
+            "reference": _to_tensor(clip.images[r]),
+            "neighbour": neighbour.masked_fill(mouth_prev, NEUTRAL_GREY),
+            "blend_mask": torch.from_numpy(clip.blend[t])[None],
+            "mouth_mask": torch.from_numpy(clip.mouth[t])[None],
+            "shape": torch.from_numpy(clip.shape),
+            "expression": torch.from_numpy(clip.expression[t].copy()),
+            "emotion": torch.tensor(clip.emotion, dtype=torch.long),
+        }
