@@ -25,7 +25,7 @@ def test_help_lists_the_contract_commands() -> None:
     "args, issue",
     [
         (("preprocess", "x.mp4", "--out", "d", "--morphable", "flame"), "issue 9"),
-        (("train", "d", "--out", "r", "--stages", "identity,ldm"), "issue 5"),
+        (("train", "d", "--out", "r", "--profile", "sd15"), "issue 9"),
         (("generate", "r", "a.wav", "--out", "g"), "issue 6"),
         (("evaluate", "g", "--data", "d"), "issue 7"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 DISENTANGLER_STAGES = ("identity", "content", "emotion")
+GENERATOR_STAGES = ("ldm", "adapters")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class TrainConfig:
     identity: StageConfig = field(default_factory=lambda: StageConfig(steps=700, window=50))
     content: StageConfig = field(default_factory=lambda: StageConfig(steps=700, window=32))
     emotion: StageConfig = field(default_factory=lambda: StageConfig(steps=700, window=50))
+    ldm: StageConfig = field(default_factory=lambda: StageConfig(steps=1000, batch_size=8, window=0, lr=1e-3))
+    adapters: StageConfig = field(default_factory=lambda: StageConfig(steps=1500, batch_size=8, window=0, lr=5e-4))
+    image_size: int = 64  # generator frame size for the tiny profile
     max_steps: int | None = None  # cap for every stage (quick runs, tests)
     checkpoint_every: int = 100  # steps between resumable checkpoints
     num_gpus: float = 1.0  # GPUs per stage task when the cluster has them (0 on a CPU-only cluster)

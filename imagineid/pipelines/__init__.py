@@ -1,0 +1,1 @@
+"""Diffusion pipelines: `ImagineIDPipeline` (frame generation with the three adapters)."""

@@ -1,0 +1,134 @@
+"""`ImagineIDPipeline`: the frozen latent diffusion base steered by the three ImagineID adapters.
+
+    pipe = ImagineIDPipeline.from_pretrained("RUN/pipeline")
+    frames = pipe(mesh, identity, emotion, reference=ref, neighbour=prev, blend_mask=mask, generator=g)
+
+Variable mode (no `reference`): the face comes from the identity / emotion tokens and the mesh only, so
+each seed imagines a new person. Invariant mode: reference appearance, the mouth-masked neighbour, and
+the reference's background blended in by the VAE adapter outside the dilated face mask.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+
+from imagineid.models.ldm import LDMComponents, load_components, save_components
+from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending
+from imagineid.models.prompt_encoding import encode_prompt
+from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
+from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
+
+BASE_PROMPT = "a photo of a person"
+ADAPTERS = {"textual_inversion": TextualInversionAdapter, "spatial_adapter": SpatialConditionAdapter,
+            "blending_adapter": MaskBlendingAdapter}
+
+
+def identity_prompt(tokenizer, n_identity: int, n_emotion: int) -> str:
+    ids = " ".join(tokenizer.identity_tokens[:n_identity])
+    emos = " ".join(tokenizer.emotion_tokens[:n_emotion])
+    return f"a photo of a {ids} person with a {emos} expression"
+
+
+class ImagineIDPipeline(DiffusionPipeline):
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, textual_inversion: TextualInversionAdapter,
+                 spatial_adapter: SpatialConditionAdapter, blending_adapter: MaskBlendingAdapter) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                              textual_inversion=textual_inversion, spatial_adapter=spatial_adapter,
+                              blending_adapter=blending_adapter)
+
+    # -- conditioning shared with training -------------------------------------------------------------
+
+    def prompt_embeddings(self, identity: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
+        """Identity / emotion features → prompt hidden states (B, L, D) with the pseudo-words spliced in."""
+        ti = self.textual_inversion
+        tokens = ti(identity, emotion)
+        n_id, n_emo = ti.config.n_identity_tokens, ti.config.n_emotion_tokens
+        text = identity_prompt(self.tokenizer, n_id, n_emo)
+        ids = self.tokenizer([text])["input_ids"].to(identity.device).expand(len(identity), -1)
+        replace = {}
+        for k, token in enumerate(self.tokenizer.identity_tokens[:n_id]):
+            replace[self.tokenizer.convert_tokens_to_ids(token)] = tokens.identity_tokens[:, k]
+        for k, token in enumerate(self.tokenizer.emotion_tokens[:n_emo]):
+            replace[self.tokenizer.convert_tokens_to_ids(token)] = tokens.emotion_tokens[:, k]
+        return encode_prompt(self.text_encoder, ids, replace)
+
+    def base_embeddings(self, batch: int, device: torch.device) -> torch.Tensor:
+        ids = self.tokenizer([BASE_PROMPT])["input_ids"].to(device)
+        return encode_prompt(self.text_encoder, ids).expand(batch, -1, -1)
+
+    def decode(self, latents: torch.Tensor, background: torch.Tensor | None, mask: torch.Tensor | None,
+               blend: bool = True) -> torch.Tensor:
+        latents = latents / self.vae.config.scaling_factor
+        if blend and background is not None and mask is not None:
+            return decode_with_blending(self.vae, self.blending_adapter, latents, background, mask)
+        return self.vae.decode(latents).sample
+
+    # -- generation ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self, mesh: torch.Tensor, identity: torch.Tensor, emotion: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
+        blend_mask: torch.Tensor | None = None, num_inference_steps: int = 20, guidance_scale: float = 2.0,
+        generator: torch.Generator | None = None, blend: bool = True,
+    ) -> torch.Tensor:
+        """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim)."""
+        # 1. Check inputs
+        b, _, h, w = mesh.shape
+        if identity.shape[0] != b:
+            raise ValueError(f"identity has batch {identity.shape[0]}, mesh has {b}")
+        if reference is None and (neighbour is not None or blend_mask is not None):
+            raise ValueError("neighbour / blend_mask need a reference (invariant mode); pass none of them for variable mode")
+        device = mesh.device
+        # 2. Encode the prompt (conditional and, for guidance, the plain base prompt)
+        cond = self.prompt_embeddings(identity, emotion)
+        text = torch.cat([self.base_embeddings(b, device), cond]) if guidance_scale > 1 else cond
+        # 3. Spatial condition features (mesh + reference + masked neighbour)
+        features = self.spatial_adapter(mesh, reference, neighbour)
+        if guidance_scale > 1:
+            features = [torch.cat([f, f]) for f in features]
+        # 4. Prepare timesteps and latents
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        shape = (b, self.unet.config.in_channels, h // factor, w // factor)
+        latents = torch.randn(shape, generator=generator, device="cpu").to(device) * self.scheduler.init_noise_sigma
+        # 5. Denoising loop (the UNet pops from the residual list: give it a fresh one every step)
+        for t in self.scheduler.timesteps:
+            model_in = torch.cat([latents, latents]) if guidance_scale > 1 else latents
+            noise = self.unet(model_in, t, encoder_hidden_states=text,
+                              down_intrablock_additional_residuals=[f.clone() for f in features]).sample
+            if guidance_scale > 1:
+                uncond, conditional = noise.chunk(2)
+                noise = uncond + guidance_scale * (conditional - uncond)
+            latents = self.scheduler.step(noise, t, latents).prev_sample
+        # 6. Decode, blending the reference's background in outside the face mask
+        return self.decode(latents, reference, blend_mask, blend).clamp(-1, 1)
+
+    # -- persistence: one subfolder per part ---------------------------------------------------------
+
+    def save_pretrained(self, folder: str | Path, **_: object) -> Path:
+        folder = Path(folder)
+        save_components(LDMComponents(self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler), folder)
+        for name in ADAPTERS:
+            getattr(self, name).save_pretrained(folder / name)
+        (folder / "model_index.json").write_text(json.dumps(
+            {"_class_name": type(self).__name__, "parts": ["unet", "vae", "text_encoder", "tokenizer", "scheduler",
+                                                          *ADAPTERS]}, indent=2))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, **_: object) -> "ImagineIDPipeline":
+        folder = Path(folder)
+        base = load_components(folder)
+        adapters = {name: klass.from_pretrained(folder / name) for name, klass in ADAPTERS.items()}
+        return cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler, **adapters).eval()
+
+    def eval(self) -> "ImagineIDPipeline":
+        for name in ("unet", "vae", "text_encoder", *ADAPTERS):
+            getattr(self, name).eval()
+        return self

@@ -1,0 +1,113 @@
+"""Stage `adapters`: train the textual-inversion, spatial-condition and mask-blending adapters on the
+frozen base (stage `ldm`), with teacher-forced conditions from the dataset.
+
+Per step: a target frame, its mesh, a random same-clip reference and the mouth-masked previous frame;
+30 % of samples in variable mode (no reference / neighbour) and 10 % with the plain base prompt, so
+classifier-free guidance has an unconditional branch. The blending adapter learns to put the
+reference's background back outside the dilated face mask.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from imagineid.data.labels import EMOTIONS
+from imagineid.models.ldm import load_components, tiny_adapter_kwargs
+from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending
+from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
+from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
+from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
+from imagineid.training.context import StageContext
+from imagineid.training.ldm import frame_loader, psnr
+from imagineid.training.loop import fit, seed_everything
+
+STAGE = "adapters"
+VARIABLE_MODE_RATE = 0.3
+UNCONDITIONAL_RATE = 0.1
+
+
+def emotion_features(emotion: torch.Tensor) -> torch.Tensor:
+    """Emotion labels (B,) → one-hot (B, 4); unknown (-1) → zeros."""
+    return F.one_hot(emotion.clamp_min(0), len(EMOTIONS)).float() * (emotion >= 0).float()[:, None]
+
+
+class AdapterBundle(torch.nn.Module):
+    """The three trainable adapters as one module, so one optimiser / checkpoint covers them."""
+
+    def __init__(self, textual_inversion, spatial_adapter, blending_adapter) -> None:
+        super().__init__()
+        self.textual_inversion = textual_inversion
+        self.spatial_adapter = spatial_adapter
+        self.blending_adapter = blending_adapter
+
+
+def build_pipeline(ctx: StageContext) -> ImagineIDPipeline:
+    base = load_components(ctx.run.stage("ldm")).freeze()
+    token_norm = float(base.text_encoder.get_input_embeddings().weight.norm(dim=-1).mean())
+    vae_channels = list(base.vae.config.block_out_channels)
+    kwargs = tiny_adapter_kwargs(base.unet, base.vae, in_channels=9)
+    torch.manual_seed(ctx.config.seed)
+    return ImagineIDPipeline(
+        base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler,
+        textual_inversion=TextualInversionAdapter(identity_dim=ctx.n_shape, emotion_dim=len(EMOTIONS),
+                                                  token_dim=base.text_encoder.config.hidden_size, token_norm=token_norm),
+        spatial_adapter=SpatialConditionAdapter(channels=tuple(kwargs["channels"]), num_res_blocks=1,
+                                                downscale_factor=kwargs["downscale_factor"]),
+        blending_adapter=MaskBlendingAdapter(channels=tuple(reversed(vae_channels))),
+    )
+
+
+def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
+    cfg = ctx.config.stage(STAGE)
+    seed_everything(ctx.config.seed + 20)
+    pipe = build_pipeline(ctx).to(ctx.device)
+    bundle = AdapterBundle(pipe.textual_inversion, pipe.spatial_adapter, pipe.blending_adapter).to(ctx.device)
+    noise_scheduler = load_components(ctx.run.stage("ldm")).noise_scheduler()
+    scale = pipe.vae.config.scaling_factor
+
+    def step(batch: dict) -> tuple[torch.Tensor, dict]:
+        b = len(batch["image"])
+        with torch.no_grad():
+            z0 = pipe.vae.encode(batch["image"]).latent_dist.sample() * scale  # (B, 4, s, s)
+        text = pipe.prompt_embeddings(batch["shape"], emotion_features(batch["emotion"]))
+        plain = torch.rand(b, device=z0.device) < UNCONDITIONAL_RATE
+        text = torch.where(plain[:, None, None], pipe.base_embeddings(b, z0.device), text)
+        variable = torch.rand(b, device=z0.device) < VARIABLE_MODE_RATE
+        features = pipe.spatial_adapter(batch["mesh"], batch["reference"], batch["neighbour"], drop_mask=variable)
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), device=z0.device)
+        pred = pipe.unet(noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text,
+                         down_intrablock_additional_residuals=list(features)).sample
+        diffusion = F.mse_loss(pred.float(), noise)
+        blended = decode_with_blending(pipe.vae, pipe.blending_adapter, z0 / scale, batch["reference"], batch["blend_mask"])
+        outside = 1.0 - batch["blend_mask"]
+        blending = ((blended - batch["image"]).abs() * outside).sum() / (outside.sum() * 3).clamp_min(1.0)
+        loss = diffusion + blending
+        return loss, {"loss": loss.item(), "diffusion": diffusion.item(), "blending": blending.item()}
+
+    loader = frame_loader(ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1)
+    logs = fit(STAGE, bundle, loader, step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    for name in ("textual_inversion", "spatial_adapter", "blending_adapter"):
+        getattr(pipe, name).save_pretrained(ctx.run.stage(STAGE) / name)
+    pipe.eval().save_pretrained(ctx.run.root / "pipeline")
+    return {**{f"train_{k}": v for k, v in logs.items()}, **validate_adapters(pipe, ctx)}
+
+
+@torch.no_grad()
+def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, steps: int = 10) -> dict:
+    """Invariant-mode generation on held-out frames: background PSNR vs the reference, with and without
+    blending, and PSNR of the whole frame vs the true frame."""
+    batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2)))
+    batch = {k: v.to(ctx.device) for k, v in batch.items()}
+    args = dict(mesh=batch["mesh"], identity=batch["shape"], emotion=emotion_features(batch["emotion"]),
+                reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"],
+                num_inference_steps=steps)
+    blended = pipe(**args, generator=torch.Generator().manual_seed(0))
+    plain = pipe(**args, generator=torch.Generator().manual_seed(0), blend=False)
+    outside = 1.0 - batch["blend_mask"]
+    return {
+        "background_psnr_db": psnr(blended, batch["reference"], outside),
+        "background_psnr_no_blending_db": psnr(plain, batch["reference"], outside),
+        "frame_psnr_db": psnr(blended, batch["image"]),
+    }
