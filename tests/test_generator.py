@@ -91,3 +91,16 @@ def test_invariant_inputs_without_a_reference_are_refused(trained, batch) -> Non
     args = _args(batch, False) | {"neighbour": batch["neighbour"]}
     with pytest.raises(ValueError, match="need a reference"):
         pipe(**args)
+
+
+def test_generator_check_reports_every_metric_and_ablation(trained) -> None:
+    from imagineid.evaluation.generator_check import check
+
+    data, run, _ = trained
+    report = check(run, data, clips=1, frames=3, steps=2)
+    assert report["frames"] == 3
+    for section in (report["invariant"], *report["ablations"].values()):
+        assert 0.0 <= section["face_detection_rate"] <= 1.0
+        assert section["background_psnr_db"] > 0
+    assert set(report["ablations"]) == {"no_textual_inversion", "no_spatial_adapter", "no_blending"}
+    assert report["variable"]["same_seed_identical"] is True

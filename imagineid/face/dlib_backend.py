@@ -43,6 +43,16 @@ def _models():
         return dlib.get_frontal_face_detector(), dlib.shape_predictor(frm.pose_predictor_model_location())
 
 
+@lru_cache(maxsize=1)
+def _descriptor_model():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import dlib
+        import face_recognition_models as frm
+
+        return dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+
+
 class DlibLandmarker:
     """HOG face detector and the 68-point shape predictor. Thread-safe (dlib objects are not)."""
 
@@ -66,3 +76,13 @@ class DlibLandmarker:
         with self._lock:
             shape = predictor(np.ascontiguousarray(image), dlib.rectangle(box.left, box.top, box.right, box.bottom))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def descriptor(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        """dlib's 128-d face descriptor (ResNet, ships in face-recognition-models); same person < 0.6 apart."""
+        import dlib
+
+        _, predictor = _models()
+        with self._lock:
+            image = np.ascontiguousarray(image)
+            shape = predictor(image, dlib.rectangle(box.left, box.top, box.right, box.bottom))
+            return np.asarray(_descriptor_model().compute_face_descriptor(image, shape), np.float32)

@@ -75,9 +75,13 @@ class ImagineIDPipeline(DiffusionPipeline):
         self, mesh: torch.Tensor, identity: torch.Tensor, emotion: torch.Tensor | None = None,
         reference: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
         blend_mask: torch.Tensor | None = None, num_inference_steps: int = 20, guidance_scale: float = 2.0,
-        generator: torch.Generator | None = None, blend: bool = True,
+        generator: torch.Generator | None = None, blend: bool = True, identity_tokens: bool = True,
+        conditioning_scale: float = 1.0,
     ) -> torch.Tensor:
-        """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim)."""
+        """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim).
+
+        `blend`, `identity_tokens` and `conditioning_scale` switch each adapter off for ablations.
+        """
         # 1. Check inputs
         b, _, h, w = mesh.shape
         if identity.shape[0] != b:
@@ -86,10 +90,10 @@ class ImagineIDPipeline(DiffusionPipeline):
             raise ValueError("neighbour / blend_mask need a reference (invariant mode); pass none of them for variable mode")
         device = mesh.device
         # 2. Encode the prompt (conditional and, for guidance, the plain base prompt)
-        cond = self.prompt_embeddings(identity, emotion)
+        cond = self.prompt_embeddings(identity, emotion) if identity_tokens else self.base_embeddings(b, device)
         text = torch.cat([self.base_embeddings(b, device), cond]) if guidance_scale > 1 else cond
         # 3. Spatial condition features (mesh + reference + masked neighbour)
-        features = self.spatial_adapter(mesh, reference, neighbour)
+        features = self.spatial_adapter(mesh, reference, neighbour, conditioning_scale=conditioning_scale)
         if guidance_scale > 1:
             features = [torch.cat([f, f]) for f in features]
         # 4. Prepare timesteps and latents

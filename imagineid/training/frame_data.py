@@ -55,8 +55,8 @@ class ClipFrames:
         pose[:, 0] += np.log(size / clip["crop_size"])  # crop pixels → `size` pixels
         pose[:, 2:] *= size / clip["crop_size"]
         self.shape = np.asarray(clip["shape"], np.float32)
-        points = model.reconstruct(self.shape, expression=self.expression, pose=pose)  # (T, 68, 2)
-        self.meshes = render_mesh(points, size)  # (T, S, S, 3) uint8
+        self.points = model.reconstruct(self.shape, expression=self.expression, pose=pose)  # (T, 68, 2)
+        self.meshes = render_mesh(self.points, size)  # (T, S, S, 3) uint8
         self.blend = np.stack([_mask(b, size) for b in frames["blend_mask"].to_pylist()[:t]])  # (T, S, S)
         self.mouth = np.stack([_mask(m, size) for m in frames["mouth_mask"].to_pylist()[:t]])
         self.emotion = EMOTIONS.index(clip["emotion"]) if clip.get("emotion") in EMOTIONS else -1

@@ -78,7 +78,7 @@ def _last_step(run: RunDir, stage: str) -> int:
     steps = [0]
     for line in run.metrics_log.read_text().splitlines():
         record = json.loads(line)
-        if record.get("stage") == stage and "step" in record:
+        if str(record.get("stage", "")).split("/")[0] == stage and "step" in record:  # e.g. "ldm/vae"
             steps.append(int(record["step"]))
     return max(steps)
 
