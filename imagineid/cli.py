@@ -231,8 +231,8 @@ def demo(
     for stage, metrics in results.items():
         _print_fields({f"{stage}.{k}": v for k, v in metrics.items() if not k.startswith("train_") and k != "skipped"})
     out_console.print(
-        "[yellow]demo: the frame generator, generate and evaluate are not built yet (issues 5-7); "
-        "the demo runs every stage that exists.[/]"
+        "[yellow]demo: the frame generator trains with `imagineid train DATA --out RUN --stages ldm,adapters` "
+        "(about 30 min, not yet part of the demo: issue 5); generate and evaluate are not built yet (issues 6-7).[/]"
     )
 
 
