@@ -106,6 +106,22 @@ class MaskBlendingAdapter(ModelMixin, ConfigMixin):
         return dec + (1.0 - m) * self.levels[level](dec, enc)
 
 
+def face_removed(images: torch.Tensor, mask: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """images (B, 3, H, W), mask (B, 1, H, W) in [0, 1] → the background alone, face greyed to `fill`.
+
+    What the blending adapter sees as background, in training (the target frame) and at inference
+    (frame 1): without the face, it cannot copy a face from it.
+    """
+    m = (mask > 0.01).to(images.dtype)
+    return images * (1.0 - m) + fill * m
+
+
+def paste_background(frames: torch.Tensor, background: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pixel composite under the soft face mask: the decoded face inside, `background` exactly outside."""
+    m = mask.to(frames.dtype)
+    return frames * m + background * (1.0 - m)
+
+
 def _block_body(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A VAE (Down|Up)(Encoder|Decoder)Block2D without its resampler, as its own forward runs it (temb None)."""
     attentions = getattr(block, "attentions", None)

@@ -5,7 +5,8 @@
 
 Variable mode (no `reference`): the face comes from the identity / emotion tokens and the mesh only, so
 each seed imagines a new person. Invariant mode: reference appearance, the mouth-masked neighbour, and
-the reference's background blended in by the VAE adapter outside the dilated face mask.
+a background (default: the reference's) fused in by the VAE adapter outside the dilated face mask and
+then pasted pixel-exactly under the soft mask (`paste=False` shows the adapter's own result).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from diffusers import DiffusionPipeline
 
 from imagineid.models.ldm import LDMComponents, load_components, save_components
-from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending
+from imagineid.models.mask_blending_adapter import (
+    MaskBlendingAdapter, decode_with_blending, face_removed, paste_background,
+)
 from imagineid.models.prompt_encoding import encode_prompt
 from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
@@ -62,11 +65,13 @@ class ImagineIDPipeline(DiffusionPipeline):
         return encode_prompt(self.text_encoder, ids).expand(batch, -1, -1)
 
     def decode(self, latents: torch.Tensor, background: torch.Tensor | None, mask: torch.Tensor | None,
-               blend: bool = True) -> torch.Tensor:
+               blend: bool = True, paste: bool = True) -> torch.Tensor:
+        """latents (B, 4, h, w) → frames (B, 3, H, W); with a background and mask, blended then pasted."""
         latents = latents / self.vae.config.scaling_factor
-        if blend and background is not None and mask is not None:
-            return decode_with_blending(self.vae, self.blending_adapter, latents, background, mask)
-        return self.vae.decode(latents).sample
+        if not blend or background is None or mask is None:
+            return self.vae.decode(latents).sample
+        frames = decode_with_blending(self.vae, self.blending_adapter, latents, face_removed(background, mask), mask)
+        return paste_background(frames, background, mask) if paste else frames
 
     # -- generation ------------------------------------------------------------------------------------
 
@@ -76,11 +81,14 @@ class ImagineIDPipeline(DiffusionPipeline):
         reference: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
         blend_mask: torch.Tensor | None = None, num_inference_steps: int = 20, guidance_scale: float = 2.0,
         generator: torch.Generator | None = None, blend: bool = True, identity_tokens: bool = True,
-        conditioning_scale: float = 1.0,
+        conditioning_scale: float = 1.0, background: torch.Tensor | None = None, paste: bool = True,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim).
 
-        `blend`, `identity_tokens` and `conditioning_scale` switch each adapter off for ablations.
+        `background` (B, 3, H, W) defaults to the reference; `latents` (B, 4, h, w) replace the seeded
+        initial noise (the batched scheduler draws each clip's noise from its own generator).
+        `blend`, `paste`, `identity_tokens` and `conditioning_scale` switch parts off for ablations.
         """
         # 1. Check inputs
         b, _, h, w = mesh.shape
@@ -100,7 +108,11 @@ class ImagineIDPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         shape = (b, self.unet.config.in_channels, h // factor, w // factor)
-        latents = torch.randn(shape, generator=generator, device="cpu").to(device) * self.scheduler.init_noise_sigma
+        if latents is None:
+            latents = torch.randn(shape, generator=generator, device="cpu").to(device)
+        elif latents.shape != shape:
+            raise ValueError(f"latents must be {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device) * self.scheduler.init_noise_sigma
         # 5. Denoising loop (the UNet pops from the residual list: give it a fresh one every step)
         for t in self.scheduler.timesteps:
             model_in = torch.cat([latents, latents]) if guidance_scale > 1 else latents
@@ -110,8 +122,9 @@ class ImagineIDPipeline(DiffusionPipeline):
                 uncond, conditional = noise.chunk(2)
                 noise = uncond + guidance_scale * (conditional - uncond)
             latents = self.scheduler.step(noise, t, latents).prev_sample
-        # 6. Decode, blending the reference's background in outside the face mask
-        return self.decode(latents, reference, blend_mask, blend).clamp(-1, 1)
+        # 6. Decode, blending the background (default: the reference's) in outside the face mask
+        background = reference if background is None else background
+        return self.decode(latents, background, blend_mask, blend, paste).clamp(-1, 1)
 
     # -- persistence: one subfolder per part ---------------------------------------------------------
 

@@ -3,8 +3,12 @@ frozen base (stage `ldm`), with teacher-forced conditions from the dataset.
 
 Per step: a target frame, its mesh, a random same-clip reference and the mouth-masked previous frame;
 30 % of samples in variable mode (no reference / neighbour) and 10 % with the plain base prompt, so
-classifier-free guidance has an unconditional branch. The blending adapter learns to put the
-reference's background back outside the dilated face mask.
+classifier-free guidance has an unconditional branch. The diffusion loss weighs the mouth region
+`MOUTH_WEIGHT`× more: the mouth is a few percent of the pixels but carries the lip sync, and the
+neighbour frame's mouth is masked, so only the mesh can tell the adapter where the lips are.
+The blending adapter learns to copy a given background outside the dilated face mask: in training the
+background is the target frame itself with the face greyed out (`face_removed`), at inference frame 1's
+— so the background of a generated video stays exactly that of its first frame (paper §3.3).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch.nn.functional as F
 
 from imagineid.data.labels import EMOTIONS
 from imagineid.models.ldm import load_components, tiny_adapter_kwargs
-from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending
+from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending, face_removed
 from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
@@ -25,6 +29,7 @@ from imagineid.training.loop import fit, seed_everything
 STAGE = "adapters"
 VARIABLE_MODE_RATE = 0.3
 UNCONDITIONAL_RATE = 0.1
+MOUTH_WEIGHT = 4.0
 
 
 def emotion_features(emotion: torch.Tensor) -> torch.Tensor:
@@ -79,8 +84,11 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), device=z0.device)
         pred = pipe.unet(noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text,
                          down_intrablock_additional_residuals=list(features)).sample
-        diffusion = F.mse_loss(pred.float(), noise)
-        blended = decode_with_blending(pipe.vae, pipe.blending_adapter, z0 / scale, batch["reference"], batch["blend_mask"])
+        mouth = F.interpolate(batch["mouth_mask"], size=z0.shape[-2:], mode="area")  # (B, 1, s, s)
+        weight = 1.0 + MOUTH_WEIGHT * mouth
+        diffusion = (weight * (pred.float() - noise) ** 2).mean() / weight.mean()
+        background = face_removed(batch["image"], batch["blend_mask"])
+        blended = decode_with_blending(pipe.vae, pipe.blending_adapter, z0 / scale, background, batch["blend_mask"])
         outside = 1.0 - batch["blend_mask"]
         blending = ((blended - batch["image"]).abs() * outside).sum() / (outside.sum() * 3).clamp_min(1.0)
         loss = diffusion + blending
@@ -103,9 +111,9 @@ def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, steps: int = 1
     args = dict(mesh=batch["mesh"], identity=batch["shape"], emotion=emotion_features(batch["emotion"]),
                 reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"],
                 num_inference_steps=steps)
-    blended = pipe(**args, generator=torch.Generator().manual_seed(0))
-    plain = pipe(**args, generator=torch.Generator().manual_seed(0), blend=False)
-    outside = 1.0 - batch["blend_mask"]
+    blended = pipe(**args, generator=torch.Generator().manual_seed(0), paste=False)
+    plain = pipe(**args, generator=torch.Generator().manual_seed(0), blend=False, paste=False)
+    outside = (batch["blend_mask"] < 0.01).float()
     return {
         "background_psnr_db": psnr(blended, batch["reference"], outside),
         "background_psnr_no_blending_db": psnr(plain, batch["reference"], outside),
