@@ -69,6 +69,27 @@ def synth(
         _print_fields(check_corpus(out).as_dict())
 
 
+def _check_pretrained_preprocess(detector: str, morphable: str, flame: Optional[Path], deca: Optional[Path]) -> dict:
+    """Fail before any long work when a bring-your-own file is missing (docs/pretrained.md); returns the
+    FLAME / DECA files (a folder resolves to its file, so both spellings give the same config)."""
+    if morphable not in ("pca", "flame"):
+        raise ImagineIDError(f"--morphable must be pca or flame, got {morphable!r}")
+    if morphable == "flame":
+        from imagineid.face.flame_morphable import resolve_files
+
+        if flame is None or deca is None:
+            raise ImagineIDError("--morphable flame needs --flame PATH and --deca PATH "
+                                 "(see docs/pretrained.md § FLAME and § DECA)")
+        files = resolve_files(flame, deca)
+    elif flame is not None or deca is not None:
+        raise ImagineIDError("--flame / --deca are used with --morphable flame only")
+    if detector == "fan":
+        from imagineid.face.fan_backend import check_checkpoints
+
+        check_checkpoints()
+    return files if morphable == "flame" else {}
+
+
 @app.command()
 def preprocess(
     src: List[Path] = typer.Argument(..., help="Video files or folders."),
@@ -80,17 +101,22 @@ def preprocess(
     crop_size: int = typer.Option(256, help="Aligned face crop size in pixels."),
     refit_morphable: bool = typer.Option(False, help="Fit a new morphable-model version."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
+    flame: Optional[Path] = typer.Option(None, help="--morphable flame: FLAME generic_model.pkl or its folder."),
+    deca: Optional[Path] = typer.Option(None, help="--morphable flame: DECA deca_model.tar or its folder."),
 ) -> None:
     """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
     from imagineid.preprocessing import PreprocessConfig
     from imagineid.preprocessing import preprocess as run_preprocess
 
-    if morphable == "flame":
-        _not_built("preprocess --morphable flame", "issue 9")
     missing = [str(p) for p in src if not p.exists()]
     if len(missing) == len(src):
         _fail(f"no such file or folder: {', '.join(missing)}")
-    config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size)
+    try:
+        files = _check_pretrained_preprocess(detector, morphable, flame, deca)
+    except ImagineIDError as err:
+        _fail(str(err))
+    config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size,
+                              **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files})
     try:
         summary = run_preprocess(src, out, config, dataset=dataset, workers=workers, ray_address=ray_address,
                                  refit_morphable=refit_morphable)

@@ -15,3 +15,29 @@ class NotBuiltYetError(ImagineIDError):
     """A contract command whose stage has not landed yet."""
 
     kind = "not_built"
+
+
+PRETRAINED_DOCS = "docs/pretrained.md"  # where each bring-your-own weight file comes from
+
+
+def see_docs(section: str) -> str:
+    """The pointer every pretrained-file error ends with, e.g. "see docs/pretrained.md § FLAME"."""
+    return f"see {PRETRAINED_DOCS} § {section}"
+
+
+class MissingWeightsError(ImagineIDError):
+    """A pretrained file the user must bring is not there (nothing is ever downloaded)."""
+
+    kind = "missing_weights"
+
+
+class MalformedWeightsError(ImagineIDError):
+    """A pretrained file is there but is not in the format its loader expects."""
+
+    kind = "malformed_weights"
+
+
+class UnsafeFileError(MalformedWeightsError):
+    """A weight file asked to run code (a pickle global outside the allowed numpy / scipy / torch set)."""
+
+    kind = "unsafe_file"

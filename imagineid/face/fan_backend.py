@@ -1,43 +1,50 @@
 """face-alignment FAN landmarks (DESIGN §4), from local checkpoints only.
 
 face-alignment downloads its weights through torch.hub into `$TORCH_HOME/hub/checkpoints`; we never
-let it: the files must already be there, otherwise a clear error names each missing file and its source.
+let it: the files must already be there, otherwise a clear error names each missing file and its source
+(docs/pretrained.md § face-alignment (FAN)). Both load with `weights_only=True`: face-alignment does so
+for 2D-FAN-4 itself, and S3FD is given by path (`path_to_detector`) instead of through torch.hub, whose
+loader would unpickle it freely.
+
+    landmarker = FanLandmarker()  # S3FD + 2D-FAN-4, compile=False
+    boxes = landmarker.detect(rgb)  # [FaceBox], best first
+    points = landmarker.landmarks(rgb, boxes[0])  # (68, 2) float32 pixels
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from imagineid.errors import ImagineIDError
+from imagineid.errors import ImagineIDError, MalformedWeightsError, MissingWeightsError, see_docs
 from imagineid.face.dlib_backend import FaceBox
 
+SECTION = "face-alignment (FAN)"
+FAN_CHECKPOINT = "2DFAN4-11f355bf06.pth.tar"
+S3FD_CHECKPOINT = "s3fd-619a316812.pth"
 CHECKPOINTS = {
-    "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
-    "s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+    FAN_CHECKPOINT: "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+    S3FD_CHECKPOINT: "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
 }
 
 
-class MissingWeightsError(ImagineIDError):
-    kind = "missing_weights"
-
-
 def checkpoint_dir() -> Path:
-    torch_home = os.environ.get("TORCH_HOME", os.path.join(os.path.expanduser("~"), ".cache", "torch"))
-    return Path(torch_home) / "hub" / "checkpoints"
+    """Where face-alignment looks: torch.hub's dir (`$TORCH_HOME/hub`, default ~/.cache/torch/hub) / checkpoints."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def check_checkpoints() -> Path:
     folder = checkpoint_dir()
-    missing = [name for name in CHECKPOINTS if not (folder / name).exists()]
+    missing = [name for name in CHECKPOINTS if not (folder / name).is_file()]
     if missing:
         how = "; ".join(f"{name} from {CHECKPOINTS[name]}" for name in missing)
         raise MissingWeightsError(
             f"--detector fan needs face-alignment checkpoints in {folder} (set TORCH_HOME to move it); "
-            f"missing: {how}. Nothing is downloaded at run time: fetch them once and copy them there."
+            f"missing: {how}; nothing is downloaded at run time ({see_docs(SECTION)})"
         )
     return folder
 
@@ -46,14 +53,21 @@ class FanLandmarker:
     """Same interface as `DlibLandmarker`: S3FD detection + 2D-FAN-4 landmarks, compile=False on CPU."""
 
     def __init__(self, device: str | None = None) -> None:
-        check_checkpoints()
+        folder = check_checkpoints()
         import face_alignment
         import torch
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._fa = face_alignment.FaceAlignment(
-            face_alignment.LandmarksType.TWO_D, device=self.device, face_detector="sfd", compile=False
-        )
+        try:
+            self._fa = face_alignment.FaceAlignment(
+                face_alignment.LandmarksType.TWO_D, device=self.device, face_detector="sfd", compile=False,
+                face_detector_kwargs={"path_to_detector": str(folder / S3FD_CHECKPOINT)},
+            )
+        except Exception as err:  # a truncated or foreign file fails inside torch.load / load_state_dict
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise MalformedWeightsError(
+                f"face-alignment checkpoints in {folder} do not load ({type(err).__name__}: {first}); "
+                f"replace {FAN_CHECKPOINT} / {S3FD_CHECKPOINT} ({see_docs(SECTION)})") from err
         self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:

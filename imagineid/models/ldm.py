@@ -26,7 +26,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from imagineid.face.fan_backend import MissingWeightsError
+from imagineid.errors import MissingWeightsError
 from imagineid.models.word_tokenizer import WordTokenizer
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PIPELINE_VERSION = "preprocess-1"  # bump when outputs change for the same config
+_OPTIONAL = ("flame", "deca")  # left out of the hash while unset
 
 
 @dataclass(frozen=True)
@@ -17,14 +18,19 @@ class PreprocessConfig:
     crop_size: int = 256  # aligned face crop size in pixels
     detector: str = "dlib"  # dlib | fan
     detect_every: int = 5  # run the detector every N frames, track in between
-    morphable: str = "pca"  # pca (offline default) | flame (issue 9)
+    morphable: str = "pca"  # pca (offline default) | flame (FLAME + DECA, docs/pretrained.md)
     n_shape: int = 10  # identity (shape) components of the PCA model
     n_expression: int = 12  # full-expression components
     n_mouth: int = 6  # mouth-only components
     blend_dilation: float = 0.08  # blending-mask dilation, fraction of the face width
+    flame: str | None = None  # --morphable flame: generic_model.pkl or its folder (embedding beside it)
+    deca: str | None = None  # --morphable flame: deca_model.tar or its folder
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "pipeline_version": PIPELINE_VERSION}
+        """Everything that changes outputs; unset optional paths are left out, so adding options keeps the
+        hash (and the clip ids) of existing datasets."""
+        fields = {k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and v is None)}
+        return {**fields, "pipeline_version": PIPELINE_VERSION}
 
     @property
     def hash(self) -> str:

@@ -10,15 +10,17 @@ import numpy as np
 import pyarrow as pa
 
 from imagineid import __version__
-from imagineid.data.parquet_io import vectors, write_table_atomic
+from imagineid.data.parquet_io import vector_type, vectors, write_table_atomic
 from imagineid.data.store import AUDIO_SCHEMA, Store, clips_schema, frames_schema
-from imagineid.errors import ImagineIDError
+from imagineid.errors import ImagineIDError, NotBuiltYetError
 from imagineid.face.masks import blend_mask, encode_mask_png, face_mask, mouth_mask
 from imagineid.face.morphable import PCAMorphableModel
+from imagineid.media import iter_frames
 from imagineid.preprocessing.config import PIPELINE_VERSION, PreprocessConfig
 from imagineid.preprocessing.extract import staged_npz
 
 CURRENT = "CURRENT"
+FLAME_COLUMNS = {"flame_pose": 6, "camera": 3}  # extra frame columns of a FLAME dataset (DECA's pose, camera)
 
 
 def load_staged(store: Store, clip_id: str) -> dict:
@@ -32,14 +34,55 @@ def current_model(store: Store) -> PCAMorphableModel | None:
     pointer = store.morphable / CURRENT
     if not pointer.exists():
         return None
-    return PCAMorphableModel.load(store.morphable / pointer.read_text().strip())
+    folder = store.morphable / pointer.read_text().strip()
+    from imagineid.face.flame_morphable import is_flame_folder
+
+    if is_flame_folder(folder):
+        raise NotBuiltYetError(
+            f"{store.root} holds FLAME coefficients (--morphable flame); training and generation read PCA datasets "
+            f"only so far: preprocess into another folder with --morphable pca")
+    return PCAMorphableModel.load(folder)
+
+
+def _point_current(store: Store, folder) -> None:
+    tmp = store.morphable / f".{CURRENT}.tmp"
+    tmp.write_text(folder.name)
+    tmp.replace(store.morphable / CURRENT)
+
+
+def _current_kind(store: Store) -> str | None:
+    pointer = store.morphable / CURRENT
+    if not pointer.exists():
+        return None
+    from imagineid.face.flame_morphable import is_flame_folder
+
+    return "flame" if is_flame_folder(store.morphable / pointer.read_text().strip()) else "pca"
+
+
+def load_flame_model(store: Store, config: PreprocessConfig):
+    """FLAME + DECA from the configured local files; the dataset records which files (by sha256) made its
+    coefficients. A dataset holds one kind of coefficients: PCA and FLAME never mix in one folder."""
+    from imagineid.face.flame_morphable import FlameMorphableModel
+
+    if not config.flame or not config.deca:
+        raise ImagineIDError("--morphable flame needs --flame PATH (generic_model.pkl) and --deca PATH (deca_model.tar); "
+                             "see docs/pretrained.md § FLAME and § DECA")
+    if _current_kind(store) == "pca":
+        raise ImagineIDError(f"{store.root} already holds PCA coefficients; use a new --out folder for --morphable flame")
+    model = FlameMorphableModel.load(config.flame, config.deca)
+    _point_current(store, model.save_versioned(store.morphable))
+    return model
 
 
 def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str], refit: bool = False) -> PCAMorphableModel:
     """The dataset keeps one model so coefficients stay comparable across nightly increments;
     `refit` fits a new version (old versions stay on disk)."""
+    if config.morphable == "flame":
+        return load_flame_model(store, config)
     if config.morphable != "pca":
-        raise ImagineIDError(f"--morphable {config.morphable} is not built yet (issue 9); use --morphable pca")
+        raise ImagineIDError(f"--morphable must be pca or flame, got {config.morphable!r}")
+    if _current_kind(store) == "flame":
+        raise ImagineIDError(f"{store.root} already holds FLAME coefficients; use a new --out folder for --morphable pca")
     model = None if refit else current_model(store)
     if model is not None:
         return model
@@ -50,10 +93,7 @@ def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str
     groups = [s["meta"]["source"].get("speaker_id") or cid for s, cid in zip(staged, clip_ids)]
     model = PCAMorphableModel.fit([s["crop_landmarks"] for s in staged], config.n_shape, config.n_expression,
                                   config.n_mouth, groups=groups)
-    folder = model.save_versioned(store.morphable)
-    tmp = store.morphable / f".{CURRENT}.tmp"
-    tmp.write_text(folder.name)
-    tmp.replace(store.morphable / CURRENT)
+    _point_current(store, model.save_versioned(store.morphable))
     return model
 
 
@@ -67,7 +107,12 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
     meta, source = staged["meta"], staged["meta"]["source"]
     crop_pts = staged["crop_landmarks"]  # (T, 68, 2)
     t = len(crop_pts)
-    coeffs = model.project(crop_pts)
+    extra: dict[str, np.ndarray] = {}
+    if config.morphable == "flame":  # DECA reads the aligned crops the extract pass wrote
+        coeffs = model.project(crop_pts, iter_frames(store.crops(clip_id)))
+        extra = {"flame_pose": coeffs.flame_pose, "camera": coeffs.camera}
+    else:
+        coeffs = model.project(crop_pts)
     size = config.crop_size
     masks = {"face_mask": [], "mouth_mask": [], "blend_mask": []}
     for pts in crop_pts:
@@ -88,8 +133,9 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
             "mouth": vectors(coeffs.mouth),
             "pose": vectors(coeffs.pose),
             **{k: pa.array(v, pa.binary()) for k, v in masks.items()},
+            **{k: vectors(v) for k, v in extra.items()},
         },
-        schema=frames_schema(model.n_expression, model.n_mouth),
+        schema=_frames_schema(model, extra),
     )
     mel = staged["log_mel"]  # (4T, 80)
     audio = pa.table(
@@ -118,6 +164,13 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
     write_table_atomic(audio, store.shard("audio", clip_id))
     write_table_atomic(clip, store.shard("clips", clip_id))
     staged_npz(store, clip_id).unlink(missing_ok=True)
+
+
+def _frames_schema(model, extra: dict[str, np.ndarray]) -> pa.Schema:
+    schema = frames_schema(model.n_expression, model.n_mouth)
+    for name in extra:
+        schema = schema.append(pa.field(name, vector_type(FLAME_COLUMNS[name])))
+    return schema
 
 
 def _float_or_none(value) -> float | None:
