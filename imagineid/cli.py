@@ -192,14 +192,39 @@ def listen(
 
 @app.command()
 def generate(
-    run: Path = typer.Argument(..., help="Run folder with trained stages."),
-    audio: List[Path] = typer.Argument(..., help="Audio files or folders."),
-    out: Path = typer.Option(..., "--out", help="Output folder: videos/ and index.parquet."),
-    seeds: int = typer.Option(1, help="Seeds (imagined identities) per audio."),
-    batch_size: int = typer.Option(16, help="Continuous-batching slots."),
+    run: Path = typer.Argument(..., help="Run folder with every stage trained (disentangler + frame generator)."),
+    audio: Optional[List[Path]] = typer.Argument(None, help="Audio files or folders (any common format / rate)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: videos/, records/, index.parquet."),
+    seeds: int = typer.Option(1, min=1, help="Seeds (imagined identities) per audio."),
+    batch_size: int = typer.Option(16, min=1, help="Continuous-batching slots; 1 = the per-clip loop."),
+    steps: int = typer.Option(20, min=1, help="DDIM denoising steps per frame."),
+    guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
+    identity_from: Optional[Path] = typer.Option(None, help="Factor swap: identity from this audio."),
+    content_from: Optional[Path] = typer.Option(None, help="Factor swap: content (mouth, sound track) from this audio."),
+    emotion_from: Optional[Path] = typer.Option(None, help="Factor swap: emotion from this audio."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
+    no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),
 ) -> None:
-    """Imagine talking-face videos for audio files."""
-    _not_built("generate", "issue 6")
+    """Imagine talking-face videos for audio files: frame 1 from the voice alone, then autoregressively."""
+    from imagineid.generation.run import GenerateConfig
+    from imagineid.generation.run import generate as run_generate
+
+    sources = list(audio or []) + ([content_from] if content_from else [])
+    if not sources:
+        _fail("give AUDIO files or folders (or --content-from)")
+    cfg = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance,
+                         identity_from=str(identity_from) if identity_from else None,
+                         emotion_from=str(emotion_from) if emotion_from else None)
+    try:
+        summary = run_generate(run, sources, out, cfg, use_ray=not no_ray, ray_address=ray_address)
+    except ImagineIDError as err:
+        _fail(str(err))
+    out_console.print(
+        f"generate: {summary['ok']} videos written, {summary['failed']} failed, {summary['skipped']} already done, "
+        f"{summary['generated_frames']} frames in {summary['seconds']:.1f}s → {summary['videos']} "
+        f"(index: {summary['index']})")
+    if summary["failed"]:
+        out_console.print("  failures are listed with their reason in the index (status = failed)")
 
 
 @app.command()

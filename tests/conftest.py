@@ -73,3 +73,27 @@ def copy_videos(corpus: Path, folder: Path, names: list[str] | None = None) -> l
     videos = sorted((corpus / "videos").glob("*.mp4"))
     chosen = [v for v in videos if names is None or v.name in names]
     return [Path(shutil.copy2(v, folder / v.name)) for v in chosen]
+
+
+@pytest.fixture(scope="session")
+def preprocessed(small_corpus: Path, tmp_path_factory) -> Path:
+    """small_corpus preprocessed once for every test that needs a dataset."""
+    from imagineid.preprocessing.config import PreprocessConfig
+    from imagineid.preprocessing.run import preprocess
+
+    data = tmp_path_factory.mktemp("data")
+    preprocess([small_corpus / "videos"], data, PreprocessConfig(), workers=1, progress=False)
+    return data
+
+
+@pytest.fixture(scope="session")
+def trained_run(preprocessed: Path, tmp_path_factory) -> Path:
+    """Every stage (disentangler + frame generator) trained for a few steps: real weights, real files,
+    meaningless quality — for tests of the plumbing that consumes a run."""
+    from imagineid.training.config import TrainConfig
+    from imagineid.training.run import train
+
+    run = tmp_path_factory.mktemp("run")
+    train(preprocessed, run, "identity,content,emotion,ldm,adapters", TrainConfig(max_steps=3), use_ray=False,
+          progress=False)
+    return run

@@ -8,15 +8,13 @@ import pytest
 import torch
 
 from imagineid.data.store import Store
-from imagineid.preprocessing import PreprocessConfig, preprocess
 from imagineid.preprocessing.finalize import current_model
 from imagineid.training.frame_data import NEUTRAL_GREY, FrameConditionDataset
 
 
 @pytest.fixture(scope="module")
-def dataset(small_corpus: Path, tmp_path_factory) -> FrameConditionDataset:
-    data = tmp_path_factory.mktemp("gen_data")
-    preprocess([small_corpus / "videos"], data, PreprocessConfig(), workers=1, progress=False)
+def dataset(preprocessed: Path) -> FrameConditionDataset:
+    data = preprocessed
     store = Store(data)
     ids = sorted(store.done_ids("clips"))[:2]
     return FrameConditionDataset(data, ids, current_model(store), image_size=64, seed=0)

@@ -10,21 +10,16 @@ import torch
 
 from imagineid.data.store import Store
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
-from imagineid.preprocessing import PreprocessConfig, preprocess
 from imagineid.preprocessing.finalize import current_model
 from imagineid.training.adapters import emotion_features
-from imagineid.training.config import TrainConfig
 from imagineid.training.frame_data import FrameConditionDataset
-from imagineid.training.run import train
+from imagineid.training.run_dir import RunDir
 
 
 @pytest.fixture(scope="module")
-def trained(small_corpus: Path, tmp_path_factory) -> tuple[Path, Path, dict]:
-    data = tmp_path_factory.mktemp("gen_data")
-    preprocess([small_corpus / "videos"], data, PreprocessConfig(), workers=1, progress=False)
-    run = tmp_path_factory.mktemp("gen_run")
-    results = train(data, run, "ldm,adapters", TrainConfig(max_steps=3), use_ray=False, progress=False)
-    return data, run, results
+def trained(preprocessed: Path, trained_run: Path) -> tuple[Path, Path, dict]:
+    rd = RunDir(trained_run)
+    return preprocessed, trained_run, {stage: rd.done_metrics(stage) for stage in ("ldm", "adapters")}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ Bad files raise typed errors (`UnreadableMediaError`, `TruncatedMediaError`, `No
 """
 
 from imagineid.media.decode import iter_frames, load_audio, read_frames
-from imagineid.media.encode import write_audio, write_video
+from imagineid.media.encode import VideoStream, write_audio, write_video
 from imagineid.media.errors import (
     FFmpegNotFoundError,
     MediaError,
@@ -32,6 +32,7 @@ __all__ = [
     "NoVideoStreamError",
     "TruncatedMediaError",
     "UnreadableMediaError",
+    "VideoStream",
     "count_frames",
     "ffmpeg_exe",
     "iter_frames",

@@ -58,54 +58,59 @@ def _raise_on_failure(proc: FFmpegProcess, path: Path, what: str) -> None:
         raise MediaError(path, f"ffmpeg {what} failed (exit {code}): {last_error_line(proc.stderr_text())}")
 
 
-def _encode_frames(tmp: Path, frames: Iterable[np.ndarray], fps: float, crf: int, final: Path, preset: str) -> int:
-    """Pass 1: stream frames into libx264; returns the number of frames written."""
-    it = iter(frames)
-    first = next(it, None)
-    if first is None:
-        raise ValueError(f"{final}: no frames to write")
-    first = _check_frame(first, 0, None)
-    h, w = first.shape[:2]
-    stream = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-        .output(file_url(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset, movflags="+faststart", format="mp4")
-        .global_args(*QUIET)
-        .overwrite_output()
-    )
-    proc = FFmpegProcess(stream, ffmpeg_exe(), pipe_stdin=True)
-    try:
-        assert proc.popen.stdin is not None
-        n = 0
-        frame = first
-        while True:
-            try:
-                proc.popen.stdin.write(frame.data)
-            except BrokenPipeError:
-                break  # ffmpeg died; _raise_on_failure reports why
-            n += 1
-            nxt = next(it, None)
-            if nxt is None:
-                break
-            frame = _check_frame(nxt, n, first.shape)
+class _H264Pipe:
+    """Pass 1: raw RGB frames pushed one by one into libx264 → a video-only mp4 at `tmp`."""
+
+    def __init__(self, tmp: Path, first: np.ndarray, fps: float, crf: int, final: Path, preset: str) -> None:
+        h, w = first.shape[:2]
+        stream = (
+            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+            .output(file_url(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset,
+                    movflags="+faststart", format="mp4")
+            .global_args(*QUIET)
+            .overwrite_output()
+        )
+        self.final, self.shape, self.n = final, first.shape, 0
+        self.proc = FFmpegProcess(stream, ffmpeg_exe(), pipe_stdin=True)
+        self.dead = False
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = _check_frame(frame, self.n, self.shape)
+        if self.dead:
+            return
         try:
-            proc.popen.stdin.close()
+            assert self.proc.popen.stdin is not None
+            self.proc.popen.stdin.write(frame.data)
+            self.n += 1
+        except BrokenPipeError:
+            self.dead = True  # ffmpeg died; finish() reports why
+
+    def finish(self) -> int:
+        try:
+            assert self.proc.popen.stdin is not None
+            self.proc.popen.stdin.close()
         except BrokenPipeError:
             pass  # ffmpeg died with frames still buffered; _raise_on_failure reports why
-        _raise_on_failure(proc, final, "H.264 encoding")
-        return n
-    finally:
-        proc.close()
+        try:
+            _raise_on_failure(self.proc, self.final, "H.264 encoding")
+        finally:
+            self.proc.close()
+        return self.n
+
+    def abort(self) -> None:
+        self.proc.close()
 
 
 def _mux_audio(
-    video: Path, audio: np.ndarray, sample_rate: int, n_frames: int, fps: float, out: Path, final: Path
+    video: Path, raw_audio: Path, sample_rate: int, n_frames: int, fps: float, out: Path, final: Path
 ) -> None:
-    """Pass 2: copy the video stream, add `audio` cut/padded to the video duration as AAC."""
+    """Pass 2: copy the video stream, add the parked f32 audio cut/padded to the video duration as AAC."""
     n_samples = round(n_frames * sample_rate / fps)
-    audio = np.pad(audio[:n_samples], (0, max(0, n_samples - len(audio))))
+    audio = np.fromfile(raw_audio, "<f4", count=n_samples)
     raw = temp_sibling(out, "pcm").with_suffix(".f32")
     try:
-        audio.astype("<f4").tofile(raw)
+        np.pad(audio, (0, max(0, n_samples - len(audio)))).tofile(raw)
+        del audio
         v = ffmpeg.input(file_url(video))
         a = ffmpeg.input(file_url(raw), format="f32le", ar=sample_rate, ac=1)
         stream = (
@@ -123,6 +128,86 @@ def _mux_audio(
         raw.unlink(missing_ok=True)
 
 
+def _check_settings(fps: float, crf: int) -> None:
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if not 0 <= crf <= 51:
+        raise ValueError(f"crf must be in 0..51 (libx264), got {crf}")
+
+
+class VideoStream:
+    """Push-style atomic mp4 writer: `write(frame)` as frames arrive, `close()` publishes, `abort()` discards.
+
+    For producers that interleave many videos (the batched generator feeds one frame of each active
+    clip per step). Until `close()` returns, only hidden temp files exist, so a crash or a kill never
+    leaves a partial mp4 under the final name. The audio is parked in a temp file at once, not in memory.
+
+        with VideoStream("out.mp4", fps=25, audio=wave) as video:
+            for frame in frames:
+                video.write(frame)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float = 25, audio: np.ndarray | None = None,
+                 sample_rate: int = 16000, crf: int = 18, preset: str = "medium") -> None:
+        _check_settings(fps, crf)
+        self.final = Path(path)
+        if not self.final.parent.is_dir():
+            raise FileNotFoundError(f"{self.final}: output folder {self.final.parent} does not exist")
+        self.fps, self.crf, self.preset, self.sample_rate = fps, crf, preset, sample_rate
+        self.video_only = temp_sibling(self.final, "video")
+        self.raw_audio: Path | None = None
+        if audio is not None:
+            self.raw_audio = temp_sibling(self.final, "pcm").with_suffix(".f32")
+            _check_audio(audio, sample_rate).astype("<f4").tofile(self.raw_audio)
+        self._pipe: _H264Pipe | None = None
+
+    @property
+    def frames_written(self) -> int:
+        return 0 if self._pipe is None else self._pipe.n
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._pipe is None:
+            first = _check_frame(frame, 0, None)
+            self._pipe = _H264Pipe(self.video_only, first, self.fps, self.crf, self.final, self.preset)
+        self._pipe.write(frame)
+
+    def close(self) -> int:
+        """Finish encoding, mux the audio (cut / padded to the video), rename into place → frames written."""
+        if self._pipe is None:
+            self.abort()
+            raise ValueError(f"{self.final}: no frames to write")
+        try:
+            n = self._pipe.finish()
+            with atomic_path(self.final) as tmp:
+                if self.raw_audio is None:
+                    os.replace(self.video_only, tmp)
+                else:
+                    _mux_audio(self.video_only, self.raw_audio, self.sample_rate, n, self.fps, tmp, self.final)
+            return n
+        finally:
+            self._cleanup()
+
+    def abort(self) -> None:
+        """Discard everything written so far (no file under the final name is touched)."""
+        if self._pipe is not None:
+            self._pipe.abort()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self.video_only.unlink(missing_ok=True)
+        if self.raw_audio is not None:
+            self.raw_audio.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoStream":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_video(
     path: str | os.PathLike[str],
     frames: Iterable[np.ndarray],
@@ -138,23 +223,13 @@ def write_video(
     neither `path` nor a temp file is left behind. `preset` is libx264's speed/size trade-off
     (intermediate stores such as aligned crops use a faster one).
     """
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if not 0 <= crf <= 51:
-        raise ValueError(f"crf must be in 0..51 (libx264), got {crf}")
+    _check_settings(fps, crf)
     if audio is not None:
         audio = _check_audio(audio, sample_rate)
-    final = Path(path)
-    with atomic_path(final) as tmp:
-        if audio is None:
-            return _encode_frames(tmp, frames, fps, crf, final, preset)
-        video_only = temp_sibling(final, "video")
-        try:
-            n = _encode_frames(video_only, frames, fps, crf, final, preset)
-            _mux_audio(video_only, audio, sample_rate, n, fps, tmp, final)
-        finally:
-            video_only.unlink(missing_ok=True)
-        return n
+    with VideoStream(path, fps, audio, sample_rate, crf, preset) as video:
+        for frame in frames:
+            video.write(frame)
+    return video.frames_written
 
 
 def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int = 16000) -> None:

@@ -82,12 +82,16 @@ class ImagineIDPipeline(DiffusionPipeline):
         blend_mask: torch.Tensor | None = None, num_inference_steps: int = 20, guidance_scale: float = 2.0,
         generator: torch.Generator | None = None, blend: bool = True, identity_tokens: bool = True,
         conditioning_scale: float = 1.0, background: torch.Tensor | None = None, paste: bool = True,
-        latents: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None, variable: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim).
 
         `background` (B, 3, H, W) defaults to the reference; `latents` (B, 4, h, w) replace the seeded
         initial noise (the batched scheduler draws each clip's noise from its own generator).
+        `variable` (B,) bool mixes modes in one batch: True items ignore reference / neighbour /
+        background (a clip's first frame next to other clips' later frames). `prompt_embeds` (B, L, D)
+        replaces step 2 (a clip's identity / emotion prompt is constant, so callers may cache it).
         `blend`, `paste`, `identity_tokens` and `conditioning_scale` switch parts off for ablations.
         """
         # 1. Check inputs
@@ -96,12 +100,18 @@ class ImagineIDPipeline(DiffusionPipeline):
             raise ValueError(f"identity has batch {identity.shape[0]}, mesh has {b}")
         if reference is None and (neighbour is not None or blend_mask is not None):
             raise ValueError("neighbour / blend_mask need a reference (invariant mode); pass none of them for variable mode")
+        if variable is not None and variable.shape != (b,):
+            raise ValueError(f"variable must be ({b},) bool, got {tuple(variable.shape)}")
         device = mesh.device
         # 2. Encode the prompt (conditional and, for guidance, the plain base prompt)
-        cond = self.prompt_embeddings(identity, emotion) if identity_tokens else self.base_embeddings(b, device)
+        if prompt_embeds is not None:
+            cond = prompt_embeds
+        else:
+            cond = self.prompt_embeddings(identity, emotion) if identity_tokens else self.base_embeddings(b, device)
         text = torch.cat([self.base_embeddings(b, device), cond]) if guidance_scale > 1 else cond
-        # 3. Spatial condition features (mesh + reference + masked neighbour)
-        features = self.spatial_adapter(mesh, reference, neighbour, conditioning_scale=conditioning_scale)
+        # 3. Spatial condition features (mesh + reference + masked neighbour; dropped for variable items)
+        features = self.spatial_adapter(mesh, reference, neighbour, drop_mask=variable,
+                                        conditioning_scale=conditioning_scale)
         if guidance_scale > 1:
             features = [torch.cat([f, f]) for f in features]
         # 4. Prepare timesteps and latents
@@ -124,7 +134,16 @@ class ImagineIDPipeline(DiffusionPipeline):
             latents = self.scheduler.step(noise, t, latents).prev_sample
         # 6. Decode, blending the background (default: the reference's) in outside the face mask
         background = reference if background is None else background
-        return self.decode(latents, background, blend_mask, blend, paste).clamp(-1, 1)
+        if variable is None or not bool(variable.any()):
+            return self.decode(latents, background, blend_mask, blend, paste).clamp(-1, 1)
+        keep = ~variable
+        first = self.decode(latents[variable], None, None)  # variable items: no background to keep
+        frames = first.new_empty((b, *first.shape[1:]))  # (B, 3, H, W)
+        frames[variable] = first
+        if bool(keep.any()):
+            frames[keep] = self.decode(latents[keep], None if background is None else background[keep],
+                                       None if blend_mask is None else blend_mask[keep], blend, paste)
+        return frames.clamp(-1, 1)
 
     # -- persistence: one subfolder per part ---------------------------------------------------------
 

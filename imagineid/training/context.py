@@ -20,6 +20,7 @@ from imagineid.preprocessing.finalize import current_model
 from imagineid.training.config import StageConfig, TrainConfig
 from imagineid.training.data import ClipSample, MelStats, WindowDataset, iter_clips, mel_stats, split_clips
 from imagineid.training.loop import pick_device
+from imagineid.training.run_assets import save_run_assets
 from imagineid.training.run_dir import RunDir
 
 
@@ -57,6 +58,7 @@ class StageContext:
             stats = mel_stats(data, split["train"])
             stats.save(stats_path)
         write_json_atomic(run.root / "morphable.json", {"version": morphable.version, "data": str(data)})
+        save_run_assets(run.root, morphable, data, split["train"])  # generation then needs no dataset
         return cls(data=data, run=run, config=config, split=split, stats=stats, morphable=morphable)
 
     @property

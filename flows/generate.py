@@ -1,0 +1,48 @@
+"""Prefect flow `generate`: audio corpora → talking-face videos + GEN/index.parquet (DESIGN §6).
+
+    python -m flows.generate            # work/demo/run + work/demo/synth_heldout/audio → work/demo/gen
+
+Deployed as `generate/weekly-eval` (prefect.yaml): each week, the evaluation audio set is generated
+again with the newest run; finished videos are skipped.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from imagineid.generation.run import GenerateConfig
+from tasks.generate import failed_videos, generate_videos
+from tasks.summary import publish_summary
+
+
+@flow(name="generate", log_prints=True)
+def generate_flow(run: str, audio: list[str], out: str, seeds: int = 1, batch_size: int = 8, steps: int = 20,
+                  guidance: float = 2.0, identity_from: str | None = None, emotion_from: str | None = None,
+                  use_ray: bool = True, ray_address: str | None = None) -> dict:
+    """Generate a video per (audio, seed); bad audio is listed in the summary, never fails the run.
+
+    Args:
+        run: Run folder with every stage trained.
+        audio: Audio files or folders (any common format, rate and channel count).
+        out: Output folder: videos/, records/, index.parquet; reruns skip finished videos.
+        seeds: Videos (imagined identities) per audio.
+        batch_size: Continuous-batching slots per worker (1 = the per-clip loop).
+        steps: DDIM steps per frame.
+        guidance: Classifier-free guidance scale.
+        identity_from: Factor swap: take every video's identity from this audio.
+        emotion_from: Factor swap: take every video's emotion from this audio.
+        use_ray: One Ray worker per GPU (one CPU worker without GPUs); False runs in the flow's process.
+        ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
+    """
+    config = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance,
+                            identity_from=identity_from, emotion_from=emotion_from)
+    summary = generate_videos(run, audio, out, config, ray_address, use_ray)
+    failures = failed_videos(summary["index"])
+    counts = {k: summary[k] for k in ("ok", "failed", "skipped", "generated_frames", "seconds")}
+    publish_summary("generate-summary", f"generate → {out}", counts, failures)
+    print(f"generate: {counts} → {summary['index']}")
+    return summary
+
+
+if __name__ == "__main__":
+    generate_flow(run="work/demo/run", audio=["work/demo/synth_heldout/audio"], out="work/demo/gen")

@@ -1,0 +1,96 @@
+"""What the generator is told for each frame of one video, derived from audio by the disentangler.
+
+    plans = Planner.load(RUN, size=64)
+    plan = plans.plan(identity=mel_a, content=mel_b, emotion=mel_c)   # each (4T', 80) raw log-mel
+    mesh, blend, mouth = plan.frame(t)                                 # rendered on demand
+
+Identity (shape → the mesh and the textual-inversion tokens) comes from the identity audio; the
+per-frame mouth motion from the content audio, which sets the video length; the full expression and the
+emotion tokens from the emotion audio (looped or cut to that length). Normally all three are the same
+audio; `--identity-from / --content-from / --emotion-from` swap them (the paper's factor swapping).
+Only landmarks (T, 68, 2) are kept; images are rendered per frame, so minutes of audio stay small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imagineid.data.labels import GENDERS
+from imagineid.face import landmarks68 as lm
+from imagineid.face.masks import blend_mask, mouth_mask
+from imagineid.face.mesh_render import render_mesh
+from imagineid.face.morphable import PCAMorphableModel
+from imagineid.training.run_assets import load_run_assets, pose_at
+from imagineid.listening import Listener
+
+MEL_PER_FRAME = 4  # 100 Hz log-mel, 25 fps video
+
+
+@dataclass
+class ClipPlan:
+    points: np.ndarray  # (T, 68, 2) mesh landmarks in output pixels
+    identity: np.ndarray  # (n_shape,) predicted shape: the textual-inversion identity features
+    emotion: np.ndarray  # (n_emotions,) predicted emotion probabilities: the emotion features
+    size: int
+    gender: str = ""  # the identity audio's most likely gender (for the index)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.points)
+
+    @property
+    def mouth_opening(self) -> np.ndarray:
+        """(T,) inner-lip gap / face width of the conditioning mesh."""
+        return lm.mouth_opening(self.points)
+
+    def frame(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame t → mesh (S, S, 3) uint8, blend mask (S, S) float in [0, 1], mouth mask (S, S) bool."""
+        p = self.points[t]
+        return (render_mesh(p[None], self.size)[0], blend_mask(p, self.size).astype(np.float32) / 255.0,
+                mouth_mask(p, self.size).astype(bool))
+
+
+def fit_length(mel: np.ndarray, n_mel: int) -> np.ndarray:
+    """Loop or cut a log-mel (N, 80) to n_mel rows (an emotion source shorter than the content)."""
+    reps = -(-n_mel // len(mel))
+    return np.concatenate([mel] * reps)[:n_mel] if reps > 1 else mel[:n_mel]
+
+
+class Planner:
+    """The trained disentangler + the run's morphable model and face pose: log-mels → `ClipPlan`."""
+
+    def __init__(self, listener: Listener, model: PCAMorphableModel, relative_pose: np.ndarray, size: int) -> None:
+        if listener.emotion is None:
+            raise ValueError("generation needs the identity, content and emotion stages trained")
+        self.listener, self.model, self.size = listener, model, size
+        self.pose = pose_at(relative_pose, size)
+
+    @classmethod
+    def load(cls, run: str | Path, size: int) -> "Planner":
+        model, pose = load_run_assets(run)
+        return cls(Listener.load(run), model, pose, size)
+
+    @torch.no_grad()
+    def plan(self, identity: np.ndarray, content: np.ndarray | None = None,
+             emotion: np.ndarray | None = None) -> ClipPlan:
+        """Raw log-mels (N, 80) of the identity / content / emotion sources → the clip's conditions."""
+        content = identity if content is None else content
+        emotion = content if emotion is None else emotion
+        n_frames = len(content) // MEL_PER_FRAME
+        if n_frames < 1:
+            raise ValueError(f"content audio gives {len(content)} mel frames, fewer than one video frame")
+        li = self.listener
+        ident = li.identity(li.mel(identity[: MEL_PER_FRAME * max(1, len(identity) // MEL_PER_FRAME)]))
+        content_mel = li.mel(content[: MEL_PER_FRAME * n_frames])  # (1, 4T, 80)
+        heard = li.content(content_mel, ident.shape)
+        out = li.emotion(li.mel(fit_length(emotion, MEL_PER_FRAME * n_frames)), ident.features, heard.features)
+        shape = ident.shape[0].float().cpu().numpy()  # (n_shape,)
+        expression = out.expression[0].float().cpu().numpy()  # (T, n_expression)
+        pose = np.repeat(self.pose[None], n_frames, axis=0)  # (T, 4)
+        points = self.model.reconstruct(shape, expression=expression, pose=pose).astype(np.float32)
+        return ClipPlan(points=points, identity=shape, emotion=out.emotion_logits.softmax(-1)[0].float().cpu().numpy(),
+                        size=self.size, gender=GENDERS[int(ident.gender_logits[0].argmax())])

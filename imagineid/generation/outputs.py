@@ -1,0 +1,99 @@
+"""The generate output folder (DESIGN §6) and its bookkeeping.
+
+    GEN/videos/<audio-stem>__seed<k>.mp4   finished videos only (written under a hidden temp name, renamed)
+    GEN/records/<key>.json                 one record per finished or failed video, written atomically
+    GEN/index.parquet                      all records as one table (rebuilt from records/ after each run)
+
+Records, not the index, are the source of truth: a run killed at any point leaves whole videos and whole
+records, and the next run rebuilds the index, skips what is finished and redoes the rest. One run at a
+time writes to a GEN folder (an advisory lock; the OS drops it when a process dies).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from imagineid.data.parquet_io import write_json_atomic, write_table_atomic
+from imagineid.errors import ImagineIDError
+
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()), ("audio", pa.string()), ("seed", pa.int32()), ("video", pa.string()),
+    ("frames", pa.int32()), ("seconds", pa.float64()), ("status", pa.string()), ("error", pa.string()),
+    ("identity_audio", pa.string()), ("emotion_audio", pa.string()), ("predicted_gender", pa.string()),
+    ("predicted_emotion", pa.string()), ("mesh_mouth_opening", pa.list_(pa.float32())),
+])
+
+
+def video_stems(paths: list[Path]) -> dict[Path, str]:
+    """Audio path → output stem: its file stem, plus a short hash of the path where two files share one."""
+    counts = Counter(p.stem for p in paths)
+    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+            for p in paths}
+
+
+def video_key(stem: str, seed: int, identity: str | None = None, emotion: str | None = None) -> str:
+    """`<stem>__seed<k>`; factor-swapped videos name their other sources: `<stem>__id-<A>__emo-<C>__seed<k>`."""
+    parts = [stem] + ([f"id-{identity}"] if identity else []) + ([f"emo-{emotion}"] if emotion else [])
+    return "__".join(parts + [f"seed{seed}"])
+
+
+@dataclass
+class GenFolder:
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.videos = self.root / "videos"
+        self.records = self.root / "records"
+        self._lock: int | None = None
+
+    def video(self, key: str) -> Path:
+        return self.videos / f"{key}.mp4"
+
+    def open(self) -> "GenFolder":
+        """Create the folders, take the lock, remove temp files a killed run left behind."""
+        self.videos.mkdir(parents=True, exist_ok=True)
+        self.records.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".generate.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ImagineIDError(f"another `imagineid generate` is writing to {self.root}; wait for it or use another --out")
+        self._lock = fd
+        for stale in list(self.videos.glob(".*")) + list(self.records.glob(".tmp-*")):
+            stale.unlink(missing_ok=True)
+        return self
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def __enter__(self) -> "GenFolder":
+        return self.open()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def is_finished(self, key: str) -> bool:
+        path = self.records / f"{key}.json"
+        if not path.exists() or not self.video(key).exists():
+            return False
+        return json.loads(path.read_text()).get("status") == "ok"
+
+    def record(self, record: dict) -> None:
+        write_json_atomic(self.records / f"{record['key']}.json", record)
+
+    def write_index(self) -> Path:
+        rows = [json.loads(p.read_text()) for p in sorted(self.records.glob("*.json"))]
+        table = pa.Table.from_pylist([{f: r.get(f) for f in INDEX_SCHEMA.names} for r in rows], schema=INDEX_SCHEMA)
+        return write_table_atomic(table, self.root / "index.parquet")

@@ -1,0 +1,184 @@
+"""Generate job (issue 6): continuous batching, output contract, bad audio, resume, factor swap."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from imagineid.generation.conditions import ClipPlan, Planner
+from imagineid.generation.run import GenerateConfig, generate, load_pipeline
+from imagineid.generation.scheduler import ContinuousBatcher, Job
+from imagineid.media import count_frames, load_audio, probe, write_audio
+from imagineid.media.ffmpeg_bin import ffmpeg_exe
+
+
+class ListSink:
+    """An in-memory frame sink (the real writer's interface) so frames can be compared directly."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.closed = False
+
+    def write(self, frame: np.ndarray) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> int:
+        self.closed = True
+        return len(self.frames)
+
+    def abort(self) -> None:
+        self.frames.clear()
+
+
+@pytest.fixture(scope="module")
+def speech(small_corpus: Path, tmp_path_factory) -> dict[str, Path]:
+    """Speech from the corpus in several containers, rates and channel counts, plus bad audio."""
+    folder = tmp_path_factory.mktemp("speech")
+    videos = sorted((small_corpus / "videos").glob("*.mp4"))
+    audio = {}
+    for i, video in enumerate(videos[:3]):
+        audio[f"wav{i}"] = folder / f"speaker{i}.wav"
+        write_audio(audio[f"wav{i}"], load_audio(video))
+    wave = load_audio(videos[3])
+    raw = folder / "raw.f32"
+    wave.astype("<f4").tofile(raw)
+    for name, args in {"stereo44k.mp3": ["-ar", "44100", "-ac", "2"], "mono22k.m4a": ["-ar", "22050", "-ac", "1"]}.items():
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "f32le", "-ar", "16000", "-ac", "1", "-i", str(raw), *args,
+                        str(folder / name)], check=True)
+        audio[name] = folder / name
+    bad = folder / "bad"
+    bad.mkdir()
+    write_audio(bad / "silence.wav", np.zeros(32000, np.float32))
+    write_audio(bad / "short.wav", wave[:1600])  # 0.1 s
+    (bad / "notes.wav").write_text("not audio\n")
+    audio["bad"] = bad
+    return audio
+
+
+def _plan(trained_run: Path, path: Path) -> tuple[Planner, ClipPlan]:
+    from imagineid.audio.features import log_mel
+
+    planner = Planner.load(trained_run, size=64)
+    return planner, planner.plan(log_mel(load_audio(path)))
+
+
+def test_plan_has_one_mesh_frame_per_video_frame(trained_run: Path, speech: dict) -> None:
+    planner, plan = _plan(trained_run, speech["wav0"])
+    seconds = len(load_audio(speech["wav0"])) / 16000
+    assert abs(plan.n_frames - seconds * 25) <= 1
+    assert plan.points.shape == (plan.n_frames, 68, 2) and plan.identity.shape == (planner.model.n_shape,)
+    assert plan.emotion.shape == (4,) and abs(plan.emotion.sum() - 1) < 1e-5
+    mesh, blend, mouth = plan.frame(0)
+    assert mesh.shape == (64, 64, 3) and mesh.dtype == np.uint8 and mesh.std() > 5
+    assert blend.shape == (64, 64) and 0 <= blend.min() and blend.max() == 1.0 and mouth.any()
+    assert blend[mouth].min() == 1.0  # the mouth lies inside the face mask
+
+
+def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained_run: Path, speech: dict) -> None:
+    _, plan = _plan(trained_run, speech["wav0"])
+    pipe = load_pipeline(trained_run, torch.device("cpu"))
+    lengths = [2, 5, 3]
+
+    def jobs(sinks: list[ListSink]) -> list[Job]:
+        return [Job(key=f"clip{i}", seed=i, plan=ClipPlan(plan.points[:n], plan.identity, plan.emotion, plan.size),
+                    open_sink=lambda s=s: s) for i, (n, s) in enumerate(zip(lengths, sinks))]
+
+    batched_sinks = [ListSink() for _ in lengths]
+    batched = ContinuousBatcher(pipe, batch_size=2, steps=3)
+    finished = [r.job.key for r in batched.run(jobs(batched_sinks))]
+    # clip0 (2 frames) finishes first and clip2 takes its slot while clip1 is still running
+    assert finished == ["clip0", "clip1", "clip2"] or finished == ["clip0", "clip2", "clip1"]
+    assert batched.ticks == 5 and batched.frames_done == sum(lengths)  # static batches would need 5 + 3 ticks
+    single_sinks = [ListSink() for _ in lengths]
+    single = ContinuousBatcher(pipe, batch_size=1, steps=3)
+    assert all(r.error is None for r in single.run(jobs(single_sinks)))
+    assert single.ticks == sum(lengths)
+    for a, b in zip(batched_sinks, single_sinks):
+        assert a.closed and len(a.frames) == len(b.frames)
+        diff = np.abs(np.stack(a.frames).astype(int) - np.stack(b.frames).astype(int))
+        assert diff.max() <= 2, "a clip's frames must not depend on which clips share its batch"
+
+
+def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: Path, speech: dict, tmp_path: Path) -> None:
+    good = [speech[k] for k in ("wav0", "wav1", "stereo44k.mp3", "mono22k.m4a")]
+    gen = tmp_path / "gen"
+    cfg = GenerateConfig(seeds=2, batch_size=4, steps=2)
+    summary = generate(trained_run, [*good, speech["bad"]], gen, cfg, use_ray=False, progress=False)
+    assert summary["ok"] == 8 and summary["failed"] == 6 and summary["skipped"] == 0
+    index = pq.read_table(gen / "index.parquet").to_pylist()
+    assert len(index) == 14 and len({r["key"] for r in index}) == 14
+    for row in (r for r in index if r["status"] == "ok"):
+        video = gen / row["video"]
+        info = probe(video)
+        duration = len(load_audio(row["audio"])) / 16000
+        assert info.fps == 25 and info.audio_rate is not None
+        assert count_frames(video) == row["frames"] and abs(row["frames"] - duration * 25) <= 1
+        assert Path(row["video"]).name == f"{Path(row['audio']).stem}__seed{row['seed']}.mp4"
+        assert len(row["mesh_mouth_opening"]) == row["frames"]
+    errors = {Path(r["audio"]).name: r["error"] for r in index if r["status"] == "failed"}
+    assert set(errors) == {"silence.wav", "short.wav", "notes.wav"}
+    assert "silent" in errors["silence.wav"] and "too short" in errors["short.wav"]
+    assert sorted(p.name for p in (gen / "videos").iterdir()) == sorted(Path(r["video"]).name for r in index if r["video"])
+    again = generate(trained_run, [*good, speech["bad"]], gen, cfg, use_ray=False, progress=False)
+    assert again["skipped"] == 8 and again["ok"] == 0 and again["generated_frames"] == 0
+
+
+def test_factor_swap_takes_each_factor_from_its_audio(trained_run: Path, speech: dict, tmp_path: Path) -> None:
+    planner, plan_a = _plan(trained_run, speech["wav0"])
+    _, plan_b = _plan(trained_run, speech["wav1"])
+    _, plan_c = _plan(trained_run, speech["wav2"])
+    cfg = GenerateConfig(steps=1, identity_from=str(speech["wav0"]), emotion_from=str(speech["wav2"]))
+    summary = generate(trained_run, [speech["wav1"]], tmp_path / "gen", cfg, use_ray=False, progress=False)
+    assert summary["ok"] == 1
+    row = pq.read_table(tmp_path / "gen" / "index.parquet").to_pylist()[0]
+    assert row["key"] == "speaker1__id-speaker0__emo-speaker2__seed0"
+    assert row["identity_audio"] == str(speech["wav0"]) and row["emotion_audio"] == str(speech["wav2"])
+    assert row["frames"] == plan_b.n_frames  # the content audio sets the length and the sound track
+    from imagineid.audio.features import log_mel
+
+    swapped = planner.plan(*(log_mel(load_audio(speech[k])) for k in ("wav0", "wav1", "wav2")))
+    np.testing.assert_allclose(swapped.identity, plan_a.identity, rtol=1e-5)  # identity: A's, exactly
+    assert swapped.n_frames == plan_b.n_frames
+    assert np.abs(swapped.emotion - plan_b.emotion).max() > 1e-6  # emotion: not B's own
+
+
+def test_sigkill_then_rerun_gives_every_video_exactly_once(trained_run: Path, speech: dict, tmp_path: Path) -> None:
+    gen = tmp_path / "gen"
+    audio = [str(speech[k]) for k in ("wav0", "wav1", "wav2")]
+    cmd = [sys.executable, "-m", "imagineid.cli", "generate", str(trained_run), *audio, "--out", str(gen),
+           "--seeds", "2", "--batch-size", "2", "--steps", "2", "--no-ray"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((gen / "records").glob("*.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((gen / "records").glob("*.json")))
+    assert 1 <= done_before < 6, "the kill must land mid-run"
+    for video in (gen / "videos").glob("*.mp4"):  # whatever carries a final name is whole
+        assert count_frames(video) > 0
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    index = pq.read_table(gen / "index.parquet").to_pylist()
+    assert sorted(r["key"] for r in index) == sorted(f"speaker{i}__seed{k}" for i in range(3) for k in range(2))
+    assert all(r["status"] == "ok" for r in index)
+    assert sorted(p.name for p in (gen / "videos").iterdir()) == sorted(f"{r['key']}.mp4" for r in index)
+    for row in index:
+        assert count_frames(gen / row["video"]) == row["frames"]
+    assert f"{done_before} already done" in rerun.stdout
+
+
+def test_generate_refuses_a_run_without_the_frame_generator(preprocessed: Path, speech: dict, tmp_path: Path) -> None:
+    from imagineid.errors import ImagineIDError
+
+    with pytest.raises(ImagineIDError, match="no trained frame generator"):
+        generate(tmp_path / "empty_run", [speech["wav0"]], tmp_path / "gen", use_ray=False, progress=False)
