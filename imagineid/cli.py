@@ -143,16 +143,32 @@ def train(
     no_ray: bool = typer.Option(False, "--no-ray", help="Train in this process instead of a Ray task."),
     num_gpus: float = typer.Option(1.0, help="GPUs per stage task, used only where the cluster has them."),
     checkpoint_every: int = typer.Option(100, min=1, help="Steps between resumable checkpoints."),
+    base_model: Optional[Path] = typer.Option(None, help="--profile sd15: local Stable Diffusion 1.5 folder (diffusers layout)."),
 ) -> None:
     """Train the disentangler (identity → content → emotion) stage by stage; reruns resume."""
-    from imagineid.training.config import TrainConfig
+    from imagineid.training.config import PROFILES, TrainConfig
     from imagineid.training.run import train as run_train
 
-    if profile != "tiny":
-        _not_built(f"train --profile {profile}", "issue 9")
+    if profile not in PROFILES:
+        _fail(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if profile == "sd15":  # check the base's files now, not after the disentangler stages
+        from imagineid.errors import see_docs
+        from imagineid.models.ldm import check_sd15
+
+        if base_model is None:
+            _fail(f"--profile sd15 needs --base-model PATH, a local Stable Diffusion 1.5 folder ({see_docs('Stable Diffusion 1.5')})")
+        try:
+            base_model = check_sd15(base_model).resolve()
+        except ImagineIDError as err:
+            _fail(str(err))
+        if "ldm" in stages.split(","):
+            out_console.print("[yellow]ldm[/] not trained: with --profile sd15 the frozen base is --base-model")
+    elif base_model is not None:
+        _fail("--base-model is used with --profile sd15 only")
+    config = TrainConfig(max_steps=max_steps, num_gpus=num_gpus, checkpoint_every=checkpoint_every, profile=profile,
+                         base_model=str(base_model) if base_model else None)
     try:
-        results = run_train(data, out, stages, TrainConfig(max_steps=max_steps, num_gpus=num_gpus, checkpoint_every=checkpoint_every),
-                            ray_address=ray_address, use_ray=not no_ray)
+        results = run_train(data, out, stages, config, ray_address=ray_address, use_ray=not no_ray)
     except ImagineIDError as err:
         _fail(str(err), code=2 if err.kind == "not_built" else 1)
     for stage, metrics in results.items():

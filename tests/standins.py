@@ -155,3 +155,85 @@ def malicious_pickle(path: Path) -> Path:
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's byte-level alphabet (the 256 base symbols of its BPE vocabulary)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+def write_clip_tokenizer(folder: Path) -> int:
+    """A real CLIP BPE vocabulary (vocab.json, merges.txt; > 1000 tokens) built from the prompt words; returns its size."""
+    from imagineid.models.word_tokenizer import WORDS
+
+    symbols = _bytes_to_unicode()
+    vocab, merges = symbols + [s + "</w>" for s in symbols], []
+    known = set(vocab)
+    for word in dict.fromkeys(w for w in WORDS if w.isalpha()):
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:  # merge left to right: every prefix becomes a token
+            merge = f"{parts[0]} {parts[1]}"
+            if merge not in merges:
+                merges.append(merge)
+            if (token := parts[0] + parts[1]) not in known:
+                vocab.append(token)
+                known.add(token)
+            parts = [parts[0] + parts[1]] + parts[2:]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "vocab.json", {t: i for i, t in enumerate(vocab)})
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    write_json(folder / "tokenizer_config.json", {"model_max_length": 77, "do_lower_case": True,
+                                                  "tokenizer_class": "CLIPTokenizer", "pad_token": "<|endoftext|>"})
+    write_json(folder / "special_tokens_map.json", {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+                                                    "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"})
+    return len(vocab)
+
+
+def write_sd15(folder: Path, sample_size: int = 8, seed: int = 0) -> Path:
+    """A Stable Diffusion 1.5 folder in the diffusers layout with SD 1.5's block structure and tiny widths:
+    4-level VAE (factor 8) and UNet (3 cross-attention down blocks + 1 plain), `sample_size` latents."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab_size = write_clip_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, max_position_embeddings=77, projection_dim=32,
+                                 bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+                                 )).save_pretrained(folder / "text_encoder")
+    torch.manual_seed(seed)
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
+                  latent_channels=4, norm_num_groups=32, sample_size=sample_size * 8,
+                  scaling_factor=0.18215).save_pretrained(folder / "vae")
+    torch.manual_seed(seed)
+    UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4,
+                         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                         block_out_channels=(32, 32, 64, 64), layers_per_block=1, cross_attention_dim=32,
+                         attention_head_dim=8, norm_num_groups=32).save_pretrained(folder / "unet")
+    PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
+    write_json(folder / "model_index.json", {
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.6.0",
+        "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]})
+    return folder
+
+
+def cli(*args: str):
+    """Run `imagineid ARGS` in this process (typer's CliRunner): `.exit_code`, `.stdout`, `.stderr`."""
+    from typer.testing import CliRunner
+
+    from imagineid.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])

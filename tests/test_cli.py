@@ -24,7 +24,6 @@ def test_help_lists_the_contract_commands() -> None:
 @pytest.mark.parametrize(
     "args, issue",
     [
-        (("train", "d", "--out", "r", "--profile", "sd15"), "issue 9"),
         (("generate", "r", "a.wav", "--out", "g"), "issue 6"),
         (("evaluate", "g", "--data", "d"), "issue 7"),
     ],

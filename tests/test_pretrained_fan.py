@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from standins import cli
 
 from imagineid.errors import MalformedWeightsError, MissingWeightsError
 from imagineid.face.fan_backend import FAN_CHECKPOINT, S3FD_CHECKPOINT, FanLandmarker, check_checkpoints
@@ -63,12 +60,11 @@ def test_missing_and_malformed_checkpoints(tmp_path, monkeypatch) -> None:
         FanLandmarker(device="cpu")
 
 
-def test_cli_fan_missing_checkpoint_is_one_line(tmp_path) -> None:
+def test_cli_fan_missing_checkpoint_is_one_line(tmp_path, monkeypatch) -> None:
     video = tmp_path / "v.mp4"
     video.write_bytes(b"")
-    result = subprocess.run([sys.executable, "-m", "imagineid.cli", "preprocess", str(video), "--out",
-                             str(tmp_path / "d"), "--detector", "fan"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "TORCH_HOME": str(tmp_path / "th")})
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    result = cli("preprocess", video, "--out", tmp_path / "d", "--detector", "fan")
     lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert result.exit_code != 0 and len(lines) == 1, result.stderr
     assert FAN_CHECKPOINT in lines[0] and "docs/pretrained.md § face-alignment (FAN)" in lines[0]

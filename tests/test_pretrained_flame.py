@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import copy_videos
-from standins import N_EXPRESSION_MOUTH, write_deca, write_flame
+from standins import N_EXPRESSION_MOUTH, cli, write_deca, write_flame
 
 from imagineid.errors import MalformedWeightsError, MissingWeightsError
 from imagineid.face.deca import N_PARAMS, DecaEncoder, crop_transform, decompose
@@ -131,11 +131,11 @@ def test_preprocess_flame_writes_100_shape_and_50_expression(small_corpus, files
     config = json.loads((data / "morphable" / version / "config.json").read_text())
     assert config["format"] == "imagineid.flame/1" and config["mouth"]["expression_components"] == [0, 1, 2]
     assert {c["morphable_version"] for c in clips} == {version}
-    again = imagineid("preprocess", *map(str, videos), "--out", str(data), "--workers", "1", "--morphable", "flame",
-                      "--flame", str(files / "flame"), "--deca", str(files / "deca"))
-    assert again.returncode == 0 and "2 already done" in again.stdout
-    train = imagineid("train", str(data), "--out", str(tmp_path / "run"), "--no-ray")
-    assert train.returncode != 0 and "FLAME coefficients" in train.stderr
+    again = cli("preprocess", *videos, "--out", data, "--workers", "1", "--morphable", "flame",
+                "--flame", files / "flame", "--deca", files / "deca")  # the folder: same files, same config
+    assert again.exit_code == 0 and "2 already done" in again.stdout
+    train = cli("train", data, "--out", tmp_path / "run", "--no-ray")
+    assert train.exit_code != 0 and "FLAME coefficients" in train.stderr
 
 
 @pytest.mark.parametrize("missing", ["flame", "deca", "embedding"])
@@ -152,10 +152,9 @@ def test_preprocess_flame_missing_file_is_one_line(files, tmp_path, missing) -> 
         deca = tmp_path / "no-deca"
     video = tmp_path / "v.mp4"
     video.write_bytes(b"")
-    result = imagineid("preprocess", str(video), "--out", str(tmp_path / "d"), "--morphable", "flame",
-                       "--flame", str(flame), "--deca", str(deca))
+    result = cli("preprocess", video, "--out", tmp_path / "d", "--morphable", "flame", "--flame", flame, "--deca", deca)
     lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert result.exit_code != 0 and len(lines) == 1, result.stderr
     name = {"flame": "generic_model.pkl", "deca": "no-deca", "embedding": "landmark_embedding.npy"}[missing]
     section = "DECA" if missing == "deca" else "FLAME"
     assert name in lines[0] and f"docs/pretrained.md § {section}" in lines[0]

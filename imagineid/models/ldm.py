@@ -2,7 +2,9 @@
 
 Two profiles give the same `LDMComponents` (unet, vae, text_encoder, tokenizer, scheduler):
 
-- paper scale: `load_sd15(folder)` — a local Stable Diffusion 1.5 folder in the diffusers layout;
+- paper scale: `load_sd15(folder)` — a local Stable Diffusion 1.5 folder in the diffusers layout, its
+  CLIPTokenizer extended by the textual-inversion pseudo-words (`clip_tokenizer.py`); frames are
+  `image_size(components)` px: the UNet's sample size × the VAE factor (64 × 8 = 512 for SD 1.5);
 - offline: `build_tiny(image_size=64)` — a small UNet / VAE / CLIP text encoder from configs and the
   shipped `WordTokenizer`; pretrained on the corpus (stage 0), then stored with `save_components` and
   reloaded frozen with `load_components`.
@@ -26,10 +28,12 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from imagineid.errors import MissingWeightsError
+from imagineid.errors import MissingWeightsError, see_docs
+from imagineid.models.clip_tokenizer import PseudoWordCLIPTokenizer, add_pseudo_words
 from imagineid.models.word_tokenizer import WordTokenizer
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SD15_SECTION = "Stable Diffusion 1.5"
 
 # Stable Diffusion 1.5's training noise schedule; the tiny profile uses it too.
 SD_SCHEDULE = {
@@ -74,6 +78,11 @@ class LDMComponents:
 def vae_scale_factor(vae: AutoencoderKL) -> int:
     """Pixel size / latent size: 2 ** (number of VAE blocks - 1) — 8 for SD 1.5, 4 for the tiny VAE."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def image_size(components: LDMComponents) -> int:
+    """Frame size in pixels the base was built for: UNet sample size × VAE factor (512 for SD 1.5)."""
+    return int(components.unet.config.sample_size) * vae_scale_factor(components.vae)
 
 
 def unet_down_shapes(unet: UNet2DConditionModel, latent_size: int) -> list[tuple[int, int, int]]:
@@ -181,22 +190,32 @@ def save_components(components: LDMComponents, folder: str | Path) -> Path:
     return folder
 
 
-def _is_word_tokenizer(folder: Path) -> bool:
+def _tokenizer_class(folder: Path) -> str | None:
     config = folder / "tokenizer_config.json"
-    return config.is_file() and json.loads(config.read_text()).get("tokenizer_class") == WordTokenizer.tokenizer_class
+    return json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
 
 
-def _check_folder(folder: Path, required: dict[str, tuple[str, ...]], what: str) -> None:
+def _load_tokenizer(folder: Path) -> WordTokenizer | CLIPTokenizer:
+    """The tokenizer `save_components` wrote: ours by the class its config names, else a CLIPTokenizer."""
+    name = _tokenizer_class(folder)
+    if name == WordTokenizer.tokenizer_class:
+        return WordTokenizer.from_pretrained(folder)
+    klass = PseudoWordCLIPTokenizer if name == PseudoWordCLIPTokenizer.__name__ else CLIPTokenizer
+    return klass.from_pretrained(folder, local_files_only=True)
+
+
+def _check_folder(folder: Path, required: dict[str, tuple[str, ...]], what: str, hint: str = "") -> None:
     """Raises MissingWeightsError listing each subfolder lacking all of its alternative files."""
+    hint = f" ({hint})" if hint else ""
     if not folder.is_dir():
-        raise MissingWeightsError(f"{what} folder not found: {folder}")
+        raise MissingWeightsError(f"{what} folder not found: {folder}{hint}")
     missing = [
         f"{folder / part}/{' or '.join(names)}"
         for part, names in required.items()
         if not any((folder / part / name).is_file() for name in names)
     ]
     if missing:
-        raise MissingWeightsError(f"{what} folder {folder} is incomplete; missing: " + "; ".join(missing))
+        raise MissingWeightsError(f"{what} folder {folder} is incomplete; missing: " + "; ".join(missing) + hint)
 
 
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -227,37 +246,47 @@ def _load_parts(folder: Path, tokenizer) -> LDMComponents:
     )
 
 
-def load_sd15(path: str | Path) -> LDMComponents:
-    """Stable Diffusion 1.5 from a local diffusers-layout folder (never downloads)."""
+_SD15_HINT = f"download it beforehand, diffusers layout: unet/ vae/ text_encoder/ tokenizer/ scheduler/; {see_docs(SD15_SECTION)}"
+
+
+def check_sd15(path: str | Path) -> Path:
+    """Every file `load_sd15` needs is there (cheap: run it before long work); returns the folder."""
     folder = Path(path).expanduser()
-    what = "Stable Diffusion 1.5 (download it beforehand, diffusers layout: unet/ vae/ text_encoder/ tokenizer/ scheduler/)"
-    _check_folder(folder, _SD15_FILES, what)
-    _check_folder(folder, _SD15_WEIGHTS, what)
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    _check_folder(folder, _SD15_FILES, "Stable Diffusion 1.5", _SD15_HINT)
+    _check_folder(folder, _SD15_WEIGHTS, "Stable Diffusion 1.5", _SD15_HINT)
+    return folder
+
+
+def load_sd15(path: str | Path) -> LDMComponents:
+    """Stable Diffusion 1.5 from a local diffusers-layout folder (never downloads), its tokenizer and text
+    encoder extended by the pseudo-words of the textual-inversion adapter (`clip_tokenizer.py`)."""
+    folder = check_sd15(path)
+    tokenizer = PseudoWordCLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     if len(tokenizer) < 1000:  # an offline CLIPTokenizer() silently holds 2 tokens
         raise MissingWeightsError(
             f"CLIPTokenizer from {folder / 'tokenizer'} has only {len(tokenizer)} tokens; "
-            f"the SD 1.5 vocab.json / merges.txt there are not the real ones ({what})"
+            f"the SD 1.5 vocab.json / merges.txt there are not the real ones ({_SD15_HINT})"
         )
     try:
-        return _load_parts(folder, tokenizer)
+        components = _load_parts(folder, tokenizer)
     except (OSError, ValueError) as error:
-        raise MissingWeightsError(f"could not load {what} from {folder}: {error}") from error
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MissingWeightsError(f"could not load Stable Diffusion 1.5 from {folder}: {first} ({_SD15_HINT})") from error
+    if tokenizer.model_max_length > 10_000:  # no tokenizer_config.json: transformers' "unlimited" sentinel
+        tokenizer.model_max_length = components.text_encoder.config.max_position_embeddings
+    add_pseudo_words(tokenizer, components.text_encoder)
+    return components
 
 
 def load_components(folder: str | Path) -> LDMComponents:
-    """Reload what `save_components` wrote (tiny profile; an SD-style tokenizer folder loads as CLIPTokenizer)."""
+    """Reload what `save_components` wrote (either profile: the tokenizer's config names its class)."""
     folder = Path(folder).expanduser()
     required = {
         "unet": _WEIGHTS,
         "vae": _WEIGHTS,
         "text_encoder": ("model.safetensors", "pytorch_model.bin"),
-        "tokenizer": ("vocab.json",),
+        "tokenizer": ("vocab.json", "tokenizer.json"),
         "scheduler": ("scheduler_config.json",),
     }
     _check_folder(folder, required, "saved LDM components")
-    if _is_word_tokenizer(folder / "tokenizer"):
-        tokenizer = WordTokenizer.from_pretrained(folder / "tokenizer")
-    else:
-        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    return _load_parts(folder, tokenizer)
+    return _load_parts(folder, _load_tokenizer(folder / "tokenizer"))

@@ -9,6 +9,9 @@ neighbour frame's mouth is masked, so only the mesh can tell the adapter where t
 The blending adapter learns to copy a given background outside the dilated face mask: in training the
 background is the target frame itself with the face greyed out (`face_removed`), at inference frame 1's
 — so the background of a generated video stays exactly that of its first frame (paper §3.3).
+
+The frozen base is the `ldm` stage's (tiny profile) or, with `--profile sd15 --base-model PATH`, a local
+Stable Diffusion 1.5 folder; frames are then as large as the base was built for (512 px for SD 1.5).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from imagineid.data.labels import EMOTIONS
-from imagineid.models.ldm import load_components, tiny_adapter_kwargs
+from imagineid.errors import ImagineIDError, see_docs
+from imagineid.models.ldm import LDMComponents, image_size, load_components, load_sd15, tiny_adapter_kwargs
 from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending, face_removed
 from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
@@ -47,8 +51,17 @@ class AdapterBundle(torch.nn.Module):
         self.blending_adapter = blending_adapter
 
 
+def load_base(ctx: StageContext) -> LDMComponents:
+    """The frozen base: the `ldm` stage's (tiny) or the Stable Diffusion 1.5 folder (sd15)."""
+    if ctx.config.profile == "sd15":
+        if not ctx.config.base_model:
+            raise ImagineIDError(f"--profile sd15 needs --base-model PATH ({see_docs('Stable Diffusion 1.5')})")
+        return load_sd15(ctx.config.base_model).freeze()
+    return load_components(ctx.run.stage("ldm")).freeze()
+
+
 def build_pipeline(ctx: StageContext) -> ImagineIDPipeline:
-    base = load_components(ctx.run.stage("ldm")).freeze()
+    base = load_base(ctx)
     token_norm = float(base.text_encoder.get_input_embeddings().weight.norm(dim=-1).mean())
     vae_channels = list(base.vae.config.block_out_channels)
     kwargs = tiny_adapter_kwargs(base.unet, base.vae, in_channels=9)
@@ -68,7 +81,8 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
     seed_everything(ctx.config.seed + 20)
     pipe = build_pipeline(ctx).to(ctx.device)
     bundle = AdapterBundle(pipe.textual_inversion, pipe.spatial_adapter, pipe.blending_adapter).to(ctx.device)
-    noise_scheduler = load_components(ctx.run.stage("ldm")).noise_scheduler()
+    base = LDMComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
+    noise_scheduler, size = base.noise_scheduler(), image_size(base)
     scale = pipe.vae.config.scaling_factor
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
@@ -94,7 +108,7 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
         loss = diffusion + blending
         return loss, {"loss": loss.item(), "diffusion": diffusion.item(), "blending": blending.item()}
 
-    loader = frame_loader(ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1)
+    loader = frame_loader(ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1, image_size=size)
     logs = fit(STAGE, bundle, loader, step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
     for name in ("textual_inversion", "spatial_adapter", "blending_adapter"):
         getattr(pipe, name).save_pretrained(ctx.run.stage(STAGE) / name)
@@ -106,7 +120,8 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
 def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, steps: int = 10) -> dict:
     """Invariant-mode generation on held-out frames: background PSNR vs the reference, with and without
     blending, and PSNR of the whole frame vs the true frame."""
-    batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2)))
+    size = image_size(LDMComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler))
+    batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2, image_size=size)))
     batch = {k: v.to(ctx.device) for k, v in batch.items()}
     args = dict(mesh=batch["mesh"], identity=batch["shape"], emotion=emotion_features(batch["emotion"]),
                 reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"],

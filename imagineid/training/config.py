@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 DISENTANGLER_STAGES = ("identity", "content", "emotion")
 GENERATOR_STAGES = ("ldm", "adapters")
+PROFILES = ("tiny", "sd15")
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,18 @@ class TrainConfig:
     emotion: StageConfig = field(default_factory=lambda: StageConfig(steps=700, window=50))
     ldm: StageConfig = field(default_factory=lambda: StageConfig(steps=1000, batch_size=8, window=0, lr=1e-3))
     adapters: StageConfig = field(default_factory=lambda: StageConfig(steps=1500, batch_size=8, window=0, lr=5e-4))
-    image_size: int = 64  # generator frame size for the tiny profile
+    image_size: int = 64  # generator frame size for the tiny profile (sd15: from the base's UNet / VAE config)
+    profile: str = "tiny"  # tiny: base trained here (stage ldm) | sd15: frozen base from `base_model`
+    base_model: str | None = None  # sd15: local Stable Diffusion 1.5 folder (diffusers layout)
     max_steps: int | None = None  # cap for every stage (quick runs, tests)
     checkpoint_every: int = 100  # steps between resumable checkpoints
     num_gpus: float = 1.0  # GPUs per stage task when the cluster has them (0 on a CPU-only cluster)
     seed: int = 0  # the same seed and data give the same weights (on CPU)
     hidden: int = 128  # model width
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
 
     def stage(self, name: str) -> StageConfig:
         cfg = getattr(self, name)

@@ -108,8 +108,11 @@ def train(data: str | Path, out: str | Path, stages: str | list[str], config: Tr
     """Run the requested stages in order; returns each stage's validation metrics."""
     data, run = Path(data), RunDir(Path(out))
     ordered = parse_stages(stages)
+    if config.profile == "sd15":  # the frozen base comes from config.base_model: no ldm stage to train or wait for
+        ordered = [s for s in ordered if s != "ldm"]
     for stage in ordered:
-        missing = [r for r in REQUIRES.get(stage, ()) if r not in ordered and not run.is_done(r)]
+        needs = () if config.profile == "sd15" and stage == "adapters" else REQUIRES.get(stage, ())
+        missing = [r for r in needs if r not in ordered and not run.is_done(r)]
         if missing:
             raise ImagineIDError(f"stage {stage} needs trained {', '.join(missing)} in {run.root}; add it to --stages")
     run.root.mkdir(parents=True, exist_ok=True)
