@@ -103,6 +103,7 @@ def preprocess(
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     flame: Optional[Path] = typer.Option(None, help="--morphable flame: FLAME generic_model.pkl or its folder."),
     deca: Optional[Path] = typer.Option(None, help="--morphable flame: DECA deca_model.tar or its folder."),
+    speech_model: Optional[Path] = typer.Option(None, help="Local wav2vec2 / HuBERT folder: adds `speech` features to audio/."),
 ) -> None:
     """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
     from imagineid.preprocessing import PreprocessConfig
@@ -113,10 +114,15 @@ def preprocess(
         _fail(f"no such file or folder: {', '.join(missing)}")
     try:
         files = _check_pretrained_preprocess(detector, morphable, flame, deca)
+        if speech_model is not None:
+            from imagineid.audio.speech_model import SpeechEncoder
+
+            SpeechEncoder.load(speech_model)  # fail now, not in every worker
     except ImagineIDError as err:
         _fail(str(err))
     config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size,
-                              **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files})
+                              **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
+                              speech_model=str(speech_model.expanduser().resolve()) if speech_model else None)
     try:
         summary = run_preprocess(src, out, config, dataset=dataset, workers=workers, ray_address=ray_address,
                                  refit_morphable=refit_morphable)

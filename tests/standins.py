@@ -237,3 +237,16 @@ def cli(*args: str):
     from imagineid.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def write_speech_model(folder: Path, kind: str = "wav2vec2", seed: int = 0) -> Path:
+    """A tiny random Wav2Vec2Model / HubertModel saved with save_pretrained (+ its feature-extractor config)."""
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    torch.manual_seed(seed)
+    model = Wav2Vec2Model(Wav2Vec2Config(**small)) if kind == "wav2vec2" else HubertModel(HubertConfig(**small))
+    model.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=kind == "wav2vec2").save_pretrained(folder)
+    return folder

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PIPELINE_VERSION = "preprocess-1"  # bump when outputs change for the same config
-_OPTIONAL = ("flame", "deca")  # left out of the hash while unset
+_OPTIONAL = ("flame", "deca", "speech_model")  # left out of the hash while unset
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class PreprocessConfig:
     blend_dilation: float = 0.08  # blending-mask dilation, fraction of the face width
     flame: str | None = None  # --morphable flame: generic_model.pkl or its folder (embedding beside it)
     deca: str | None = None  # --morphable flame: deca_model.tar or its folder
+    speech_model: str | None = None  # wav2vec2 / HuBERT folder: audio/ gets `speech` features on the mel grid
 
     def to_dict(self) -> dict:
         """Everything that changes outputs; unset optional paths are left out, so adding options keeps the

@@ -84,6 +84,11 @@ def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> None:
         )
         stage = "audio_features"
         mel = mel_for_frames(samples, n_frames, config.fps, config.sample_rate)  # (4T, 80)
+        speech = {}
+        if config.speech_model:  # optional wav2vec2 / HuBERT features on the same 100 Hz grid, (4T, D)
+            from imagineid.audio.speech_model import cached_encoder
+
+            speech["speech"] = cached_encoder(config.speech_model).features_for_frames(samples, n_frames, config.fps)
     except ImagineIDError as err:
         raise _StageError(stage, err.kind, str(err)) from err
     except Exception as err:  # an unexpected bug in one clip must not stop the batch
@@ -98,7 +103,7 @@ def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> None:
     np.savez(
         _staging_npz(store, job.clip_id, tmp=True),
         landmarks=track.landmarks, raw_landmarks=track.raw_landmarks, boxes=track.boxes, found=track.found,
-        transforms=transforms, crop_landmarks=transform_points(track.landmarks, transforms), log_mel=mel,
+        transforms=transforms, crop_landmarks=transform_points(track.landmarks, transforms), log_mel=mel, **speech,
         meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
     )
     _staging_npz(store, job.clip_id, tmp=True).replace(_staging_npz(store, job.clip_id))

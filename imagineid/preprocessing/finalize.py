@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from imagineid import __version__
-from imagineid.data.parquet_io import vector_type, vectors, write_table_atomic
+from imagineid.data.parquet_io import vector_lists, vector_type, vectors, write_table_atomic
 from imagineid.data.store import AUDIO_SCHEMA, Store, clips_schema, frames_schema
 from imagineid.errors import ImagineIDError, NotBuiltYetError
 from imagineid.face.masks import blend_mask, encode_mask_png, face_mask, mouth_mask
@@ -138,13 +138,16 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
         schema=_frames_schema(model, extra),
     )
     mel = staged["log_mel"]  # (4T, 80)
+    audio_schema, speech = AUDIO_SCHEMA, {}
+    if "speech" in staged:  # optional wav2vec2 / HuBERT features, (4T, D) on the mel grid
+        audio_schema = AUDIO_SCHEMA.append(pa.field("speech", pa.list_(vector_type(staged["speech"].shape[1]))))
+        speech["speech"] = vector_lists([staged["speech"]])
     audio = pa.table(
         {
             "clip_id": [clip_id], "sample_rate": [config.sample_rate], "mel_fps": [100.0], "n_mel": [len(mel)],
-            "log_mel": pa.ListArray.from_arrays(pa.array([0, len(mel)], pa.int32()), vectors(mel)),
-            "seconds": [meta["seconds"]],
+            "log_mel": vector_lists([mel]), "seconds": [meta["seconds"]], **speech,
         },
-        schema=AUDIO_SCHEMA,
+        schema=audio_schema,
     )
     labels = source.get("labels") or {}
     clip = pa.table(
