@@ -1,16 +1,17 @@
-"""Prefect flow `preprocess`: videos → the Parquet dataset of DESIGN §3.
+"""Prefect flow `preprocess`: videos → the Parquet dataset of DESIGN §3, incrementally.
 
-    python -m flows.preprocess work/s/videos --out work/d
+    python -m flows.preprocess          # work/s/videos → work/d
+
+Deployed as `preprocess/nightly` (prefect.yaml): each night only new or changed sources are processed.
 """
 
 from __future__ import annotations
 
-
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from imagineid.preprocessing import PreprocessConfig
 from tasks.preprocess import extract_clips, finalize_clips, fit_morphable, plan_sources, record_manifest
+from tasks.summary import publish_summary
 
 
 @flow(name="preprocess", log_prints=True)
@@ -18,7 +19,18 @@ def preprocess_flow(
     sources: list[str], out: str, dataset: str = "auto", workers: int | None = None, detector: str = "dlib",
     crop_size: int = 256, refit_morphable: bool = False, ray_address: str | None = None,
 ) -> dict:
-    """Preprocess new or changed sources; finished clips are skipped, rejected ones listed."""
+    """Preprocess new or changed sources; finished clips are skipped, rejected and lost ones listed.
+
+    Args:
+        sources: Video files or folders.
+        out: Dataset folder (DESIGN §3); reruns skip clips already in it.
+        dataset: Layout of the sources: auto, synthetic, mead, voxceleb2, hdtf or generic.
+        workers: Parallel clip workers (default: all cores; 1 = in process, no Ray).
+        detector: Face landmarks backend: dlib or fan.
+        crop_size: Aligned face crop size in pixels.
+        refit_morphable: Fit a new morphable-model version from the new clips.
+        ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
+    """
     config = PreprocessConfig(detector=detector, crop_size=crop_size)
     jobs, pending = plan_sources(sources, out, config, dataset)
     results = extract_clips(pending, out, config, workers, ray_address)
@@ -28,11 +40,12 @@ def preprocess_flow(
         version = fit_morphable(out, config, staged, refit_morphable)
         finalize_clips(out, config, staged)
     record_manifest(out, config, jobs)
+    failures = [{"source": r.source, "status": r.status, "error_type": r.error_type, "message": r.message}
+                for r in results if r.status != "staged"]
     summary = {"sources": len(jobs), "skipped": len(jobs) - len(pending), "processed": len(staged),
-               "rejected": len(results) - len(staged), "morphable_version": version}
-    rows = [{"source": r.source, "status": r.status, "error_type": r.error_type, "message": r.message} for r in results]
-    create_table_artifact(rows or [{"source": "-", "status": "nothing new"}], key="preprocess-summary",
-                          description=f"preprocess {out}: {summary}")
+               "rejected": sum(r.status == "failed" for r in results), "lost": sum(r.status == "lost" for r in results),
+               "morphable_version": version}
+    publish_summary("preprocess-summary", f"preprocess → {out}", summary, failures)
     print(f"preprocess: {summary}")
     return summary
 

@@ -1,6 +1,8 @@
 """Prefect flow `train`: the disentangler stages in order, each a Ray task, with a metrics table.
 
     python -m flows.train
+
+Deployed as `train/on-demand` (prefect.yaml): no schedule, run with `prefect deployment run`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from tasks.train import train_stage
 @flow(name="train", log_prints=True)
 def train_flow(data: str, out: str, stages: str = "identity,content,emotion", max_steps: int | None = None,
                num_gpus: float = 1.0, ray_address: str | None = None) -> dict[str, dict]:
-    """Train the requested stages; finished stages are skipped, an interrupted one resumes."""
+    """Train the requested stages; finished stages are skipped, an interrupted one resumes.
+
+    Args:
+        data: Dataset folder written by the preprocess flow.
+        out: Run folder (RUN/<stage>/, RUN/metrics.jsonl).
+        stages: Comma-separated stages, trained in order: identity, content, emotion, ldm, adapters.
+        max_steps: Cap on optimisation steps per stage (quick runs).
+        num_gpus: GPUs per stage task, requested only where the Ray cluster has them.
+        ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
+    """
     config = TrainConfig(max_steps=max_steps, num_gpus=num_gpus)
     results = {}
     for stage in parse_stages(stages):

@@ -11,26 +11,52 @@ from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from imagineid.errors import ImagineIDError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 OBJECT_STORE_BYTES = 512 * 1024**2  # results are small references; never hold big arrays in Ray
 
 
+class RayJoinError(ImagineIDError, ConnectionError):
+    """The cluster named by --ray-address / RAY_ADDRESS could not be joined (a retry may succeed)."""
+
+    kind = "ray_unreachable"
+
+
 def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
-    """Start (or join) Ray once per process; a local instance is sized to `num_cpus`."""
+    """Start (or join) Ray once per process; a local instance is sized to `num_cpus`.
+
+    `address` (else `$RAY_ADDRESS`) joins a running cluster, e.g. one started by `make ray-head`.
+    """
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as err:
+            raise RayJoinError(
+                f"could not join the Ray cluster at {address}: {str(err).splitlines()[0]}; is it running, and do "
+                "RAY_AUTH_MODE=token and the head's auth token reach this process? (docs/operations.md § Ray)"
+            ) from err
+    else:  # "local": never attach to a cluster that `ray start` left in /tmp/ray/ray_current_cluster
         ray.init(
-            num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+            address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
             object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
         )
+
+
+def cluster_gpus(requested: float) -> float:
+    """`requested` GPUs per task when the joined cluster has that many, else 0: a GPU task on a
+    CPU-only cluster would wait forever, so this is decided before submitting."""
+    import ray
+
+    available = ray.cluster_resources().get("GPU", 0.0)
+    return requested if 0 < requested <= available else 0.0
 
 
 def _apply(fn: Callable[[T], R], item: T) -> R:
@@ -40,24 +66,33 @@ def _apply(fn: Callable[[T], R], item: T) -> R:
 def parallel_map(
     fn: Callable[[T], R], items: Sequence[T], workers: int | None = None, desc: str = "work",
     progress: bool = True, ray_address: str | None = None, on_done: Callable[[int, int], None] | None = None,
+    on_error: Callable[[T, Exception], R] | None = None, max_retries: int = 2,
 ) -> list[R]:
     """`[fn(x) for x in items]`, in parallel on Ray when `workers` > 1; results keep the input order.
 
-    `fn` must handle its own per-item errors (return a status), so one bad item never loses the others.
+    `fn` should handle its own per-item errors (return a status). What it cannot handle, such as its Ray
+    worker dying (killed, out of memory) on every one of `1 + max_retries` attempts, becomes
+    `on_error(item, error)` when given, so one lost item never loses the others; without `on_error` it raises.
     `on_done(done, total)` reports progress (e.g. to a Prefect progress artifact).
     """
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if (workers <= 1 and not ray_address) or len(items) <= 1:
         results = []
         for x in tqdm(items, desc=desc, unit="item", disable=not progress):
-            results.append(fn(x))
+            try:
+                results.append(fn(x))
+            except Exception as err:
+                if on_error is None:
+                    raise
+                results.append(on_error(x, err))
             if on_done:
                 on_done(len(results), len(items))
         return results
     import ray
 
     init_ray(workers, ray_address)
-    remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_apply)
+    # max_retries re-runs a task whose worker process died; application exceptions are not retried.
+    remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(_apply)
     fn_ref = ray.put(fn)  # partials and closures travel once, not once per item
     refs = [remote.remote(fn_ref, x) for x in items]
     index = {ref: i for i, ref in enumerate(refs)}
@@ -67,7 +102,12 @@ def parallel_map(
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
-                results[index[ref]] = ray.get(ref)
+                try:
+                    results[index[ref]] = ray.get(ref)
+                except Exception as err:  # ray.exceptions.RayError: worker lost, or fn raised
+                    if on_error is None:
+                        raise
+                    results[index[ref]] = on_error(items[index[ref]], err)
                 bar.update(1)
                 if on_done:
                     on_done(bar.n, len(refs))

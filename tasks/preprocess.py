@@ -12,9 +12,10 @@ from imagineid.preprocessing import PreprocessConfig
 from imagineid.preprocessing.extract import ClipJob, ExtractResult
 from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
 from imagineid.preprocessing.run import extract_all, plan_jobs, write_manifest
+from tasks.policy import RETRY_TRANSIENT
 
 
-@task(retries=2, retry_delay_seconds=[5, 30])
+@task(**RETRY_TRANSIENT)
 def plan_sources(sources: list[str], out: str, config: PreprocessConfig, dataset: str) -> tuple[list[ClipJob], list[ClipJob]]:
     """All source jobs and the pending ones (content-hash ids; finished clips are skipped)."""
     store = Store(Path(out))
@@ -23,10 +24,11 @@ def plan_sources(sources: list[str], out: str, config: PreprocessConfig, dataset
     return plan_jobs(sources, store, config, dataset)
 
 
-@task(retries=1, retry_delay_seconds=10)
+@task(**RETRY_TRANSIENT)
 def extract_clips(jobs: list[ClipJob], out: str, config: PreprocessConfig, workers: int | None,
                   ray_address: str | None) -> list[ExtractResult]:
-    """Per-clip decode / track / crop / log-mel, fanned out on Ray; failures come back as rows."""
+    """Per-clip decode / track / crop / log-mel, fanned out on Ray; rejected clips and clips whose Ray
+    worker was lost on every attempt come back as rows (status failed / lost), never as an exception."""
     artifact = create_progress_artifact(0.0, description="preprocess: clips extracted")
 
     def report(done: int, total: int) -> None:
@@ -35,13 +37,13 @@ def extract_clips(jobs: list[ClipJob], out: str, config: PreprocessConfig, worke
     return extract_all(jobs, Store(Path(out)), config, workers, progress=False, ray_address=ray_address, on_done=report)
 
 
-@task
+@task(**RETRY_TRANSIENT)
 def fit_morphable(out: str, config: PreprocessConfig, clip_ids: list[str], refit: bool) -> str:
     """The dataset's morphable model (existing, or fitted on the staged clips); returns its version."""
     return fit_or_load_model(Store(Path(out)), config, clip_ids, refit).version
 
 
-@task
+@task(**RETRY_TRANSIENT)
 def finalize_clips(out: str, config: PreprocessConfig, clip_ids: list[str]) -> list[str]:
     """Project, mask and write shards; returns the clips/ shard paths."""
     store = Store(Path(out))
@@ -51,8 +53,9 @@ def finalize_clips(out: str, config: PreprocessConfig, clip_ids: list[str]) -> l
     return [str(store.shard("clips", c)) for c in clip_ids]
 
 
-@task
+@task(**RETRY_TRANSIENT)
 def record_manifest(out: str, config: PreprocessConfig, jobs: list[ClipJob]) -> str:
+    """Merge the sources into manifest.json; clips of sources whose file changed are replaced."""
     store = Store(Path(out))
     write_manifest(store, config, jobs)
     return str(store.manifest)

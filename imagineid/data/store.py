@@ -155,6 +155,13 @@ class Store:
                 tmp.unlink(missing_ok=True)
         return sorted(removed)
 
+    def remove_clip(self, clip_id: str) -> None:
+        """Delete every shard and the crops of one clip (a source whose file changed since)."""
+        for table in TABLES:
+            self.shard(table, clip_id).unlink(missing_ok=True)
+        self.crops(clip_id).unlink(missing_ok=True)
+        (self.staging / f"{clip_id}.npz").unlink(missing_ok=True)
+
     # -- readers: project columns, stream, never load the whole dataset --------------------------------
 
     def dataset(self, table: str) -> ds.Dataset:

@@ -37,7 +37,7 @@ class ClipJob:
 class ExtractResult:
     clip_id: str
     source: str
-    status: str  # staged | failed
+    status: str  # staged | failed (recorded in failures/) | lost (worker died; the next run retries it)
     error_type: str = ""
     message: str = ""
 

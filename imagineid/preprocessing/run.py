@@ -24,7 +24,7 @@ class PreprocessSummary:
     n_sources: int = 0
     n_skipped: int = 0  # already in clips/ or failures/ under this config
     n_processed: int = 0  # new rows in clips/
-    n_failed: int = 0  # new rows in failures/
+    n_failed: int = 0  # new rows in failures/, and clips whose worker was lost (retried next run)
     failures: list[ExtractResult] = field(default_factory=list)
     morphable_version: str = ""
     seconds: float = 0.0
@@ -43,7 +43,8 @@ def plan_jobs(sources: Sequence[str | Path], store: Store, config: PreprocessCon
     """All jobs and the pending ones (not yet in clips/ or failures/)."""
     previous = _read_manifest(store).get("sources", {})
     jobs = []
-    for clip in discover([Path(s) for s in sources], dataset):
+    # Absolute paths: Ray workers on a joined cluster do not share the driver's working directory.
+    for clip in discover([Path(s).absolute() for s in sources], dataset):
         try:
             sha = _cached_sha(clip.path, previous)
         except OSError:  # unreadable: a stable id from the path, so the failure is recorded once
@@ -56,9 +57,17 @@ def plan_jobs(sources: Sequence[str | Path], store: Store, config: PreprocessCon
 def extract_all(jobs: list[ClipJob], store: Store, config: PreprocessConfig, workers: int | None = None,
                 progress: bool = True, ray_address: str | None = None,
                 on_done: Callable[[int, int], None] | None = None) -> list[ExtractResult]:
-    fn = functools.partial(extract_clip, root=str(store.root), config=config)
+    fn = functools.partial(extract_clip, root=str(store.root.absolute()), config=config)
     return parallel_map(fn, jobs, workers=workers, desc="preprocess", progress=progress, ray_address=ray_address,
-                        on_done=on_done)
+                        on_done=on_done, on_error=worker_lost)
+
+
+def worker_lost(job: ClipJob, err: Exception) -> ExtractResult:
+    """A clip whose worker died on every Ray attempt (killed, out of memory): listed, but not written to
+    failures/, so the clip stays pending and the next run tries it again."""
+    detail = (str(err).strip().splitlines() or [""])[0][:300]
+    return ExtractResult(job.clip_id, str(job.source.path), "lost", type(err).__name__,
+                         f"worker lost on every attempt; not recorded, the next run retries it. {detail}".strip())
 
 
 def _read_manifest(store: Store) -> dict:
@@ -66,11 +75,20 @@ def _read_manifest(store: Store) -> dict:
 
 
 def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) -> None:
-    """Merge this run's sources into the manifest; each source's status comes from the shards on disk."""
+    """Merge this run's sources into the manifest; each source's status comes from the shards on disk.
+
+    A source whose file changed (same path and config, new content) replaces its old clip: once the new
+    version is done or rejected, the old clip's shards are deleted, so the dataset mirrors the sources.
+    """
     manifest = _read_manifest(store)
     sources = manifest.get("sources", {})
     clips, failures = store.done_ids("clips"), store.done_ids("failures")
+    superseded = set()
     for job in jobs:
+        before = sources.get(str(job.source.path), {})
+        if (before.get("config_hash") == config.hash and before.get("clip_id") not in (None, job.clip_id)
+                and job.clip_id in clips | failures):
+            superseded.add(before["clip_id"])
         try:
             stat = job.source.path.stat()
             size, mtime = stat.st_size, stat.st_mtime_ns
@@ -81,6 +99,8 @@ def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) 
             "sha256": job.sha256, "clip_id": job.clip_id, "status": status, "size": size, "mtime_ns": mtime,
             "config_hash": config.hash,
         }
+    for clip_id in superseded - {entry["clip_id"] for entry in sources.values()}:  # still used by another path
+        store.remove_clip(clip_id)
     configs = manifest.get("configs", {})
     configs[config.hash] = config.to_dict()
     write_json_atomic(store.manifest, {
@@ -101,7 +121,7 @@ def preprocess(sources: Sequence[str | Path], out: str | Path, config: Preproces
     results = extract_all(pending, store, config, workers, progress, ray_address)
     staged = [r.clip_id for r in results if r.status == "staged"]
     summary = PreprocessSummary(n_sources=len(jobs), n_skipped=len(jobs) - len(pending),
-                                failures=[r for r in results if r.status == "failed"])
+                                failures=[r for r in results if r.status != "staged"])
     if staged or refit_morphable:
         model = fit_or_load_model(store, config, staged, refit_morphable)
         finalize_all(store, staged, model, config)

@@ -63,15 +63,6 @@ def run_stage(stage: str, data: str, run_root: str, config: TrainConfig, progres
     return metrics
 
 
-def gpus_per_task(config: TrainConfig) -> float:
-    """`config.num_gpus` when the cluster has that many GPUs, else 0: a GPU task on a CPU-only cluster
-    would wait forever."""
-    import ray
-
-    available = ray.cluster_resources().get("GPU", 0.0)
-    return config.num_gpus if config.num_gpus > 0 and available >= config.num_gpus else 0.0
-
-
 def _last_step(run: RunDir, stage: str) -> int:
     if not run.metrics_log.exists():
         return 0
@@ -87,12 +78,14 @@ def _run_on_ray(stage: str, data: Path, run: RunDir, config: TrainConfig, ray_ad
                 progress: bool) -> dict:
     import ray
 
-    from imagineid.parallel import init_ray
+    from imagineid.parallel import cluster_gpus, init_ray
 
     init_ray(address=ray_address)
-    gpus = gpus_per_task(config)
+    gpus = cluster_gpus(config.num_gpus)
+    # A lost worker (killed, node gone) re-runs the stage, which resumes from its last checkpoint.
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(run_stage)
-    ref = task.remote(stage, str(data), str(run.root), config, False)
+    # Absolute paths: Ray workers on a joined cluster do not share the driver's working directory.
+    ref = task.remote(stage, str(data.absolute()), str(run.root.absolute()), config, False)
     total = config.stage(stage).steps
     with tqdm(total=total, desc=f"{stage} ({'GPU' if gpus else 'CPU'})", unit="step", disable=not progress) as bar:
         while True:
