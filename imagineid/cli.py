@@ -159,10 +159,10 @@ def train(
         _fail(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if profile == "sd15":  # check the base's files now, not after the disentangler stages
         from imagineid.errors import see_docs
-        from imagineid.models.ldm import check_sd15
+        from imagineid.models.ldm import SD15_SECTION, check_sd15
 
         if base_model is None:
-            _fail(f"--profile sd15 needs --base-model PATH, a local Stable Diffusion 1.5 folder ({see_docs('Stable Diffusion 1.5')})")
+            _fail(f"--profile sd15 needs --base-model PATH, a local Stable Diffusion 1.5 folder ({see_docs(SD15_SECTION)})")
         try:
             base_model = check_sd15(base_model).resolve()
         except ImagineIDError as err:

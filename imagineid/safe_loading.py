@@ -30,7 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from imagineid.errors import MalformedWeightsError, MissingWeightsError, UnsafeFileError, see_docs
+from imagineid.errors import (
+    MalformedWeightsError,
+    MissingWeightsError,
+    UnsafeFileError,
+    see_docs,
+)
 
 
 class _ChumpyArray:

@@ -241,7 +241,13 @@ def cli(*args: str):
 
 def write_speech_model(folder: Path, kind: str = "wav2vec2", seed: int = 0) -> Path:
     """A tiny random Wav2Vec2Model / HubertModel saved with save_pretrained (+ its feature-extractor config)."""
-    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import (
+        HubertConfig,
+        HubertModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+    )
 
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)

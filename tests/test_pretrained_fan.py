@@ -8,7 +8,12 @@ import torch
 from standins import cli
 
 from imagineid.errors import MalformedWeightsError, MissingWeightsError
-from imagineid.face.fan_backend import FAN_CHECKPOINT, S3FD_CHECKPOINT, FanLandmarker, check_checkpoints
+from imagineid.face.fan_backend import (
+    FAN_CHECKPOINT,
+    S3FD_CHECKPOINT,
+    FanLandmarker,
+    check_checkpoints,
+)
 
 
 @pytest.fixture(scope="module")

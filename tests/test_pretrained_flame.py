@@ -15,7 +15,12 @@ from standins import N_EXPRESSION_MOUTH, cli, write_deca, write_flame
 
 from imagineid.errors import MalformedWeightsError, MissingWeightsError
 from imagineid.face.deca import N_PARAMS, DecaEncoder, crop_transform, decompose
-from imagineid.face.flame import FLAME, batch_rodrigues, load_landmark_embedding, lower_face_share
+from imagineid.face.flame import (
+    FLAME,
+    batch_rodrigues,
+    load_landmark_embedding,
+    lower_face_share,
+)
 from imagineid.face.flame_morphable import FlameMorphableModel
 
 
@@ -28,7 +33,7 @@ def files(tmp_path_factory):
 
 
 def imagineid(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=180)
+    return subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=180, check=False)
 
 
 def test_flame_blend_shapes_and_skinning(files) -> None:

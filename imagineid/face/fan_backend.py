@@ -18,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from imagineid.errors import ImagineIDError, MalformedWeightsError, MissingWeightsError, see_docs
+from imagineid.errors import (
+    ImagineIDError,
+    MalformedWeightsError,
+    MissingWeightsError,
+    see_docs,
+)
 from imagineid.face.dlib_backend import FaceBox
 
 SECTION = "face-alignment (FAN)"

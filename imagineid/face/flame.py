@@ -90,7 +90,7 @@ class FLAME(nn.Module):
                 f"FLAME shapedirs has {dirs.shape[2]} components: cannot take {n_shape} shape + {n_expression} "
                 f"expression ({see_docs(SECTION)})")
         self.n_shape, self.n_expression = n_shape, n_expression
-        f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))
         self.register_buffer("v_template", f32(arrays["v_template"]))  # (V, 3)
         self.register_buffer("shapedirs", f32(dirs[:, :, :n_shape]))  # (V, 3, n_shape)
         self.register_buffer("exprdirs", f32(dirs[:, :, N_SHAPE_TOTAL:N_SHAPE_TOTAL + n_expression]))
@@ -135,7 +135,7 @@ class FLAME(nn.Module):
                 eye_pose: torch.Tensor | None = None) -> FlameOutput:
         """shape (B, n_shape), expression (B, n_expression); poses axis-angle (B, 3), eyes (B, 6); None = 0."""
         b = shape.shape[0]
-        zeros = lambda n: shape.new_zeros(b, n)  # noqa: E731
+        zeros = lambda n: shape.new_zeros(b, n)
         pose = torch.cat([global_pose if global_pose is not None else zeros(3),
                           neck_pose if neck_pose is not None else zeros(3),
                           jaw_pose if jaw_pose is not None else zeros(3),

@@ -37,7 +37,9 @@ import torch
 
 from imagineid.errors import ImagineIDError, MissingWeightsError, see_docs
 from imagineid.face.deca import CHECKPOINT, IMAGE_SIZE, DecaEncoder, deca_crops
+from imagineid.face.deca import SECTION as DECA_SECTION
 from imagineid.face.flame import EMBEDDING_FILES, FLAME, MODEL_FILE, lower_face_share
+from imagineid.face.flame import SECTION as FLAME_SECTION
 from imagineid.face.morphable import MorphableCoefficients, apply_pose
 from imagineid.preprocessing.config import file_sha256
 
@@ -116,7 +118,7 @@ class FlameMorphableModel:
                      pose: np.ndarray | None = None) -> np.ndarray:
         """The 68 FLAME landmarks (T, 68, 2): model frame (x, −y), or crop pixels through `pose` (T, 4)."""
         t = len(expression)
-        f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        f = lambda a: torch.as_tensor(np.asarray(a, np.float32))
         out = self.flame(f(np.repeat(np.reshape(shape, (1, -1)), t, axis=0)), f(expression),
                          global_pose=f(flame_pose[:, :3]), jaw_pose=f(flame_pose[:, 3:]))
         points = out.landmarks[..., :2].numpy() * np.array([1.0, -1.0], np.float32)  # y down
@@ -180,7 +182,7 @@ def resolve_files(flame: str | Path, deca: str | Path, landmarks: str | Path | N
             "deca": f"DECA model ({CHECKPOINT})"}
     for name, path in files.items():
         if not path.is_file():
-            raise MissingWeightsError(f"missing {what[name]}: {path} ({see_docs('DECA' if name == 'deca' else 'FLAME')})")
+            raise MissingWeightsError(f"missing {what[name]}: {path} ({see_docs(DECA_SECTION if name == 'deca' else FLAME_SECTION)})")
     return files
 
 

@@ -10,7 +10,12 @@ import numpy as np
 import pyarrow as pa
 
 from imagineid import __version__
-from imagineid.data.parquet_io import vector_lists, vector_type, vectors, write_table_atomic
+from imagineid.data.parquet_io import (
+    vector_lists,
+    vector_type,
+    vectors,
+    write_table_atomic,
+)
 from imagineid.data.store import AUDIO_SCHEMA, Store, clips_schema, frames_schema
 from imagineid.errors import ImagineIDError, NotBuiltYetError
 from imagineid.face.masks import blend_mask, encode_mask_png, face_mask, mouth_mask

@@ -21,8 +21,19 @@ import torch.nn.functional as F
 
 from imagineid.data.labels import EMOTIONS
 from imagineid.errors import ImagineIDError, see_docs
-from imagineid.models.ldm import LDMComponents, image_size, load_components, load_sd15, tiny_adapter_kwargs
-from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending, face_removed
+from imagineid.models.ldm import (
+    SD15_SECTION,
+    LDMComponents,
+    image_size,
+    load_components,
+    load_sd15,
+    tiny_adapter_kwargs,
+)
+from imagineid.models.mask_blending_adapter import (
+    MaskBlendingAdapter,
+    decode_with_blending,
+    face_removed,
+)
 from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
@@ -55,7 +66,7 @@ def load_base(ctx: StageContext) -> LDMComponents:
     """The frozen base: the `ldm` stage's (tiny) or the Stable Diffusion 1.5 folder (sd15)."""
     if ctx.config.profile == "sd15":
         if not ctx.config.base_model:
-            raise ImagineIDError(f"--profile sd15 needs --base-model PATH ({see_docs('Stable Diffusion 1.5')})")
+            raise ImagineIDError(f"--profile sd15 needs --base-model PATH ({see_docs(SD15_SECTION)})")
         return load_sd15(ctx.config.base_model).freeze()
     return load_components(ctx.run.stage("ldm")).freeze()
 
