@@ -16,26 +16,19 @@ from __future__ import annotations
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from imagineid.models.word_tokenizer import pseudo_tokens
+from imagineid.models.word_tokenizer import PseudoWords, pseudo_tokens
 
 NUM_PSEUDO_TOKENS = 4  # per kind, as the WordTokenizer reserves
 
 
-class PseudoWordCLIPTokenizer(CLIPTokenizer):
+class PseudoWordCLIPTokenizer(PseudoWords, CLIPTokenizer):
     """CLIPTokenizer with `identity_tokens` / `emotion_tokens` and WordTokenizer-style call defaults."""
 
     @property
     def num_pseudo_tokens(self) -> int:
+        """How many `<idK>` the tokenizer holds (added by `add_pseudo_words`)."""
         added = self.get_added_vocab()
         return sum(1 for token in pseudo_tokens("id", 64) if token in added)
-
-    @property
-    def identity_tokens(self) -> list[str]:
-        return pseudo_tokens("id", self.num_pseudo_tokens)
-
-    @property
-    def emotion_tokens(self) -> list[str]:
-        return pseudo_tokens("emo", self.num_pseudo_tokens)
 
     def __call__(self, text, padding="max_length", truncation=True, return_tensors="pt", max_length=None, **kwargs):
         """`{"input_ids": (B, L), "attention_mask": (B, L)}` with L = `model_max_length` unless given."""

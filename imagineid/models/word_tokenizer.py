@@ -60,7 +60,22 @@ def default_vocab(num_pseudo_tokens: int = 4) -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
-class WordTokenizer:
+class PseudoWords:
+    """`identity_tokens` / `emotion_tokens` of a tokenizer with `num_pseudo_tokens` of each kind (the
+    textual-inversion adapter's placeholders; shared by this tokenizer and the SD 1.5 one)."""
+
+    num_pseudo_tokens: int
+
+    @property
+    def identity_tokens(self) -> list[str]:
+        return pseudo_tokens("id", self.num_pseudo_tokens)
+
+    @property
+    def emotion_tokens(self) -> list[str]:
+        return pseudo_tokens("emo", self.num_pseudo_tokens)
+
+
+class WordTokenizer(PseudoWords):
     """Lower-cases, splits on whitespace and punctuation, maps unknown words to `<unk>`."""
 
     tokenizer_class = "WordTokenizer"
@@ -104,14 +119,6 @@ class WordTokenizer:
     @property
     def eos_token_id(self) -> int:
         return self.vocab[EOS]
-
-    @property
-    def identity_tokens(self) -> list[str]:
-        return pseudo_tokens("id", self.num_pseudo_tokens)
-
-    @property
-    def emotion_tokens(self) -> list[str]:
-        return pseudo_tokens("emo", self.num_pseudo_tokens)
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         if isinstance(tokens, str):
