@@ -1,0 +1,390 @@
+"""Operations (issue 8): deployments on a Prefect server with a process worker, Ray cluster mode, fault
+tolerance. The commands are the ones docs/operations.md gives (make server / deploy / worker / ray-head,
+prefect deployment run / schedule, imagineid train --ray-address); only ports and folders differ."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from conftest import copy_videos
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEPLOYMENTS = {"preprocess/nightly": "flows/preprocess.py", "train/on-demand": "flows/train.py",
+               "generate/weekly-eval": "flows/generate.py", "evaluate/weekly-eval": "flows/evaluate.py"}
+
+
+# -- helpers: free ports, background commands that are always cleaned up ----------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a command from the repository root; fail the test with its output when it fails."""
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 0, f"{' '.join(cmd)} → {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _stop(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the command make started (it shuts down its own children), then SIGKILL whatever is left of
+    the whole tree: make, the command and every process they started."""
+    try:
+        tree = psutil.Process(proc.pid)
+        family = [tree, *tree.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for child in [p for p in family[1:] if p.ppid() == proc.pid]:
+        try:
+            child.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)
+    proc.wait(10)
+
+
+@contextmanager
+def background(cmd: list[str], env: dict, log: Path, ready: str | None = None, timeout: float = 180):
+    """Start `cmd` (a make target) in its own session; yield once `ready` shows in its log; always stop it."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while ready and ready not in log.read_text(errors="replace"):
+            assert proc.poll() is None, f"{' '.join(cmd)} exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{' '.join(cmd)} not ready in {timeout}s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield proc
+    finally:
+        _stop(proc)
+
+
+def ops_env(tmp: Path, **extra: str) -> dict:
+    """The environment of every command: a private Prefect home (never the user's database)."""
+    env = dict(os.environ, PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1", PREFECT_WORKER_QUERY_SECONDS="2")
+    env.pop("PREFECT_API_URL", None)
+    env.pop("RAY_ADDRESS", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`make server` on a free port of 127.0.0.1, with its own PREFECT_HOME; yields (api_url, env, port)."""
+    tmp = tmp_path_factory.mktemp("prefect")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = ops_env(tmp, PREFECT_API_URL=url)
+    with background(["make", "server", f"PREFECT_PORT={port}"], env, tmp / "server.log"):
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp / "server.log").read_text()[-3000:]
+            time.sleep(1)
+        yield url, env, port
+        # flows run in this process sent logs and events to the server: deliver them before it stops
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
+
+
+def api(url: str, method: str, path: str, body: dict | None = None):
+    response = httpx.request(method, f"{url}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+# -- fast checks: policy, prefect.yaml, summary, incremental preprocessing --------------------------------
+
+def test_transient_failures_are_retried_and_input_errors_are_not() -> None:
+    import ray.exceptions
+
+    from imagineid.errors import ImagineIDError
+    from tasks.policy import is_transient
+
+    assert is_transient(OSError(errno.EIO, "input/output error"))
+    assert is_transient(OSError(errno.ESTALE, "stale file handle"))
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
+    assert is_transient(ray.exceptions.WorkerCrashedError()) and is_transient(ray.exceptions.NodeDiedError("n"))
+    assert not is_transient(FileNotFoundError(errno.ENOENT, "missing"))
+    assert not is_transient(ImagineIDError("no face")) and not is_transient(ValueError("bad"))
+
+
+def test_parallel_map_turns_a_lost_item_into_a_result() -> None:
+    from imagineid.parallel import parallel_map
+
+    def fn(x: int) -> int:
+        if x == 2:
+            raise OSError(errno.EIO, "lost")
+        return x * 10
+
+    assert parallel_map(fn, [1, 2, 3], workers=1, progress=False, on_error=lambda x, e: -x) == [10, -2, 30]
+    with pytest.raises(OSError):
+        parallel_map(fn, [1, 2, 3], workers=1, progress=False)
+
+
+def test_prefect_yaml_matches_the_flows_and_has_no_absolute_paths() -> None:
+    import importlib
+    import inspect
+
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert "/work/" not in (REPO / "prefect.yaml").read_text()
+    seen = set()
+    for d in spec["deployments"]:
+        path, function = d["entrypoint"].split(":")
+        assert d["work_pool"]["name"] == "process" and d["enforce_parameter_schema"] is True
+        for value in json.dumps(d["parameters"]).split('"'):
+            assert not value.startswith("/"), value
+        if not (REPO / path).exists():  # a flow still being written (generate, evaluate)
+            seen.add(f"{Path(path).stem}/{d['name']}")
+            continue
+        flow = getattr(importlib.import_module(path[:-3].replace("/", ".")), function)
+        seen.add(f"{flow.name}/{d['name']}")
+        assert set(d["parameters"]) <= set(inspect.signature(flow.fn).parameters), d["name"]
+    assert seen == set(DEPLOYMENTS)
+    schedules = {f"{Path(d['entrypoint']).stem}/{d['name']}": d.get("schedules") for d in spec["deployments"]}
+    assert schedules["preprocess/nightly"][0]["cron"] == "0 2 * * *"
+    assert schedules["generate/weekly-eval"][0]["cron"] == "0 3 * * 0"
+
+
+def test_evaluation_follows_generation_and_not_itself() -> None:
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from prefect.cli.deploy._triggers import _initialize_deployment_triggers
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    spec = next(d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+                if d["entrypoint"].startswith("flows/evaluate.py"))
+    [deployed] = _initialize_deployment_triggers("weekly-eval", spec["triggers"])  # as `prefect deploy` reads it
+    trigger = EventTrigger.model_validate(deployed.model_dump(
+        mode="json", include={"match", "match_related", "expect", "after", "for_each", "posture", "threshold", "within"}))
+
+    def completed(flow: str, deployment: str) -> ReceivedEvent:
+        return ReceivedEvent(
+            occurred=datetime.now(UTC), event="prefect.flow-run.Completed", id=uuid4(),
+            resource={"prefect.resource.id": f"prefect.flow-run.{uuid4()}"},
+            related=[{"prefect.resource.id": f"prefect.flow.{uuid4()}", "prefect.resource.role": "flow",
+                      "prefect.resource.name": flow},
+                     {"prefect.resource.id": f"prefect.deployment.{uuid4()}", "prefect.resource.role": "deployment",
+                      "prefect.resource.name": deployment}])
+
+    assert trigger.covers(completed("generate", "weekly-eval"))
+    assert not trigger.covers(completed("evaluate", "weekly-eval"))  # no loop
+    assert not trigger.covers(completed("generate", "adhoc"))
+
+
+def test_summary_lists_every_failure() -> None:
+    from tasks.summary import summary_markdown
+
+    text = summary_markdown("preprocess → d", {"sources": 3, "processed": 1},
+                            [{"source": "a|b.mp4", "status": "lost", "message": "worker\ndied"}])
+    assert "| 3 | 1 |" in text and "## Failures (1)" in text and "| a\\|b.mp4 | lost | worker died |" in text
+    assert "none" in summary_markdown("t", {"n": 0}, [])
+
+
+def test_a_changed_source_replaces_its_clip(small_corpus: Path, tmp_path: Path) -> None:
+    from imagineid.data.store import Store
+    from imagineid.preprocessing import preprocess
+
+    first, second = sorted((small_corpus / "videos").glob("*.mp4"))[:2]
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy2(first, src / "clip.mp4")
+    preprocess([src], tmp_path / "d", workers=1, progress=False)
+    before = Store(tmp_path / "d").done_ids("clips")
+    shutil.copy2(second, src / "clip.mp4")  # same path, new content
+    summary = preprocess([src], tmp_path / "d", workers=1, progress=False)
+    after = Store(tmp_path / "d").done_ids("clips")
+    assert summary.n_processed == 1 and len(before) == len(after) == 1 and before != after
+    assert not list((tmp_path / "d" / "frames").glob(f"{before.pop()}*"))
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert [e["clip_id"] for e in manifest["sources"].values()] == list(after)
+
+
+# -- acceptance: server + worker, Ray cluster, a killed Ray task ------------------------------------------
+
+@pytest.mark.slow
+def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, small_corpus: Path, tmp_path: Path) -> None:
+    url, env, port = server
+    work = tmp_path / "work"
+    first, second = [v.name for v in sorted((small_corpus / "videos").glob("*.mp4"))[:2]]
+    copy_videos(small_corpus, work / "incoming", [first])
+    existing = [name for name, path in DEPLOYMENTS.items() if (REPO / path).exists()]
+    deploy = "--all"
+    if len(existing) < len(DEPLOYMENTS):  # a flow still being written: deploy the others by name
+        specs = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+        deploy = " ".join(f"--name {d['entrypoint'].split(':')[1]}/{d['name']}" for d in specs  # prefect matches
+                          if (REPO / d["entrypoint"].split(":")[0]).exists())          # function/deployment
+    run(["make", "deploy", f"PREFECT_PORT={port}", f"IMAGINEID_WORK={work}", f"DEPLOY={deploy}"], env)
+
+    deployments = {}
+    for d in api(url, "POST", "/deployments/filter", {}):
+        flow = api(url, "GET", f"/flows/{d['flow_id']}")["name"]
+        deployments[f"{flow}/{d['name']}"] = d
+    assert set(deployments) == set(existing)
+    nightly = deployments["preprocess/nightly"]
+    assert [(s["schedule"]["cron"], s["active"]) for s in nightly["schedules"]] == [("0 2 * * *", True)]
+    assert nightly["parameters"] == {"sources": [f"{work}/incoming"], "out": f"{work}/data"}
+    assert {"sources", "out", "workers", "ray_address"} <= set(nightly["parameter_openapi_schema"]["properties"])
+    assert deployments["train/on-demand"]["schedules"] == []
+    if "generate/weekly-eval" in deployments:
+        assert deployments["generate/weekly-eval"]["schedules"][0]["schedule"]["cron"] == "0 3 * * 0"
+    assert api(url, "GET", "/concurrency_limits/tag/gpu")["concurrency_limit"] == 1
+    assert api(url, "GET", "/work_pools/process")["type"] == "process"
+
+    nightly_run = [str(BIN / "prefect"), "deployment", "run", "preprocess/nightly", "--watch", "--watch-timeout", "600"]
+    with background(["make", "worker", f"PREFECT_PORT={port}"], env, tmp_path / "worker.log", ready="started"):
+        run(nightly_run, env, timeout=660)
+        runs = api(url, "POST", "/flow_runs/filter", {"deployments": {"id": {"any_": [nightly["id"]]}}})
+        assert [r["state_type"] for r in runs if r["state_type"] != "SCHEDULED"] == ["COMPLETED"]
+        assert len(list((work / "data" / "clips").glob("*.parquet"))) == 1
+
+        copy_videos(small_corpus, work / "incoming", [second])  # the next night: one new source
+        run(nightly_run, env, timeout=660)
+        assert len(list((work / "data" / "clips").glob("*.parquet"))) == 2
+        [summary] = api(url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["preprocess-summary"]}},
+                                                           "sort": "CREATED_DESC", "limit": 1})
+        assert "| 2 | 1 | 1 | 0 | 0 |" in summary["data"]  # sources, skipped, processed, rejected, lost
+
+        # pause the nightly schedule as the guide says; the API shows it inactive
+        listed = run([str(BIN / "prefect"), "deployment", "schedule", "ls", "preprocess/nightly", "--output", "json"], env)
+        schedule_id = json.loads(listed.stdout)[0]["id"]
+        run([str(BIN / "prefect"), "deployment", "schedule", "pause", "preprocess/nightly", schedule_id], env)
+        assert [s["active"] for s in api(url, "GET", f"/deployments/{nightly['id']}")["schedules"]] == [False]
+
+
+@pytest.mark.slow
+def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: Path, tmp_path: Path) -> None:
+    from imagineid.preprocessing import preprocess
+
+    preprocess([small_corpus / "videos"], tmp_path / "data", workers=1, progress=False)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = ops_env(tmp_path, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+    # A private Ray temp dir (short: socket paths are limited to ~107 bytes) keeps this head out of
+    # /tmp/ray/ray_current_cluster, which other Ray users on the machine would read.
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")
+    head = ["make", "ray-head", f"RAY_PORT={port}", f"RAY_CLIENT_PORT={free_port()}",
+            f"RAY_AGENT_PORT={free_port()}", f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}"]
+    try:
+        with background(head, env, tmp_path / "ray-head.log", ready="Ray runtime started"):
+            done = run([str(BIN / "imagineid"), "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                        "--stages", "identity", "--max-steps", "2", "--ray-address", address], env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert "Connecting to existing Ray cluster at address: " in done.stderr
+    assert (tmp_path / "run" / "identity" / "done.json").exists()
+
+
+@pytest.mark.slow
+def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(server, small_corpus: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    import ray
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import imagineid.preprocessing.run as preprocessing_run
+    from flows.preprocess import preprocess_flow
+
+    url, _, _ = server
+    once, poison, good = [p.name for p in sorted((small_corpus / "videos").glob("*.mp4"))[:3]]
+    copy_videos(small_corpus, tmp_path / "src", [once, poison, good])
+    marker = str(tmp_path / "killed-once")
+    extract_clip = preprocessing_run.extract_clip
+
+    def dies_in_worker(job, root, config):
+        """SIGKILL this Ray worker: always for `poison`, on the first attempt for `once`."""
+        name = job.source.path.name
+        if name == poison:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if name == once:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                os.kill(os.getpid(), signal.SIGKILL)
+            except FileExistsError:
+                pass
+        return extract_clip(job, root, config)
+
+    monkeypatch.setattr(preprocessing_run, "extract_clip", dies_in_worker)
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            summary = preprocess_flow(sources=[str(tmp_path / "src")], out=str(tmp_path / "d"), workers=2)
+    finally:
+        ray.shutdown()
+    assert Path(marker).exists()  # the first attempt of `once` was killed...
+    assert summary["processed"] == 2 and summary["lost"] == 1 and summary["rejected"] == 0  # ...and retried
+    artifacts = api(url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["preprocess-summary"]}},
+                                                      "sort": "CREATED_DESC", "limit": 1})
+    assert poison in artifacts[0]["data"] and "WorkerCrashedError" in artifacts[0]["data"]
+    assert once not in artifacts[0]["data"] and good not in artifacts[0]["data"]
+
+    monkeypatch.setattr(preprocessing_run, "extract_clip", extract_clip)  # the next run picks the lost clip up
+    with temporary_settings({PREFECT_API_URL: url}):
+        again = preprocess_flow(sources=[str(tmp_path / "src")], out=str(tmp_path / "d"), workers=1)
+    assert again["skipped"] == 2 and again["processed"] == 1
+
+
+@pytest.mark.slow
+def test_a_task_retries_a_transient_error_and_not_a_bad_input(server) -> None:
+    from prefect import flow, task
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.policy import RETRY_TRANSIENT
+
+    calls = []
+
+    @task(**RETRY_TRANSIENT)
+    def flaky(kind: str) -> str:
+        calls.append(kind)
+        if kind == "io" and calls.count(kind) == 1:
+            raise OSError(errno.EIO, "input/output error")
+        if kind == "bad":
+            raise ValueError("bad input")
+        return kind
+
+    @flow
+    def both() -> list[str]:
+        fast = flaky.with_options(retry_delay_seconds=0)
+        return [fast("io"), fast("bad", return_state=True).type.value]
+
+    with temporary_settings({PREFECT_API_URL: server[0]}):
+        assert both() == ["io", "FAILED"]
+    assert calls == ["io", "io", "bad"]
