@@ -246,7 +246,7 @@ def test_a_changed_source_replaces_its_clip(small_corpus: Path, tmp_path: Path) 
 def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, small_corpus: Path, tmp_path: Path) -> None:
     url, env, port = server
     work = tmp_path / "work"
-    first, second = [v.name for v in sorted((small_corpus / "videos").glob("*.mp4"))[:2]]
+    first, *others = [v.name for v in sorted((small_corpus / "videos").glob("*.mp4"))]
     copy_videos(small_corpus, work / "incoming", [first])
     existing = [name for name, path in DEPLOYMENTS.items() if (REPO / path).exists()]
     deploy = "--all"
@@ -278,18 +278,30 @@ def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, sm
         assert [r["state_type"] for r in runs if r["state_type"] != "SCHEDULED"] == ["COMPLETED"]
         assert len(list((work / "data" / "clips").glob("*.parquet"))) == 1
 
-        copy_videos(small_corpus, work / "incoming", [second])  # the next night: one new source
+        copy_videos(small_corpus, work / "incoming", others)  # the next night: new sources (Ray fan-out)
         run(nightly_run, env, timeout=660)
-        assert len(list((work / "data" / "clips").glob("*.parquet"))) == 2
+        assert len(list((work / "data" / "clips").glob("*.parquet"))) == 6
         [summary] = api(url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["preprocess-summary"]}},
                                                            "sort": "CREATED_DESC", "limit": 1})
-        assert "| 2 | 1 | 1 | 0 | 0 |" in summary["data"]  # sources, skipped, processed, rejected, lost
+        assert "| 6 | 1 | 5 | 0 | 0 |" in summary["data"]  # sources, skipped, processed, rejected, lost
 
-        # pause the nightly schedule as the guide says; the API shows it inactive
-        listed = run([str(BIN / "prefect"), "deployment", "schedule", "ls", "preprocess/nightly", "--output", "json"], env)
-        schedule_id = json.loads(listed.stdout)[0]["id"]
-        run([str(BIN / "prefect"), "deployment", "schedule", "pause", "preprocess/nightly", schedule_id], env)
-        assert [s["active"] for s in api(url, "GET", f"/deployments/{nightly['id']}")["schedules"]] == [False]
+        run([str(BIN / "prefect"), "deployment", "run", "train/on-demand", "--param", "stages=identity",
+             "--param", "max_steps=2", "--watch", "--watch-timeout", "600"], env, timeout=660)
+        assert (work / "runs" / "main" / "identity" / "done.json").exists()
+
+    # pause and resume schedules as the guide says; the API shows the result
+    schedule = [str(BIN / "prefect"), "deployment", "schedule"]
+
+    def active(deployment: str) -> list[bool]:
+        return [s["active"] for s in api(url, "GET", f"/deployments/{deployments[deployment]['id']}")["schedules"]]
+
+    schedule_id = json.loads(run([*schedule, "ls", "preprocess/nightly", "--output", "json"], env).stdout)[0]["id"]
+    run([*schedule, "pause", "preprocess/nightly", schedule_id], env)
+    assert active("preprocess/nightly") == [False]
+    run([*schedule, "resume", "preprocess/nightly", schedule_id], env)
+    assert active("preprocess/nightly") == [True]
+    run([*schedule, "pause", "--all"], env)
+    assert not any(flag for d in deployments for flag in active(d))
 
 
 @pytest.mark.slow
