@@ -252,61 +252,36 @@ def generate(
 @app.command()
 def evaluate(
     gen: Path = typer.Argument(..., help="Folder written by `imagineid generate`."),
-    data: Path = typer.Option(..., "--data", help="Dataset folder."),
-    report: Optional[Path] = typer.Option(None, help="HTML report path."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (identity retrieval, emotion map)."),
+    report: Optional[Path] = typer.Option(None, help="HTML report path (default: GEN/report.html)."),
+    every: int = typer.Option(1, min=1, help="Measure every N-th frame (faster on long videos)."),
 ) -> None:
-    """Metrics and an HTML report for generated videos."""
-    _not_built("evaluate", "issue 7")
+    """Metrics (GEN/metrics.json) and a self-contained HTML report for generated videos."""
+    from imagineid.evaluation.evaluate import evaluate as run_evaluate
+
+    report = report or gen / "report.html"
+    try:
+        metrics = run_evaluate(gen, data, report, every=every)
+    except ImagineIDError as err:
+        _fail(str(err))
+    _print_fields({k: v for k, v in metrics["summary"].items() if v is not None})
+    out_console.print(f"metrics → {gen / 'metrics.json'}\nreport → {report}")
 
 
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("work/demo"), help="Where the demo writes everything."),
-    quick: bool = typer.Option(False, help="Smaller corpus and shorter training."),
+    quick: bool = typer.Option(False, help="Smaller corpus and shorter training (about 10 min; low quality)."),
 ) -> None:
     """End to end on the embedded defaults: synth → preprocess → train → generate → evaluate."""
-    from imagineid.data.synth import SynthConfig, synthesize_corpus
-    from imagineid.data.synth_check import check_corpus
+    from imagineid.demo import run_demo
 
-    # Full: enough speakers to hold four out for validation; quick: the smallest corpus that still runs every stage.
-    config = SynthConfig(speakers=4, clips_per_speaker=2) if quick else SynthConfig(speakers=16, clips_per_speaker=4)
-    corpus = workdir / "synth"
     try:
-        summary = synthesize_corpus(corpus, config)
-        check = check_corpus(corpus)
+        result = run_demo(workdir, quick, say=lambda text: out_console.print(f"[green]{text}[/]"))
     except ImagineIDError as err:
         _fail(str(err))
-    out_console.print(f"[green]demo 1/5 synth:[/] {summary.n_clips} clips of {summary.n_speakers} speakers → {corpus}")
-    _print_fields(check.as_dict())
-
-    from imagineid.preprocessing import PreprocessConfig
-    from imagineid.preprocessing import preprocess as run_preprocess
-
-    data = workdir / "data"
-    try:
-        pre = run_preprocess([corpus / "videos"], data, PreprocessConfig())
-    except ImagineIDError as err:
-        _fail(str(err))
-    out_console.print(
-        f"[green]demo 2/5 preprocess:[/] {pre.n_processed} processed, {pre.n_failed} rejected, "
-        f"{pre.n_skipped} already done → {data}"
-    )
-
-    from imagineid.training.config import TrainConfig
-    from imagineid.training.run import train as run_train
-
-    run = workdir / "run"
-    try:
-        results = run_train(data, run, "identity,content,emotion", TrainConfig(max_steps=150 if quick else None))
-    except ImagineIDError as err:
-        _fail(str(err))
-    out_console.print(f"[green]demo 3/5 train (disentangler):[/] → {run}")
-    for stage, metrics in results.items():
-        _print_fields({f"{stage}.{k}": v for k, v in metrics.items() if not k.startswith("train_") and k != "skipped"})
-    out_console.print(
-        "[yellow]demo: the frame generator trains with `imagineid train DATA --out RUN --stages ldm,adapters` "
-        "(about 30 min, not yet part of the demo: issue 5); generate and evaluate are not built yet (issues 6-7).[/]"
-    )
+    _print_fields({k: v for k, v in result["metrics"].items() if v is not None})
+    out_console.print(f"report → {result['report']}")
 
 
 if __name__ == "__main__":

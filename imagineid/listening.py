@@ -74,32 +74,40 @@ class Listener:
             "age": dict(zip(AGE_GROUPS, ident.age_logits.softmax(-1)[0].tolist())),
             "emotion": None,
             "embedding": ident.embedding[0].cpu().numpy(),
+            "emotion_embedding": None,
         }
         if self.emotion is not None:
             content = self.content(mel, ident.shape).features
             out = self.emotion(mel, ident.features, content)
             result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
+            result["emotion_embedding"] = out.embedding[0].cpu().numpy()
         return result
 
 
-def _dataset_index(listener: Listener, data: Path) -> tuple[list[dict], np.ndarray]:
-    """Identity embeddings of every dataset clip, streamed clip by clip."""
+def dataset_embeddings(listener: Listener, data: Path) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
+    """Per dataset clip, streamed clip by clip: (rows with clip_id / speaker / labels, identity embeddings
+    (N, E), emotion embeddings (N, E') or None without an emotion stage)."""
     from imagineid.data.store import Store
 
     ids = Store(data).read_table("clips", ["clip_id"])["clip_id"].to_pylist()
-    rows, embeddings = [], []
+    rows, identity, emotion = [], [], []
     for sample in iter_clips(data, ids):
         rows.append({"clip_id": sample.clip_id, "speaker_id": sample.speaker_id,
-                     "gender": GENDERS[sample.gender] if sample.gender >= 0 else None})
-        embeddings.append(listener.hear(sample.mel)["embedding"])
-    return rows, np.stack(embeddings) if embeddings else np.zeros((0, 1))
+                     "gender": GENDERS[sample.gender] if sample.gender >= 0 else None,
+                     "emotion": EMOTIONS[sample.emotion] if sample.emotion >= 0 else None})
+        heard = listener.hear(sample.mel)
+        identity.append(heard["embedding"])
+        emotion.append(heard["emotion_embedding"])
+    has_emotion = bool(emotion) and emotion[0] is not None
+    return (rows, np.stack(identity) if identity else np.zeros((0, 1)),
+            np.stack(emotion) if has_emotion else None)
 
 
 def listen(run: str | Path, audio: Sequence[str | Path], retrieve: str | Path | None = None,
            top_k: int = 5) -> Iterator[dict]:
     """One result dict per audio file (keys: audio, gender, age, emotion, retrieved, error)."""
     listener = Listener.load(run)
-    index = _dataset_index(listener, Path(retrieve)) if retrieve else None
+    index = dataset_embeddings(listener, Path(retrieve))[:2] if retrieve else None
     for path in discover_audio(audio):
         entry = {"audio": str(path), "gender": None, "age": None, "emotion": None, "retrieved": None, "error": None}
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imagineid.audio.features import check_audio, log_mel
+from imagineid.data.parquet_io import write_json_atomic
 from imagineid.data.labels import EMOTIONS
 from imagineid.errors import ImagineIDError
 from imagineid.generation.conditions import ClipPlan, Planner
@@ -137,7 +138,7 @@ def plan_sources(audio: Sequence[str | Path], folder: GenFolder, seeds: int,
     swap = {k: Path(v).stem if v else None for k, v in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from))}
     sources, skipped = [], 0
     for path in paths:
-        source = Source(str(path), stem_of[path], [])
+        source = Source(str(path.resolve()), stem_of[path], [])  # absolute: Ray workers may run elsewhere
         for seed in range(seeds):
             key = video_key(source.stem, seed, swap["identity"], swap["emotion"])
             if folder.is_finished(key):
@@ -155,6 +156,7 @@ def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg:
              progress: bool = True) -> dict:
     """Generate every (audio, seed) not yet finished in OUT; → a summary (counts, index path, seconds)."""
     run, out = Path(run), Path(out)
+    cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("identity_from", "emotion_from") if (v := getattr(cfg, k))})
     start = time.perf_counter()
     load_pipeline(run, torch.device("cpu"))  # fail fast, before any work, if the run is incomplete
     with GenFolder(out) as folder:
@@ -168,6 +170,7 @@ def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg:
         else:
             counts = generate_shard(run, sources, out, cfg, progress)
         index = folder.write_index()
+        write_json_atomic(out / "generate.json", {"run": str(run.resolve()), "config": asdict(cfg)})
     return {**counts, "skipped": skipped, "index": str(index), "videos": str(folder.videos),
             "seconds": round(time.perf_counter() - start, 2), "config": asdict(cfg)}
 

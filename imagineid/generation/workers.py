@@ -29,14 +29,17 @@ def generate_on_ray(run: Path, sources: Sequence[Source], out: Path, cfg: Genera
                     ray_address: str | None, num_gpus: float, progress: bool) -> dict:
     import ray
 
-    from imagineid.parallel import init_ray
+    from imagineid.parallel import cluster_gpus, init_ray
 
     init_ray(address=ray_address)
-    gpus = int(ray.cluster_resources().get("GPU", 0.0)) if num_gpus > 0 else 0
+    per_worker = cluster_gpus(1.0) if num_gpus > 0 else 0.0
+    gpus = int(ray.cluster_resources().get("GPU", 0.0)) if per_worker else 0
     shards = shard(sources, max(1, gpus))
-    actor = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=1, max_task_retries=1)(GenerationWorker)
+    actor = ray.remote(num_cpus=1, num_gpus=per_worker, max_restarts=1, max_task_retries=1)(GenerationWorker)
     workers = [actor.remote() for _ in shards]
-    refs = [w.run.remote(str(run), s, str(out), cfg) for w, s in zip(workers, shards)]
+    # absolute paths: workers on a joined cluster do not share the caller's working folder
+    run_dir, out_dir = str(Path(run).resolve()), str(Path(out).resolve())
+    refs = [w.run.remote(run_dir, s, out_dir, cfg) for w, s in zip(workers, shards)]
     total = sum(len(s.seeds) for s in sources)
     records = Path(out) / "records"
     start = time.time()

@@ -1,0 +1,139 @@
+"""Generation throughput and memory in one run; prints JSON (issue 6).
+
+    .venv/bin/python benchmarks/generate.py RUN AUDIO_DIR [--clips 16] [--seconds 1] [--steps 10]
+
+- frames/s and peak RSS of the per-clip loop (B = 1) and continuous batching (B = 16) over the same
+  work: `--clips` audio files cut to `--seconds` each, one seed; each setting in its own process so
+  peak RSS is its own;
+- the UNet's achieved FLOP/s (FLOPs counted by torch's FlopCounterMode) during B = 16 generation and
+  in isolation, as fractions of a measured fp32 matmul peak on this machine;
+- peak RSS generating one 60 s audio vs one 10 s audio (bounded memory for long audio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imagineid.listening import discover_audio
+from imagineid.media import load_audio, write_audio
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def unet_flops(run: Path, batch: int) -> tuple[float, float]:
+    """→ (FLOPs of one UNet call at `batch` samples, its isolated FLOP/s)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from imagineid.generation.run import load_pipeline
+
+    pipe = load_pipeline(run, torch.device("cpu"))
+    size = pipe.vae.config.sample_size // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    latents = torch.randn(batch, pipe.unet.config.in_channels, size, size)
+    text = torch.randn(batch, 16, pipe.text_encoder.config.hidden_size)
+    feats = pipe.spatial_adapter(torch.zeros(batch, 3, pipe.vae.config.sample_size, pipe.vae.config.sample_size))
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            pipe.unet(latents, 10, encoder_hidden_states=text, down_intrablock_additional_residuals=[f.clone() for f in feats])
+        flops = counter.get_total_flops()
+        start, calls = time.perf_counter(), 20
+        for _ in range(calls):
+            pipe.unet(latents, 10, encoder_hidden_states=text, down_intrablock_additional_residuals=[f.clone() for f in feats])
+    return float(flops), flops * calls / (time.perf_counter() - start)
+
+
+def one_setting(run: str, audio: list[str], out: str, batch: int, steps: int) -> dict:
+    """Runs in a child process: one generate job, its frames/s and peak RSS."""
+    from imagineid.generation.run import GenerateConfig, generate
+
+    start = time.perf_counter()
+    summary = generate(run, audio, out, GenerateConfig(batch_size=batch, steps=steps), use_ray=False, progress=False)
+    seconds = time.perf_counter() - start
+    return {"frames": summary["generated_frames"], "seconds": round(seconds, 2), "ok": summary["ok"],
+            "frames_per_s": round(summary["generated_frames"] / seconds, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def child(run: Path, audio: list[Path], out: Path, batch: int, steps: int) -> dict:
+    cmd = [sys.executable, __file__, str(run), "--child", str(out), "--batch", str(batch), "--steps", str(steps),
+           "--files", *map(str, audio)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cut_audio(sources: list[Path], folder: Path, seconds: float, count: int) -> list[Path]:
+    """`count` files of `seconds` each, looping the source speech."""
+    folder.mkdir(parents=True, exist_ok=True)
+    speech = np.concatenate([load_audio(p) for p in sources[: max(count, 4)]])
+    n = int(seconds * 16000)
+    out = []
+    for k in range(count):
+        start = (k * 7919) % max(1, len(speech) - 1)
+        clip = np.resize(np.roll(speech, -start), n)
+        out.append(folder / f"bench{k:03d}.wav")
+        write_audio(out[-1], clip)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("audio", type=Path, nargs="?")
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--child", type=Path)
+    parser.add_argument("--files", nargs="*")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    if args.child:
+        print(json.dumps(one_setting(str(args.run), args.files, str(args.child), args.batch, args.steps)))
+        return
+    sources = discover_audio([args.audio])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        work = cut_audio(sources, tmp / "work", args.seconds, args.clips)
+        report = {"benchmark": "generate", "clips": args.clips, "seconds_per_clip": args.seconds, "steps": args.steps,
+                  "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
+        per_clip = child(args.run, work, tmp / "b1", 1, args.steps)
+        batched = child(args.run, work, tmp / "bB", args.batch, args.steps)
+        report["per_clip_loop"] = per_clip
+        report[f"continuous_batching_b{args.batch}"] = batched
+        report["speedup"] = round(batched["frames_per_s"] / per_clip["frames_per_s"], 2)
+        flops_per_call, isolated = unet_flops(args.run, 2 * args.batch)  # classifier-free guidance doubles it
+        calls = (batched["frames"] / args.batch) * args.steps  # ticks × steps, batches not always full
+        peak = matmul_peak()
+        report["matmul_peak_gflops"] = round(peak / 1e9, 1)
+        report["unet_gflops_per_call"] = round(flops_per_call / 1e9, 3)
+        report["unet_gflops_per_s_during_generation"] = round(flops_per_call * calls / batched["seconds"] / 1e9, 2)
+        report["unet_fraction_of_peak_during_generation"] = round(flops_per_call * calls / batched["seconds"] / peak, 4)
+        report["unet_fraction_of_peak_isolated"] = round(isolated / peak, 4)
+        if not args.skip_memory:
+            long, short = cut_audio(sources, tmp / "long", 60.0, 1)[0], cut_audio(sources, tmp / "short", 10.0, 1)[0]
+            mem_long = child(args.run, [long], tmp / "g60", args.batch, 2)
+            mem_short = child(args.run, [short], tmp / "g10", args.batch, 2)
+            report["memory"] = {"audio_60s": mem_long, "audio_10s": mem_short,
+                                "peak_rss_ratio_60s_over_10s": round(mem_long["peak_rss_mb"] / mem_short["peak_rss_mb"], 3)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

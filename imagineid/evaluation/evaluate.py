@@ -1,0 +1,120 @@
+"""The evaluate job: GEN (videos + index) → GEN/metrics.json + an HTML report (issue 7).
+
+    metrics = evaluate(GEN, DATA, report=GEN / "report.html")
+
+Per video: `video_metrics`; per audio: diversity = mean pairwise descriptor distance of frame 1 across
+seeds; where synthetic ground truth exists next to the audio (`<corpus>/metadata.parquet` of
+`imagineid synth`): landmark distance to the true face after a per-frame similarity alignment (shape
+and mouth, not pose), and whether the predicted gender / emotion match. LSE-C / LSE-D (SyncNet) and
+FID / FVD (Inception / I3D) need weights this project never downloads: they are reported as skipped
+with the reason. Aggregates are NaN-aware means over videos. The numbers are deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from imagineid.data.parquet_io import write_json_atomic
+from imagineid.errors import ImagineIDError
+from imagineid.evaluation.video_metrics import VideoFaces, detect_video, read_audio, video_metrics
+from imagineid.face import landmarks68 as lm
+from imagineid.face.dlib_backend import DlibLandmarker
+
+SKIPPED = {
+    "lse_c": "skipped: needs SyncNet weights (syncnet_v2.model); none given and nothing is downloaded",
+    "lse_d": "skipped: needs SyncNet weights (syncnet_v2.model); none given and nothing is downloaded",
+    "fid": "skipped: needs Inception-v3 FID weights (pt_inception-2015-12-05); none given and nothing is downloaded",
+    "fvd": "skipped: needs I3D weights (i3d_torchscript.pt); none given and nothing is downloaded",
+}
+AGGREGATED = ("face_detection_rate", "identity_distance_to_frame1", "lipsync_audio_r", "lipsync_audio_best_r",
+              "lipsync_mesh_r", "lipsync_mesh_best_r", "background_psnr_db", "landmark_jitter",
+              "truth_landmark_distance", "gender_agrees", "emotion_agrees")
+
+
+def _similarity_residual(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean point distance after aligning b onto a by a similarity transform, / a's face width."""
+    za, zb = a[:, 0] + 1j * a[:, 1], b[:, 0] + 1j * b[:, 1]
+    za, zb = za - za.mean(), zb - zb.mean()
+    scale = (np.conj(zb) @ za) / (np.conj(zb) @ zb)
+    return float(np.abs(za - scale * zb).mean() / lm.face_width(a))
+
+
+def ground_truth(audio: str) -> dict | None:
+    """The synth metadata row of an audio file inside a synthetic corpus (…/videos/<clip>.mp4), if any."""
+    path = Path(audio)
+    meta = path.parent.parent / "metadata.parquet"
+    if not meta.exists():
+        return None
+    rows = pq.read_table(meta, columns=["video", "gender", "emotion", "landmarks"]).to_pylist()
+    name = f"{path.parent.name}/{path.name}"
+    return next((r for r in rows if r["video"] == name), None)
+
+
+def truth_metrics(faces: VideoFaces, row: dict, truth: dict, every: int) -> dict:
+    out = {"gender_agrees": float(row["predicted_gender"] == truth["gender"]) if row["predicted_gender"] else float("nan"),
+           "emotion_agrees": float(row["predicted_emotion"] == truth["emotion"]) if row["predicted_emotion"] else float("nan")}
+    true_points = [np.asarray(p, np.float64).reshape(68, 2) for p in truth["landmarks"]][::every]
+    residuals = [_similarity_residual(t, g) for g, t in zip(faces.landmarks, true_points) if g is not None]
+    out["truth_landmark_distance"] = float(np.mean(residuals)) if residuals else float("nan")
+    return out
+
+
+def _nanmean(values: list[float]) -> float | None:
+    v = np.asarray([x for x in values if x is not None], np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else None
+
+
+def _clean(value):
+    """JSON-safe: NaN → None (json.dumps would write NaN, which is not JSON)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def evaluate(gen: str | Path, data: str | Path, report: str | Path | None = None, every: int = 1,
+             progress: bool = True) -> dict:
+    """Measure every generated video; write GEN/metrics.json and the HTML report; → the metrics."""
+    gen, data = Path(gen), Path(data)
+    if not (gen / "index.parquet").exists():
+        raise ImagineIDError(f"{gen} has no index.parquet; run `imagineid generate RUN AUDIO --out {gen}` first")
+    rows = [r for r in pq.read_table(gen / "index.parquet").to_pylist() if r["status"] == "ok"]
+    if not rows:
+        raise ImagineIDError(f"{gen}/index.parquet lists no finished video to evaluate")
+    landmarker = DlibLandmarker(upsample=1)
+    videos, first_descriptors, samples = [], {}, {}
+    for row in tqdm(sorted(rows, key=lambda r: r["key"]), desc="evaluate", unit="video", disable=not progress):
+        faces = detect_video(gen / row["video"], landmarker, every)
+        metrics = video_metrics(faces, read_audio(gen / row["video"]), row["mesh_mouth_opening"], every)
+        truth = ground_truth(row["audio"])
+        if truth is not None:
+            metrics.update(truth_metrics(faces, row, truth, every))
+        videos.append({"key": row["key"], "audio": row["audio"], "seed": row["seed"], "video": row["video"],
+                       "frames": row["frames"], "predicted_gender": row["predicted_gender"],
+                       "predicted_emotion": row["predicted_emotion"], **metrics})
+        descriptor = next((d for d in faces.descriptors if d is not None), None)
+        if descriptor is not None:
+            first_descriptors.setdefault(row["audio"], []).append(descriptor)
+        samples[row["key"]] = faces.frames[:: max(1, len(faces.frames) // 8)][:8]
+    diversity = [float(np.linalg.norm(a - b)) for ds in first_descriptors.values() for a, b in itertools.combinations(ds, 2)]
+    summary = {name: _nanmean([v.get(name) for v in videos]) for name in AGGREGATED}
+    summary["seed_diversity"] = float(np.mean(diversity)) if diversity else None
+    summary["videos"] = len(videos)
+    summary["failed_in_index"] = pq.read_table(gen / "index.parquet", columns=["status"]).to_pylist().count({"status": "failed"})
+    metrics = _clean({"summary": summary, "skipped": SKIPPED, "every": every, "videos": videos})
+    write_json_atomic(gen / "metrics.json", metrics)
+    if report is not None:
+        from imagineid.evaluation.report import write_report
+
+        write_report(Path(report), metrics, samples, gen, data)
+    return metrics
