@@ -224,6 +224,7 @@ def generate(
     identity_from: Optional[Path] = typer.Option(None, help="Factor swap: identity from this audio."),
     content_from: Optional[Path] = typer.Option(None, help="Factor swap: content (mouth, sound track) from this audio."),
     emotion_from: Optional[Path] = typer.Option(None, help="Factor swap: emotion from this audio."),
+    first_frame_retries: int = typer.Option(7, min=0, help="Redraw frame 1 while dlib finds no face (0 = off)."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),
 ) -> None:
@@ -235,6 +236,7 @@ def generate(
     if not sources:
         _fail("give AUDIO files or folders (or --content-from)")
     cfg = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance,
+                         first_frame_retries=first_frame_retries,
                          identity_from=str(identity_from) if identity_from else None,
                          emotion_from=str(emotion_from) if emotion_from else None)
     try:

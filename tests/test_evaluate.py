@@ -24,7 +24,7 @@ def generated(trained_run: Path, small_corpus: Path, tmp_path_factory) -> Path:
     """Two synthetic clips (ground truth next to them) × 2 seeds."""
     gen = tmp_path_factory.mktemp("gen")
     videos = sorted((small_corpus / "videos").glob("*.mp4"))[:2]
-    summary = generate(trained_run, videos, gen, GenerateConfig(seeds=2, steps=2, batch_size=4), use_ray=False,
+    summary = generate(trained_run, videos, gen, GenerateConfig(seeds=2, steps=2, batch_size=4, first_frame_retries=0), use_ray=False,
                        progress=False)
     assert summary["ok"] == 4
     return gen

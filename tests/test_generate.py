@@ -111,7 +111,7 @@ def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained
 def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: Path, speech: dict, tmp_path: Path) -> None:
     good = [speech[k] for k in ("wav0", "wav1", "stereo44k.mp3", "mono22k.m4a")]
     gen = tmp_path / "gen"
-    cfg = GenerateConfig(seeds=2, batch_size=4, steps=2)
+    cfg = GenerateConfig(seeds=2, batch_size=4, steps=2, first_frame_retries=2)
     summary = generate(trained_run, [*good, speech["bad"]], gen, cfg, use_ray=False, progress=False)
     assert summary["ok"] == 8 and summary["failed"] == 6 and summary["skipped"] == 0
     index = pq.read_table(gen / "index.parquet").to_pylist()
@@ -124,6 +124,8 @@ def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: 
         assert count_frames(video) == row["frames"] and abs(row["frames"] - duration * 25) <= 1
         assert Path(row["video"]).name == f"{Path(row['audio']).stem}__seed{row['seed']}.mp4"
         assert len(row["mesh_mouth_opening"]) == row["frames"]
+        # a 3-step model draws no detectable face: frame 1 is redrawn twice, then kept
+        assert row["first_frame_attempts"] == 3
     errors = {Path(r["audio"]).name: r["error"] for r in index if r["status"] == "failed"}
     assert set(errors) == {"silence.wav", "short.wav", "notes.wav"}
     assert "silent" in errors["silence.wav"] and "too short" in errors["short.wav"]
@@ -136,7 +138,7 @@ def test_factor_swap_takes_each_factor_from_its_audio(trained_run: Path, speech:
     planner, plan_a = _plan(trained_run, speech["wav0"])
     _, plan_b = _plan(trained_run, speech["wav1"])
     _, plan_c = _plan(trained_run, speech["wav2"])
-    cfg = GenerateConfig(steps=1, identity_from=str(speech["wav0"]), emotion_from=str(speech["wav2"]))
+    cfg = GenerateConfig(steps=1, first_frame_retries=0, identity_from=str(speech["wav0"]), emotion_from=str(speech["wav2"]))
     summary = generate(trained_run, [speech["wav1"]], tmp_path / "gen", cfg, use_ray=False, progress=False)
     assert summary["ok"] == 1
     row = pq.read_table(tmp_path / "gen" / "index.parquet").to_pylist()[0]
@@ -155,7 +157,7 @@ def test_sigkill_then_rerun_gives_every_video_exactly_once(trained_run: Path, sp
     gen = tmp_path / "gen"
     audio = [str(speech[k]) for k in ("wav0", "wav1", "wav2")]
     cmd = [sys.executable, "-m", "imagineid.cli", "generate", str(trained_run), *audio, "--out", str(gen),
-           "--seeds", "2", "--batch-size", "2", "--steps", "2", "--no-ray"]
+           "--seeds", "2", "--batch-size", "2", "--steps", "2", "--first-frame-retries", "0", "--no-ray"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list((gen / "records").glob("*.json")):

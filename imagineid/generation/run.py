@@ -12,7 +12,7 @@ CPU-only machine one local worker (or none: `use_ray=False`) does it all.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -45,6 +45,7 @@ class GenerateConfig:
     identity_from: str | None = None  # factor swap: identity of every video from this audio
     emotion_from: str | None = None  # factor swap: emotion of every video from this audio
     crf: int = 18  # libx264 quality of the output videos
+    first_frame_retries: int = 7  # redraw frame 1 (next noise of the same seed) while dlib finds no face; 0 = off
 
 
 @dataclass
@@ -93,6 +94,16 @@ def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: G
             yield Job(key=key, seed=seed, plan=plan, open_sink=open_sink, info={"source": source})
 
 
+def face_found() -> Callable[[np.ndarray], bool]:
+    """dlib's HOG detector on the frame upscaled to 256 px: the frame-1 acceptance test."""
+    import cv2
+
+    from imagineid.face.dlib_backend import DlibLandmarker
+
+    landmarker = DlibLandmarker(upsample=1)
+    return lambda frame: bool(landmarker.detect(cv2.resize(frame, (256, 256), interpolation=cv2.INTER_CUBIC)))
+
+
 def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPipeline:
     if not (run / "pipeline" / "model_index.json").exists():
         raise ImagineIDError(f"{run} has no trained frame generator (RUN/pipeline); train it with "
@@ -110,15 +121,17 @@ def generate_shard(run: str | Path, sources: Sequence[Source], out: str | Path, 
     planner = Planner.load(run, size=pipe.vae.config.sample_size)
     swap_mels = {name: _mel(path)[1] for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from))
                  if path}
-    batcher = ContinuousBatcher(pipe, cfg.batch_size, cfg.steps, cfg.guidance)
+    batcher = ContinuousBatcher(pipe, cfg.batch_size, cfg.steps, cfg.guidance, accept_first=face_found(),
+                                first_frame_retries=cfg.first_frame_retries)
     counts = {"ok": 0, "failed": 0, "frames": 0}
     total = sum(len(s.seeds) for s in sources)
     start = time.perf_counter()
     with tqdm(total=total, desc="generate", unit="video", disable=not progress) as bar:
         for result in batcher.run(_jobs(sources, planner, folder, cfg, swap_mels)):
             source = result.job.info["source"]
-            folder.record(_record(source, result.job.seed, result.job.key, cfg, result.job.plan,
-                                  result.frames if result.error is None else 0, result.error))
+            folder.record({**_record(source, result.job.seed, result.job.key, cfg, result.job.plan,
+                                     result.frames if result.error is None else 0, result.error),
+                           "first_frame_attempts": result.first_frame_attempts})
             counts["ok" if result.error is None else "failed"] += 1
             counts["frames"] += result.frames if result.error is None else 0
             bar.update(1)

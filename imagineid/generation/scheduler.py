@@ -9,7 +9,10 @@ queue runs dry. B = 1 is the plain per-clip loop.
 
 Each clip draws its initial noise once from its own seeded generator and reuses it for every frame:
 results do not depend on which clips share a batch, and a still noise pattern keeps texture from
-flickering between frames.
+flickering between frames. Frame 1 decides the whole video (later frames copy its appearance), so an
+optional `accept_first(frame) -> bool` (e.g. "a face detector finds a face") can reject it: the clip
+then draws its next noise from the same generator and stays at frame 1 for another tick, at most
+`first_frame_retries` times; still deterministic per seed.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ class _Slot:
     sink: FrameSink
     noise: torch.Tensor  # (1, 4, h, w)
     prompt: torch.Tensor  # (1, L, D)
+    generator: torch.Generator | None = None  # the clip's own noise source
     t: int = 0
+    attempts: int = 0  # frame-1 candidates tried
     first: torch.Tensor | None = None  # (3, S, S) frame 1, in [-1, 1]
     previous: torch.Tensor | None = None  # (3, S, S)
     previous_mouth: torch.Tensor | None = None  # (1, S, S) bool
@@ -61,6 +66,7 @@ class JobResult:
     job: Job
     frames: int
     error: str | None = None
+    first_frame_attempts: int = 1
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -71,10 +77,12 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 class ContinuousBatcher:
     """Runs jobs through the pipeline B clips at a time; yields a `JobResult` as each clip finishes."""
 
-    def __init__(self, pipe: ImagineIDPipeline, batch_size: int = 8, steps: int = 20, guidance: float = 2.0) -> None:
+    def __init__(self, pipe: ImagineIDPipeline, batch_size: int = 8, steps: int = 20, guidance: float = 2.0,
+                 accept_first: Callable[[np.ndarray], bool] | None = None, first_frame_retries: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.pipe, self.batch_size, self.steps, self.guidance = pipe, batch_size, steps, guidance
+        self.accept_first, self.first_frame_retries = accept_first, first_frame_retries
         self.device = pipe.unet.device
         self.frames_done = 0  # frames generated (all clips)
         self.ticks = 0  # pipeline calls: one per frame of the longest chain of clips through a slot
@@ -83,12 +91,13 @@ class ContinuousBatcher:
         size = job.plan.size
         factor = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
         latent_shape = (1, self.pipe.unet.config.in_channels, size // factor, size // factor)
-        noise = torch.randn(latent_shape, generator=torch.Generator().manual_seed(job.seed))
+        generator = torch.Generator().manual_seed(job.seed)
+        noise = torch.randn(latent_shape, generator=generator)
         identity = torch.from_numpy(job.plan.identity)[None].to(self.device)
         emotion = torch.from_numpy(job.plan.emotion)[None].to(self.device)
         with torch.no_grad():
             prompt = self.pipe.prompt_embeddings(identity, emotion)  # (1, L, D)
-        return _Slot(job=job, sink=job.open_sink(), noise=noise, prompt=prompt)
+        return _Slot(job=job, sink=job.open_sink(), noise=noise, prompt=prompt, generator=generator)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -116,6 +125,7 @@ class ContinuousBatcher:
             ).float()
         for slot, frame, mouth in zip(slots, frames, mouths):
             if slot.t == 0:
+                slot.attempts += 1
                 slot.first = frame
             slot.previous = frame
             slot.previous_mouth = torch.from_numpy(mouth)[None].to(dev)
@@ -154,12 +164,16 @@ class ContinuousBatcher:
 
     def _advance(self, slot: _Slot, image: np.ndarray) -> JobResult | None:
         """Write the frame; → a result when the clip is finished (or its writer failed)."""
+        if (slot.t == 0 and self.accept_first is not None and slot.attempts <= self.first_frame_retries
+                and not self.accept_first(image)):
+            slot.noise = torch.randn(slot.noise.shape, generator=slot.generator)  # next candidate, same tick count
+            return None
         try:
             slot.sink.write(image)
             slot.t += 1
             if slot.t < slot.job.plan.n_frames:
                 return None
-            return JobResult(slot.job, slot.sink.close())
+            return JobResult(slot.job, slot.sink.close(), first_frame_attempts=slot.attempts)
         except Exception as err:  # noqa: BLE001 - a failing writer loses this clip only
             slot.sink.abort()
             return JobResult(slot.job, slot.t, f"{type(err).__name__}: {err}")
