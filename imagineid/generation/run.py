@@ -34,6 +34,7 @@ from imagineid.training.loop import pick_device
 
 SAMPLE_RATE = 16000
 FPS = 25
+FRAME1_MIN_SCORE = 0.3  # dlib HOG detection score a frame 1 must reach to be kept
 
 
 @dataclass
@@ -94,14 +95,20 @@ def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: G
             yield Job(key=key, seed=seed, plan=plan, open_sink=open_sink, info={"source": source})
 
 
-def face_found() -> Callable[[np.ndarray], bool]:
-    """dlib's HOG detector on the frame upscaled to 256 px: the frame-1 acceptance test."""
+def face_found(min_score: float = FRAME1_MIN_SCORE) -> Callable[[np.ndarray], bool]:
+    """The frame-1 acceptance test: dlib's HOG detector on the frame upscaled to 256 px, with a margin
+    (a face found at score ≈ 0 tends to dissolve in the frames that copy it, and H.264 costs a little)."""
     import cv2
 
     from imagineid.face.dlib_backend import DlibLandmarker
 
     landmarker = DlibLandmarker(upsample=1)
-    return lambda frame: bool(landmarker.detect(cv2.resize(frame, (256, 256), interpolation=cv2.INTER_CUBIC)))
+
+    def accept(frame: np.ndarray) -> bool:
+        boxes = landmarker.detect(cv2.resize(frame, (256, 256), interpolation=cv2.INTER_CUBIC))
+        return bool(boxes) and boxes[0].score >= min_score
+
+    return accept
 
 
 def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPipeline:
