@@ -59,6 +59,7 @@ def invariant_metrics(pipe: ImagineIDPipeline, batch: dict, mesh_opening: np.nda
     outside = (batch["blend_mask"] < 0.01).float()  # strictly outside the dilated face mask
     return {
         "face_detection_rate": sum(g is not None for g in generated) / len(generated),
+        "face_detection_rate_true_frames": sum(t is not None for t in truth) / len(truth),  # dlib's ceiling at this size
         "descriptor_distance_to_truth": float(np.mean(distances)) if distances else float("nan"),
         "background_psnr_db": psnr(frames, batch["reference"], outside),
         "mouth_opening_correlation": float(np.corrcoef(*zip(*opened))[0, 1]) if len(opened) > 2 else float("nan"),
