@@ -22,16 +22,17 @@ def test_help_lists_the_contract_commands() -> None:
 
 
 @pytest.mark.parametrize(
-    "args, issue",
+    "args, reason",
     [
-        (("generate", "r", "a.wav", "--out", "g"), "issue 6"),
-        (("evaluate", "g", "--data", "d"), "issue 7"),
+        (("generate", "no_run", "a.wav", "--out", "g", "--no-ray"), "has no trained frame generator"),
+        (("evaluate", "no_gen", "--data", "d"), "has no index.parquet"),
     ],
 )
-def test_unbuilt_commands_say_so_and_exit_non_zero(args: tuple[str, ...], issue: str) -> None:
-    result = imagineid(*args)
-    assert result.returncode == 2
-    assert "not built yet" in result.stderr and issue in result.stderr
+def test_nothing_to_do_gives_one_line_and_a_non_zero_exit(tmp_path, args: tuple[str, ...], reason: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 1
+    assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_synth_writes_a_corpus_and_prints_a_summary(tmp_path) -> None:
