@@ -1,6 +1,6 @@
 """Prefect flow `generate`: audio corpora → talking-face videos + GEN/index.parquet (DESIGN §6).
 
-    python -m flows.generate            # work/demo/run + work/demo/synth_heldout/audio → work/demo/gen
+    python -m flows.generate            # work/demo/run + work/demo/synth_heldout/videos → work/demo/gen
 
 Deployed as `generate/weekly-eval` (prefect.yaml): each week, the evaluation audio set is generated
 again with the newest run; finished videos are skipped.
@@ -45,4 +45,4 @@ def generate_flow(run: str, audio: list[str], out: str, seeds: int = 1, batch_si
 
 
 if __name__ == "__main__":
-    generate_flow(run="work/demo/run", audio=["work/demo/synth_heldout/audio"], out="work/demo/gen")
+    generate_flow(run="work/demo/run", audio=["work/demo/synth_heldout/videos"], out="work/demo/gen")
