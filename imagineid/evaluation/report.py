@@ -101,6 +101,7 @@ def listener_sections(gen: Path, data: Path, videos: list[dict]) -> str:
     from imagineid.data.store import Store
     from imagineid.listening import Listener, dataset_embeddings
     from imagineid.media import iter_frames, load_audio
+    from imagineid.training.metrics import pca_2d
 
     listener = Listener.load(run)
     rows, identity, emotion = dataset_embeddings(listener, data)
@@ -119,15 +120,14 @@ def listener_sections(gen: Path, data: Path, videos: list[dict]) -> str:
             cells.append(f"<td><img src='{png(crop)}' width=96><br>{_fmt(rows[i]['speaker_id'])} ({_fmt(rows[i]['gender'])})</td>")
         parts.append(f"<p>{html.escape(Path(audio).name)}</p><table><tr>{''.join(cells)}</tr></table>")
     if emotion is not None and len(emotion) >= 3:
-        mean = emotion.mean(0)
-        _, _, vt = np.linalg.svd(emotion - mean, full_matrices=False)
-        xy = (emotion - mean) @ vt[:2].T
+        project = pca_2d(emotion)
+        xy = project(emotion)  # (N, 2)
         fig, ax = plt.subplots(figsize=(6, 5))
         labels = [r["emotion"] or "unknown" for r in rows]
         for label in sorted(set(labels)):
             k = [i for i, lab in enumerate(labels) if lab == label]
             ax.scatter(xy[k, 0], xy[k, 1], label=label, s=18)
-        gen_xy = np.stack([(heard[a]["emotion_embedding"] - mean) @ vt[:2].T for a in audios]) if audios else None
+        gen_xy = project(np.stack([heard[a]["emotion_embedding"] for a in audios])) if audios else None
         if gen_xy is not None:
             ax.scatter(gen_xy[:, 0], gen_xy[:, 1], marker="*", s=120, color="black", label="evaluated audio")
         ax.legend(fontsize=8)

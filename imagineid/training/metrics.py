@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,16 @@ def silhouette(embeddings: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def pca_2d(embeddings: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The 2-D PCA projection fitted on embeddings (N, E): points (..., E) → (..., 2). With fewer than
+    two components (one clip, or identical embeddings) the missing axes are zeros, not an error."""
+    mean = embeddings.mean(axis=0)
+    _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
+    basis = np.zeros((2, embeddings.shape[1]))
+    basis[: len(vt[:2])] = vt[:2]
+    return lambda points: (np.asarray(points) - mean) @ basis.T
+
+
 def plot_embeddings(embeddings: np.ndarray, labels: np.ndarray, names: tuple[str, ...], path: Path, title: str) -> Path:
     """2-D PCA scatter of embeddings coloured by label, saved as PNG."""
     import matplotlib
@@ -67,9 +79,7 @@ def plot_embeddings(embeddings: np.ndarray, labels: np.ndarray, names: tuple[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    centred = embeddings - embeddings.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    xy = centred @ vt[:2].T  # (N, 2)
+    xy = pca_2d(embeddings)(embeddings)  # (N, 2)
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for index, name in enumerate(names):
         sel = labels == index
