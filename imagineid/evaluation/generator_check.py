@@ -16,26 +16,23 @@ import itertools
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from imagineid.data.store import Store
 from imagineid.face import landmarks68 as lm
-from imagineid.face.dlib_backend import DlibLandmarker
+from imagineid.face.dlib_backend import DlibLandmarker, upscaled
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.preprocessing.finalize import current_model
 from imagineid.training.adapters import emotion_features
 from imagineid.training.frame_data import FrameConditionDataset
 from imagineid.training.ldm import psnr
 
-UPSCALE = 256
-
 
 def _uint8(frames: torch.Tensor) -> list[np.ndarray]:
     """(B, 3, S, S) in [-1, 1] → RGB uint8 frames upscaled for dlib."""
     images = ((frames.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    return [cv2.resize(im, (UPSCALE, UPSCALE), interpolation=cv2.INTER_CUBIC) for im in images]
+    return [upscaled(im) for im in images]
 
 
 def _faces(frames: torch.Tensor, landmarker: DlibLandmarker) -> list[tuple[np.ndarray, np.ndarray] | None]:

@@ -1,6 +1,6 @@
 """Per-video metrics of a generated talking face, measured on the decoded mp4 (issue 7).
 
-dlib runs on frames upscaled to `UPSCALE` px (tiny-profile videos are 64 px). Per video:
+dlib runs on frames upscaled to `DLIB_SIZE` px (tiny-profile videos are 64 px). Per video:
 - face detection rate;
 - identity consistency: mean dlib-descriptor distance of each frame to frame 1 (< 0.6 ≈ same person);
 - lip sync: Pearson r between the mouth opening measured on the frames and (a) the audio envelope
@@ -16,24 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from imagineid.data.speech import frame_rms
 from imagineid.face import landmarks68 as lm
-from imagineid.face.dlib_backend import DlibLandmarker
+from imagineid.face.dlib_backend import DLIB_SIZE, DlibLandmarker, upscaled
 from imagineid.face.masks import blend_mask
 from imagineid.media import iter_frames, load_audio
 
-UPSCALE = 256
 MAX_LAG = 5  # frames, ±200 ms at 25 fps
 
 
 @dataclass
 class VideoFaces:
-    """What dlib sees in each frame of one video, at UPSCALE px."""
+    """What dlib sees in each frame of one video, at DLIB_SIZE px."""
 
-    frames: list[np.ndarray]  # (S, S, 3) uint8 at UPSCALE (kept for masks / strips; 64 px videos are small)
+    frames: list[np.ndarray]  # (S, S, 3) uint8 at DLIB_SIZE (kept for masks / strips; 64 px videos are small)
     landmarks: list[np.ndarray | None]  # (68, 2) or None
     descriptors: list[np.ndarray | None] = field(default_factory=list)  # (128,) or None
 
@@ -43,7 +41,7 @@ def detect_video(path: str | Path, landmarker: DlibLandmarker, every: int = 1) -
     for k, frame in enumerate(iter_frames(path)):
         if k % every:
             continue
-        image = cv2.resize(frame, (UPSCALE, UPSCALE), interpolation=cv2.INTER_CUBIC)
+        image = upscaled(frame)
         boxes = landmarker.detect(image)
         frames.append(image)
         if boxes:
@@ -101,8 +99,8 @@ def video_metrics(faces: VideoFaces, audio: np.ndarray | None, mesh_opening: np.
         out[f"lipsync_{name}_r"], out[f"lipsync_{name}_best_r"], out[f"lipsync_{name}_best_lag"] = r0, best, lag
     # background stability vs frame 1, outside both frames' dilated face masks
     if first is not None:
-        mask0 = blend_mask(faces.landmarks[first], UPSCALE) > 0
-        values = [_psnr(f, faces.frames[first], ~(mask0 | (blend_mask(p, UPSCALE) > 0)))
+        mask0 = blend_mask(faces.landmarks[first], DLIB_SIZE) > 0
+        values = [_psnr(f, faces.frames[first], ~(mask0 | (blend_mask(p, DLIB_SIZE) > 0)))
                   for i, (f, p) in enumerate(zip(faces.frames, faces.landmarks)) if p is not None and i != first]
         values = [v for v in values if np.isfinite(v)]
         out["background_psnr_db"] = float(np.mean(values)) if values else float("nan")

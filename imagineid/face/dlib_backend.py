@@ -53,6 +53,16 @@ def _descriptor_model():
         return dlib.face_recognition_model_v1(frm.face_recognition_model_location())
 
 
+DLIB_SIZE = 256  # px: small generated frames (64 px) are upscaled to this before dlib looks at them
+
+
+def upscaled(image: np.ndarray, size: int = DLIB_SIZE) -> np.ndarray:
+    """(H, W, 3) uint8 → (size, size, 3), bicubic: dlib's HOG detector misses faces much below ~80 px."""
+    import cv2
+
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
 class DlibLandmarker:
     """HOG face detector and the 68-point shape predictor. Thread-safe (dlib objects are not)."""
 

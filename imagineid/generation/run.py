@@ -98,14 +98,12 @@ def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: G
 def face_found(min_score: float = FRAME1_MIN_SCORE) -> Callable[[np.ndarray], bool]:
     """The frame-1 acceptance test: dlib's HOG detector on the frame upscaled to 256 px, with a margin
     (a face found at score ≈ 0 tends to dissolve in the frames that copy it, and H.264 costs a little)."""
-    import cv2
-
-    from imagineid.face.dlib_backend import DlibLandmarker
+    from imagineid.face.dlib_backend import DlibLandmarker, upscaled
 
     landmarker = DlibLandmarker(upsample=1)
 
     def accept(frame: np.ndarray) -> bool:
-        boxes = landmarker.detect(cv2.resize(frame, (256, 256), interpolation=cv2.INTER_CUBIC))
+        boxes = landmarker.detect(upscaled(frame))
         return bool(boxes) and boxes[0].score >= min_score
 
     return accept
