@@ -109,10 +109,15 @@ def face_found(min_score: float = FRAME1_MIN_SCORE) -> Callable[[np.ndarray], bo
     return accept
 
 
-def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPipeline:
+def check_run(run: Path) -> None:
+    """Fail before any work when the run lacks the frame generator (cheap: no weights are read)."""
     if not (run / "pipeline" / "model_index.json").exists():
         raise ImagineIDError(f"{run} has no trained frame generator (RUN/pipeline); train it with "
                              f"`imagineid train DATA --out {run} --stages ldm,adapters`")
+
+
+def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPipeline:
+    check_run(run)
     return ImagineIDPipeline.from_pretrained(run / "pipeline").to(device or pick_device())
 
 
@@ -176,7 +181,7 @@ def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg:
     run, out = Path(run), Path(out)
     cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("identity_from", "emotion_from") if (v := getattr(cfg, k))})
     start = time.perf_counter()
-    load_pipeline(run, torch.device("cpu"))  # fail fast, before any work, if the run is incomplete
+    check_run(run)
     with GenFolder(out) as folder:
         sources, skipped = plan_sources(audio, folder, cfg.seeds, cfg)
         if not sources:
