@@ -12,6 +12,7 @@ with the reason. Aggregates are NaN-aware means over videos. The numbers are det
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from pathlib import Path
@@ -45,15 +46,20 @@ def _similarity_residual(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(za - scale * zb).mean() / lm.face_width(a))
 
 
+@functools.lru_cache(maxsize=8)
+def _synth_metadata(meta: Path) -> dict[str, dict]:
+    """A synthetic corpus' ground truth by video name, read once per evaluation (not once per video)."""
+    rows = pq.read_table(meta, columns=["video", "gender", "emotion", "landmarks"]).to_pylist()
+    return {r["video"]: r for r in rows}
+
+
 def ground_truth(audio: str) -> dict | None:
     """The synth metadata row of an audio file inside a synthetic corpus (…/videos/<clip>.mp4), if any."""
     path = Path(audio)
     meta = path.parent.parent / "metadata.parquet"
     if not meta.exists():
         return None
-    rows = pq.read_table(meta, columns=["video", "gender", "emotion", "landmarks"]).to_pylist()
-    name = f"{path.parent.name}/{path.name}"
-    return next((r for r in rows if r["video"] == name), None)
+    return _synth_metadata(meta).get(f"{path.parent.name}/{path.name}")
 
 
 def truth_metrics(faces: VideoFaces, row: dict, truth: dict, every: int) -> dict:
@@ -88,7 +94,8 @@ def evaluate(gen: str | Path, data: str | Path, report: str | Path | None = None
     gen, data = Path(gen), Path(data)
     if not (gen / "index.parquet").exists():
         raise ImagineIDError(f"{gen} has no index.parquet; run `imagineid generate RUN AUDIO --out {gen}` first")
-    rows = [r for r in pq.read_table(gen / "index.parquet").to_pylist() if r["status"] == "ok"]
+    index = pq.read_table(gen / "index.parquet").to_pylist()
+    rows = [r for r in index if r["status"] == "ok"]
     if not rows:
         raise ImagineIDError(f"{gen}/index.parquet lists no finished video to evaluate")
     landmarker = DlibLandmarker(upsample=1)
@@ -110,7 +117,8 @@ def evaluate(gen: str | Path, data: str | Path, report: str | Path | None = None
     summary = {name: _nanmean([v.get(name) for v in videos]) for name in AGGREGATED}
     summary["seed_diversity"] = float(np.mean(diversity)) if diversity else None
     summary["videos"] = len(videos)
-    summary["failed_in_index"] = pq.read_table(gen / "index.parquet", columns=["status"]).to_pylist().count({"status": "failed"})
+    summary["failed_in_index"] = len(index) - len(rows)
+    _synth_metadata.cache_clear()  # a corpus may change between evaluations
     metrics = _clean({"summary": summary, "skipped": SKIPPED, "every": every, "videos": videos})
     write_json_atomic(gen / "metrics.json", metrics)
     if report is not None:
