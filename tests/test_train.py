@@ -14,16 +14,14 @@ import numpy as np
 import pytest
 
 from imagineid.media import load_audio, write_audio
-from imagineid.preprocessing import PreprocessConfig, preprocess
 from imagineid.training.config import TrainConfig
 from imagineid.training.run import train
 
 
 @pytest.fixture(scope="module")
-def data(small_corpus: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("train_data")
-    preprocess([small_corpus / "videos"], out, PreprocessConfig(), workers=1, progress=False)
-    return out
+def data(preprocessed: Path) -> Path:
+    """The session's preprocessed small corpus (read only here)."""
+    return preprocessed
 
 
 @pytest.fixture(scope="module")
