@@ -1,10 +1,11 @@
 """Generation throughput and memory in one run; prints JSON (issue 6).
 
-    .venv/bin/python benchmarks/generate.py RUN AUDIO_DIR [--clips 16] [--seconds 1] [--steps 10]
+    .venv/bin/python benchmarks/generate.py RUN AUDIO_DIR [--clips 16] [--seconds 1] [--steps 20]
 
 - frames/s and peak RSS of the per-clip loop (B = 1) and continuous batching (B = 16) over the same
-  work: `--clips` audio files cut to `--seconds` each, one seed; each setting in its own process so
-  peak RSS is its own;
+  work: `--clips` audio files cut to `--seconds` each, one seed, `imagineid generate`'s defaults
+  otherwise (20 DDIM steps, strength 0.8, frame-1 retries); each setting in its own process so peak
+  RSS is its own;
 - the UNet's achieved FLOP/s (FLOPs counted by torch's FlopCounterMode) during B = 16 generation and
   in isolation, as fractions of a measured fp32 matmul peak on this machine;
 - peak RSS generating one 60 s audio vs one 10 s audio (bounded memory for long audio).
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imagineid.generation.run import GenerateConfig
 from imagineid.listening import discover_audio
 from imagineid.media import load_audio, write_audio
 
@@ -60,13 +62,23 @@ def unet_flops(run: Path, batch: int) -> tuple[float, float]:
 
 def one_setting(run: str, audio: list[str], out: str, batch: int, steps: int) -> dict:
     """Runs in a child process: one generate job, its frames/s and peak RSS."""
-    from imagineid.generation.run import GenerateConfig, generate
+    from imagineid.generation.run import generate
 
+    import pandas as pd
+
+    cfg = GenerateConfig(batch_size=batch, steps=steps)
     start = time.perf_counter()
-    summary = generate(run, audio, out, GenerateConfig(batch_size=batch, steps=steps), use_ray=False, progress=False)
+    summary = generate(run, audio, out, cfg, use_ray=False, progress=False)
     seconds = time.perf_counter() - start
+    index = pd.read_parquet(summary["index"])
+    index = index[index.status == "ok"]
+    # UNet sample evaluations (× 2 for guidance): every frame-1 candidate runs all steps, later frames
+    # only the last `strength` of them (the pipeline's rounding).
+    late_steps = steps - min(steps - 1, round(steps * (1.0 - cfg.strength)))
+    candidates = int(index.first_frame_attempts.sum())
+    unet_samples = 2 * (candidates * steps + int(index.frames.sum() - len(index)) * late_steps)
     return {"frames": summary["generated_frames"], "seconds": round(seconds, 2), "ok": summary["ok"],
-            "frames_per_s": round(summary["generated_frames"] / seconds, 2),
+            "frames_per_s": round(summary["generated_frames"] / seconds, 2), "unet_samples": unet_samples,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -97,7 +109,7 @@ def main() -> None:
     parser.add_argument("audio", type=Path, nargs="?")
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=GenerateConfig.steps)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--child", type=Path)
     parser.add_argument("--files", nargs="*")
@@ -119,7 +131,7 @@ def main() -> None:
         report[f"continuous_batching_b{args.batch}"] = batched
         report["speedup"] = round(batched["frames_per_s"] / per_clip["frames_per_s"], 2)
         flops_per_call, isolated = unet_flops(args.run, 2 * args.batch)  # classifier-free guidance doubles it
-        calls = (batched["frames"] / args.batch) * args.steps  # ticks × steps, batches not always full
+        calls = batched["unet_samples"] / (2 * args.batch)  # in full-batch equivalents
         peak = matmul_peak()
         report["matmul_peak_gflops"] = round(peak / 1e9, 1)
         report["unet_gflops_per_call"] = round(flops_per_call / 1e9, 3)

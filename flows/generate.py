@@ -17,7 +17,7 @@ from tasks.summary import publish_summary
 
 @flow(name="generate", log_prints=True)
 def generate_flow(run: str, audio: list[str], out: str, seeds: int = 1, batch_size: int = 8, steps: int = 20,
-                  guidance: float = 2.0, identity_from: str | None = None, emotion_from: str | None = None,
+                  guidance: float = 2.0, strength: float = 0.8, identity_from: str | None = None, emotion_from: str | None = None,
                   use_ray: bool = True, ray_address: str | None = None) -> dict:
     """Generate a video per (audio, seed); bad audio is listed in the summary, never fails the run.
 
@@ -29,12 +29,13 @@ def generate_flow(run: str, audio: list[str], out: str, seeds: int = 1, batch_si
         batch_size: Continuous-batching slots per worker (1 = the per-clip loop).
         steps: DDIM steps per frame.
         guidance: Classifier-free guidance scale.
+        strength: Frames 2..T start from frame 1's latent noised this far (1 = pure noise).
         identity_from: Factor swap: take every video's identity from this audio.
         emotion_from: Factor swap: take every video's emotion from this audio.
         use_ray: One Ray worker per GPU (one CPU worker without GPUs); False runs in the flow's process.
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
     """
-    config = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance,
+    config = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance, strength=strength,
                             identity_from=identity_from, emotion_from=emotion_from)
     summary = generate_videos(run, audio, out, config, ray_address, use_ray)
     failures = failed_videos(summary["index"])

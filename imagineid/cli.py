@@ -221,6 +221,8 @@ def generate(
     batch_size: int = typer.Option(16, min=1, help="Continuous-batching slots; 1 = the per-clip loop."),
     steps: int = typer.Option(20, min=1, help="DDIM denoising steps per frame."),
     guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
+    strength: float = typer.Option(0.8, min=0.05, max=1.0,
+                                   help="Frames 2..T start from frame 1's latent noised this far (1 = pure noise)."),
     identity_from: Optional[Path] = typer.Option(None, help="Factor swap: identity from this audio."),
     content_from: Optional[Path] = typer.Option(None, help="Factor swap: content (mouth, sound track) from this audio."),
     emotion_from: Optional[Path] = typer.Option(None, help="Factor swap: emotion from this audio."),
@@ -235,7 +237,7 @@ def generate(
     sources = list(audio or []) + ([content_from] if content_from else [])
     if not sources:
         _fail("give AUDIO files or folders (or --content-from)")
-    cfg = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance,
+    cfg = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance, strength=strength,
                          first_frame_retries=first_frame_retries,
                          identity_from=str(identity_from) if identity_from else None,
                          emotion_from=str(emotion_from) if emotion_from else None)

@@ -97,5 +97,35 @@ def test_generator_check_reports_every_metric_and_ablation(trained) -> None:
     for section in (report["invariant"], *report["ablations"].values()):
         assert 0.0 <= section["face_detection_rate"] <= 1.0
         assert section["background_psnr_db"] > 0
-    assert set(report["ablations"]) == {"no_textual_inversion", "no_spatial_adapter", "no_blending"}
+    assert set(report["ablations"]) == {"no_textual_inversion", "no_spatial_adapter", "no_blending",
+                                        "pure_noise_start"}
     assert report["variable"]["same_seed_identical"] is True
+
+
+def test_strength_starts_invariant_frames_from_the_noised_reference(trained, batch) -> None:
+    from imagineid.training.ldm import psnr
+
+    _, run, _ = trained
+    pipe = ImagineIDPipeline.from_pretrained(run / "pipeline")
+    args = _args(batch, True) | {"num_inference_steps": 10, "paste": False}
+    face = (batch["blend_mask"] > 0.5).float()
+    cached = pipe.encode_latents(batch["reference"])  # (2, 4, 16, 16)
+    with torch.no_grad():
+        start = pipe.decode(cached, None, None).clamp(-1, 1)  # the reference as this (barely trained) VAE sees it
+    close = {s: psnr(pipe(**args, strength=s, generator=torch.Generator().manual_seed(0)), start, face)
+             for s in (0.1, 1.0)}
+    assert close[0.1] > close[1.0] + 3  # one step from a lightly noised reference stays near it
+    # A cached latent of the reference is what the pipeline encodes itself.
+    torch.testing.assert_close(pipe(**args, strength=0.5, generator=torch.Generator().manual_seed(0)),
+                               pipe(**args, strength=0.5, init_latents=cached, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="strength"):
+        pipe(**args, strength=0.0)
+
+
+def test_variable_items_are_unchanged_by_late_joining_invariant_items(trained, batch) -> None:
+    _, run, _ = trained
+    pipe = ImagineIDPipeline.from_pretrained(run / "pipeline")
+    noise = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    mixed = pipe(**_args(batch, True), variable=torch.tensor([True, False]), latents=noise, strength=0.5)
+    alone = pipe(**_args({k: v[:1] for k, v in batch.items()}, False), latents=noise[:1])
+    torch.testing.assert_close(mixed[:1], alone, atol=2e-3, rtol=0)

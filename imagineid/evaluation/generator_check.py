@@ -6,7 +6,8 @@ Prints JSON: invariant-mode face detection rate (dlib on frames upscaled to 256 
 distance to the true frame, background PSNR vs the reference (adapter + pixel paste / adapter only /
 no blending), correlation of
 the generated mouth opening with the conditioning mesh's; variable-mode seed reproducibility and the
-mean pairwise descriptor distance of 8 seeds; and the same invariant metrics with each adapter off.
+mean pairwise descriptor distance of 8 seeds; and the same invariant metrics with each adapter off, and
+with invariant frames denoised from pure noise instead of the noised reference (`strength` 1).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def check(run: Path, data: Path, clips: int = 4, frames: int = 8, steps: int = 2
         name: invariant_metrics(pipe, batch, mesh_opening, landmarker, steps, **switch)
         for name, switch in (("no_textual_inversion", {"identity_tokens": False}),
                              ("no_spatial_adapter", {"conditioning_scale": 0.0}),
-                             ("no_blending", {"blend": False}))
+                             ("no_blending", {"blend": False}),
+                             ("pure_noise_start", {"strength": 1.0}))
     }
     # Variable mode: one identity, eight seeds.
     one = dict(mesh=batch["mesh"][:1], identity=batch["shape"][:1], emotion=emotion_features(batch["emotion"][:1]),

@@ -43,6 +43,7 @@ class GenerateConfig:
     batch_size: int = 8  # continuous-batching slots (1 = the per-clip loop)
     steps: int = 20  # DDIM steps per frame
     guidance: float = 2.0  # classifier-free guidance scale
+    strength: float = 0.8  # frames 2..T start from frame 1's latent noised this far (1 = pure noise)
     identity_from: str | None = None  # factor swap: identity of every video from this audio
     emotion_from: str | None = None  # factor swap: emotion of every video from this audio
     crf: int = 18  # libx264 quality of the output videos
@@ -132,7 +133,7 @@ def generate_shard(run: str | Path, sources: Sequence[Source], out: str | Path, 
     swap_mels = {name: _mel(path)[1] for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from))
                  if path}
     batcher = ContinuousBatcher(pipe, cfg.batch_size, cfg.steps, cfg.guidance, accept_first=face_found(),
-                                first_frame_retries=cfg.first_frame_retries)
+                                first_frame_retries=cfg.first_frame_retries, strength=cfg.strength)
     counts = {"ok": 0, "failed": 0, "frames": 0}
     total = sum(len(s.seeds) for s in sources)
     start = time.perf_counter()

@@ -57,6 +57,7 @@ class _Slot:
     t: int = 0
     attempts: int = 0  # frame-1 candidates tried
     first: torch.Tensor | None = None  # (3, S, S) frame 1, in [-1, 1]
+    first_latent: torch.Tensor | None = None  # (1, 4, h, w) frame 1 encoded, where later frames start
     previous: torch.Tensor | None = None  # (3, S, S)
     previous_mouth: torch.Tensor | None = None  # (1, S, S) bool
 
@@ -78,10 +79,12 @@ class ContinuousBatcher:
     """Runs jobs through the pipeline B clips at a time; yields a `JobResult` as each clip finishes."""
 
     def __init__(self, pipe: ImagineIDPipeline, batch_size: int = 8, steps: int = 20, guidance: float = 2.0,
-                 accept_first: Callable[[np.ndarray], bool] | None = None, first_frame_retries: int = 0) -> None:
+                 accept_first: Callable[[np.ndarray], bool] | None = None, first_frame_retries: int = 0,
+                 strength: float = 0.8) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.pipe, self.batch_size, self.steps, self.guidance = pipe, batch_size, steps, guidance
+        self.strength = strength
         self.accept_first, self.first_frame_retries = accept_first, first_frame_retries
         self.device = pipe.unet.device
         self.frames_done = 0  # frames generated (all clips)
@@ -116,12 +119,20 @@ class ContinuousBatcher:
             mask_mouth(s.previous[None], s.previous_mouth[None].float())[0] if s.previous is not None else zeros
             for s in slots])
         variable = torch.tensor([s.t == 0 for s in slots], device=dev)
+        fresh = [s for s in slots if s.t > 0 and s.first_latent is None]
+        if fresh:  # frame 1 was accepted last tick: encode it once for all the clip's later frames
+            with torch.no_grad():
+                encoded = self.pipe.encode_latents(torch.stack([s.first for s in fresh]))  # (n, 4, h, w)
+            for s, latent in zip(fresh, encoded):
+                s.first_latent = latent[None]
+        init = torch.cat([s.noise if s.first_latent is None else s.first_latent for s in slots])  # (B, 4, h, w)
         with self._autocast():
             frames = self.pipe(
                 mesh=mesh, identity=torch.from_numpy(np.stack([s.job.plan.identity for s in slots])).to(dev),
                 reference=reference, neighbour=neighbour, blend_mask=blend, variable=variable,
                 prompt_embeds=torch.cat([s.prompt for s in slots]), latents=torch.cat([s.noise for s in slots]),
-                num_inference_steps=self.steps, guidance_scale=self.guidance,
+                num_inference_steps=self.steps, guidance_scale=self.guidance, strength=self.strength,
+                init_latents=init,
             ).float()
         for slot, frame, mouth in zip(slots, frames, mouths):
             if slot.t == 0:

@@ -10,9 +10,11 @@ all in [-1, 1]. Its multi-scale features are added to the frozen UNet's encoder:
     feats = adapter(mesh, reference, neighbours, drop_mask=variable_mode)
     unet(latents, t, text, down_intrablock_additional_residuals=list(feats))  # the UNet pops from it
 
-Feature k has channels[k] channels at (H, W) / (downscale_factor · 2^k): with a factor-4 VAE and
-downscale_factor=4 they match the latent resolution and each UNet down block's resolution (64 px →
-16, 8, 4). In SD-style UNets `channels` must equal `block_out_channels`.
+With "full_adapter", feature k has channels[k] channels at (H, W) / (downscale_factor · 2^k): with a
+factor-4 VAE and downscale_factor=4 they match each SD 1.5-style down block's resolution (64 px → 16,
+8, 4). "full_adapter_xl" (SDXL layout, a plain first down block) gives the first two features at
+(H, W) / downscale_factor and the third at half that (downscale_factor=8: 8, 8, 4), as the tiny UNet
+wants (`ldm.tiny_adapter_kwargs`). `channels` must equal the UNet's `block_out_channels`.
 `drop_mask` (B,) True zeroes the reference and neighbour channels: the *variable* mode of the first
 frame (no reference yet) and the classifier-free-guidance dropout of those conditions.
 """
@@ -55,7 +57,9 @@ class SpatialConditionAdapter(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         channels = list(channels)
-        if adapter_type == "full_adapter":
+        if adapter_type in ("full_adapter", "full_adapter_xl"):
+            if adapter_type == "full_adapter_xl" and len(channels) != 3:
+                raise ValueError(f"full_adapter_xl builds 3 levels here, got channels={channels}")
             t2i_channels = channels
         elif adapter_type == "light_adapter":
             # LightAdapter appends one more down block with channels[-1]: pass all but the last level.
@@ -66,7 +70,7 @@ class SpatialConditionAdapter(ModelMixin, ConfigMixin):
             t2i_channels = channels[:-1]
         else:
             raise ValueError(
-                f"adapter_type must be 'full_adapter' or 'light_adapter', got {adapter_type!r}"
+                f"adapter_type must be 'full_adapter', 'full_adapter_xl' or 'light_adapter', got {adapter_type!r}"
             )
         self.in_channels = 3 * (2 + n_neighbours)  # mesh + reference + N neighbours
         self.adapter = T2IAdapter(

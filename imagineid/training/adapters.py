@@ -82,7 +82,8 @@ def build_pipeline(ctx: StageContext) -> ImagineIDPipeline:
         textual_inversion=TextualInversionAdapter(identity_dim=ctx.n_shape, emotion_dim=len(EMOTIONS),
                                                   token_dim=base.text_encoder.config.hidden_size, token_norm=token_norm),
         spatial_adapter=SpatialConditionAdapter(channels=tuple(kwargs["channels"]), num_res_blocks=1,
-                                                downscale_factor=kwargs["downscale_factor"]),
+                                                downscale_factor=kwargs["downscale_factor"],
+                                                adapter_type=kwargs["adapter_type"]),
         blending_adapter=MaskBlendingAdapter(channels=tuple(reversed(vae_channels))),
     )
 

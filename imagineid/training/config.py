@@ -23,7 +23,7 @@ class TrainConfig:
     content: StageConfig = field(default_factory=lambda: StageConfig(steps=700, window=32))
     emotion: StageConfig = field(default_factory=lambda: StageConfig(steps=700, window=50))
     ldm: StageConfig = field(default_factory=lambda: StageConfig(steps=1000, batch_size=8, window=0, lr=1e-3))
-    adapters: StageConfig = field(default_factory=lambda: StageConfig(steps=1500, batch_size=8, window=0, lr=5e-4))
+    adapters: StageConfig = field(default_factory=lambda: StageConfig(steps=3000, batch_size=8, window=0, lr=5e-4))
     image_size: int = 64  # generator frame size for the tiny profile (sd15: from the base's UNet / VAE config)
     profile: str = "tiny"  # tiny: base trained here (stage ldm) | sd15: frozen base from `base_model`
     base_model: str | None = None  # sd15: local Stable Diffusion 1.5 folder (diffusers layout)
