@@ -26,6 +26,7 @@ from imagineid.data.labels import EMOTIONS
 from imagineid.errors import ImagineIDError
 from imagineid.generation.conditions import ClipPlan, Planner
 from imagineid.generation.outputs import GenFolder, video_key, video_stems
+from imagineid.generation.prefetch import prefetched
 from imagineid.generation.scheduler import ContinuousBatcher, Job
 from imagineid.listening import discover_audio
 from imagineid.media import VideoStream, load_audio
@@ -79,12 +80,28 @@ def _record(source: Source, seed: int, key: str, cfg: GenerateConfig, plan: Clip
     }
 
 
-def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: GenerateConfig,
-          swap_mels: dict[str, np.ndarray]) -> Iterator[Job]:
-    """Lazily: per audio, its plan and one job per seed; unusable audio → failed records, no job."""
+def _decoded(sources: Sequence[Source]) -> Iterator[tuple[Source, tuple[np.ndarray, np.ndarray] | Exception]]:
+    """Per audio: (samples, raw log-mel), or the error that made it unusable."""
     for source in sources:
         try:
-            samples, mel = _mel(source.path)
+            yield source, _mel(source.path)
+        except (ImagineIDError, ValueError) as err:
+            yield source, err
+
+
+def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: GenerateConfig,
+          swap_mels: dict[str, np.ndarray]) -> Iterator[Job]:
+    """Lazily: per audio, its plan and one job per seed; unusable audio → failed records, no job.
+
+    Audio is decoded ahead in a thread (ffmpeg processes, no torch) so a clip joining the batch does not
+    stall it; the disentangler runs here, in the caller's thread: torch ops in two threads at once
+    fight over the same cores (measured: the per-clip loop 2.8× slower).
+    """
+    for source, decoded in prefetched(_decoded(sources), depth=max(2, cfg.batch_size // 2)):
+        try:
+            if isinstance(decoded, Exception):
+                raise decoded
+            samples, mel = decoded
             plan = planner.plan(swap_mels.get("identity", mel), mel, swap_mels.get("emotion", mel))
         except (ImagineIDError, ValueError) as err:
             for seed, key in zip(source.seeds, source.keys):
