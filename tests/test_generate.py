@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,27 @@ def test_generate_refuses_a_run_without_the_frame_generator(preprocessed: Path, 
 
     with pytest.raises(ImagineIDError, match="no trained frame generator"):
         generate(tmp_path / "empty_run", [speech["wav0"]], tmp_path / "gen", use_ray=False, progress=False)
+
+
+def test_a_folder_refuses_videos_from_another_generator_or_settings(trained_run: Path, speech: dict,
+                                                                     tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from imagineid.errors import ImagineIDError
+
+    gen = tmp_path / "gen"
+    cfg = GenerateConfig(seeds=1, batch_size=2, steps=2, first_frame_retries=0)
+    assert generate(trained_run, [speech["wav0"]], gen, cfg, use_ray=False, progress=False)["ok"] == 1
+    # More seeds and another batch size extend the same folder.
+    more = generate(trained_run, [speech["wav0"]], gen, replace(cfg, seeds=2, batch_size=1), use_ray=False, progress=False)
+    assert more["skipped"] == 1 and more["ok"] == 1
+    with pytest.raises(ImagineIDError, match=r"steps differ.*new --out"):
+        generate(trained_run, [speech["wav0"]], gen, replace(cfg, steps=3), use_ray=False, progress=False)
+    retrained = tmp_path / "run"
+    shutil.copytree(trained_run, retrained)
+    done = retrained / "adapters" / "done.json"
+    done.write_text(json.dumps({**json.loads(done.read_text()), "time": 0}))
+    with pytest.raises(ImagineIDError, match="generator differ"):
+        generate(retrained, [speech["wav0"]], gen, cfg, use_ray=False, progress=False)
+    assert len(list((gen / "videos").glob("*.mp4"))) == 2  # nothing written or removed by the refusals

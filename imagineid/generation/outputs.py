@@ -85,6 +85,21 @@ class GenFolder:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def claim(self, provenance: dict) -> None:
+        """Refuse to add videos from another model or settings to a folder that has some (they would be
+        skipped as "finished" and the index would mix two generators); record it for a new folder."""
+        path = self.root / "provenance.json"
+        if path.exists():
+            before = json.loads(path.read_text())
+            changed = sorted(k for k in set(before) | set(provenance) if before.get(k) != provenance.get(k))
+            if changed:
+                raise ImagineIDError(
+                    f"{self.root} holds videos from another generator or settings ({', '.join(changed)} differ: "
+                    f"{ {k: before.get(k) for k in changed} } → { {k: provenance.get(k) for k in changed} }); "
+                    "use a new --out, or move the old folder away")
+        else:
+            write_json_atomic(path, provenance)
+
     def is_finished(self, key: str) -> bool:
         path = self.records / f"{key}.json"
         if not path.exists() or not self.video(key).exists():

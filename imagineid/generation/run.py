@@ -11,6 +11,7 @@ CPU-only machine one local worker (or none: `use_ray=False`) does it all.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -127,6 +128,22 @@ def face_found(min_score: float = FRAME1_MIN_SCORE) -> Callable[[np.ndarray], bo
     return accept
 
 
+OUTPUT_SETTINGS = ("steps", "guidance", "strength", "crf", "first_frame_retries", "identity_from", "emotion_from")
+
+
+def provenance(run: Path, cfg: GenerateConfig) -> dict:
+    """What decides a video's pixels besides its audio and seed: the trained generator (a digest of its
+    configs, weight file sizes and stage completion records, cheap even for SD 1.5) and the settings.
+    Seeds and batch size are left out: more seeds extend a folder, and batching does not change frames."""
+    digest = hashlib.sha256()
+    for path in sorted((run / "pipeline").rglob("*")) + sorted(run.glob("*/done.json")):
+        if path.is_file():
+            rel = path.relative_to(run).as_posix()
+            digest.update(rel.encode())
+            digest.update(path.read_bytes() if path.suffix == ".json" else str(path.stat().st_size).encode())
+    return {"generator": digest.hexdigest()[:16], **{k: getattr(cfg, k) for k in OUTPUT_SETTINGS}}
+
+
 def check_run(run: Path) -> None:
     """Fail before any work when the run lacks the frame generator (cheap: no weights are read)."""
     if not (run / "pipeline" / "model_index.json").exists():
@@ -201,6 +218,7 @@ def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg:
     start = time.perf_counter()
     check_run(run)
     with GenFolder(out) as folder:
+        folder.claim(provenance(run, cfg))
         sources, skipped = plan_sources(audio, folder, cfg.seeds, cfg)
         if not sources:
             counts = {"ok": 0, "failed": 0, "frames": 0, "generated_frames": 0}
