@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from imagineid.generation.run import GenerateConfig
+from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.listening import discover_audio
 from imagineid.media import load_audio, write_audio
 
@@ -46,8 +47,7 @@ def unet_flops(run: Path, batch: int) -> tuple[float, float]:
     from imagineid.generation.run import load_pipeline
 
     pipe = load_pipeline(run, torch.device("cpu"))
-    size = pipe.vae.config.sample_size // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    latents = torch.randn(batch, pipe.unet.config.in_channels, size, size)
+    latents = torch.randn(pipe.latent_shape(batch, pipe.vae.config.sample_size))
     text = torch.randn(batch, 16, pipe.text_encoder.config.hidden_size)
     feats = pipe.spatial_adapter(torch.zeros(batch, 3, pipe.vae.config.sample_size, pipe.vae.config.sample_size))
     with torch.no_grad():
@@ -62,9 +62,9 @@ def unet_flops(run: Path, batch: int) -> tuple[float, float]:
 
 def one_setting(run: str, audio: list[str], out: str, batch: int, steps: int) -> dict:
     """Runs in a child process: one generate job, its frames/s and peak RSS."""
-    from imagineid.generation.run import generate
-
     import pandas as pd
+
+    from imagineid.generation.run import generate
 
     cfg = GenerateConfig(batch_size=batch, steps=steps)
     start = time.perf_counter()
@@ -73,8 +73,8 @@ def one_setting(run: str, audio: list[str], out: str, batch: int, steps: int) ->
     index = pd.read_parquet(summary["index"])
     index = index[index.status == "ok"]
     # UNet sample evaluations (× 2 for guidance): every frame-1 candidate runs all steps, later frames
-    # only the last `strength` of them (the pipeline's rounding).
-    late_steps = steps - min(steps - 1, round(steps * (1.0 - cfg.strength)))
+    # only the last `strength` of them.
+    late_steps = steps - ImagineIDPipeline.invariant_start(steps, cfg.strength)
     candidates = int(index.first_frame_attempts.sum())
     unet_samples = 2 * (candidates * steps + int(index.frames.sum() - len(index)) * late_steps)
     return {"frames": summary["generated_frames"], "seconds": round(seconds, 2), "ok": summary["ok"],

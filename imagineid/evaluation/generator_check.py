@@ -110,12 +110,12 @@ def _with_frame1_check(pipe: ImagineIDPipeline, one: dict, landmarker: DlibLandm
     """Variable mode as `imagineid generate` runs it: each seed's generator redraws frame 1 while the
     frame-1 check finds no face (up to `GenerateConfig.first_frame_retries` times)."""
     accept, retries = face_found(), GenerateConfig.first_frame_retries
-    size = pipe.vae.config.sample_size // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    shape = pipe.latent_shape(1, pipe.vae.config.sample_size)
     frames, attempts = [], []
     for seed in range(seeds):
         generator = torch.Generator().manual_seed(seed)
         for attempt in range(1, retries + 2):
-            frame = pipe(**one, latents=torch.randn(1, pipe.unet.config.in_channels, size, size, generator=generator))
+            frame = pipe(**one, latents=torch.randn(shape, generator=generator))
             if accept(to_uint8(frame)[0]) or attempt == retries + 1:
                 break
         frames.append(frame)

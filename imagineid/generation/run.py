@@ -31,7 +31,7 @@ from imagineid.generation.prefetch import prefetched
 from imagineid.generation.scheduler import ContinuousBatcher, Job
 from imagineid.listening import discover_audio
 from imagineid.media import VideoStream, load_audio
-from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
+from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
 from imagineid.training.loop import pick_device
 
 SAMPLE_RATE = 16000
@@ -45,7 +45,7 @@ class GenerateConfig:
     batch_size: int = 8  # continuous-batching slots (1 = the per-clip loop)
     steps: int = 20  # DDIM steps per frame
     guidance: float = 2.0  # classifier-free guidance scale
-    strength: float = 0.8  # frames 2..T start from frame 1's latent noised this far (1 = pure noise)
+    strength: float = DEFAULT_STRENGTH  # frames 2..T start from frame 1's latent noised this far (1 = pure noise)
     identity_from: str | None = None  # factor swap: identity of every video from this audio
     emotion_from: str | None = None  # factor swap: emotion of every video from this audio
     crf: int = 18  # libx264 quality of the output videos

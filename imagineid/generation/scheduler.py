@@ -27,7 +27,7 @@ import torch
 
 from imagineid.generation.conditions import ClipPlan
 from imagineid.models.spatial_condition_adapter import mask_mouth
-from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
+from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
 
 
 class FrameSink(Protocol):
@@ -80,7 +80,7 @@ class ContinuousBatcher:
 
     def __init__(self, pipe: ImagineIDPipeline, batch_size: int = 8, steps: int = 20, guidance: float = 2.0,
                  accept_first: Callable[[np.ndarray], bool] | None = None, first_frame_retries: int = 0,
-                 strength: float = 0.8) -> None:
+                 strength: float = DEFAULT_STRENGTH) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.pipe, self.batch_size, self.steps, self.guidance = pipe, batch_size, steps, guidance
@@ -91,11 +91,8 @@ class ContinuousBatcher:
         self.ticks = 0  # pipeline calls: one per frame of the longest chain of clips through a slot
 
     def _start(self, job: Job) -> _Slot:
-        size = job.plan.size
-        factor = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
-        latent_shape = (1, self.pipe.unet.config.in_channels, size // factor, size // factor)
         generator = torch.Generator().manual_seed(job.seed)
-        noise = torch.randn(latent_shape, generator=generator)
+        noise = torch.randn(self.pipe.latent_shape(1, job.plan.size), generator=generator)
         identity = torch.from_numpy(job.plan.identity)[None].to(self.device)
         emotion = torch.from_numpy(job.plan.emotion)[None].to(self.device)
         with torch.no_grad():
@@ -125,7 +122,8 @@ class ContinuousBatcher:
                 encoded = self.pipe.encode_latents(torch.stack([s.first for s in fresh]))  # (n, 4, h, w)
             for s, latent in zip(fresh, encoded):
                 s.first_latent = latent[None]
-        init = torch.cat([s.noise if s.first_latent is None else s.first_latent for s in slots])  # (B, 4, h, w)
+        # (B, 4, h, w) where invariant items start; variable items ignore theirs (their noise fills the row)
+        init = torch.cat([s.noise if s.first_latent is None else s.first_latent for s in slots])
         with self._autocast():
             frames = self.pipe(
                 mesh=mesh, identity=torch.from_numpy(np.stack([s.job.plan.identity for s in slots])).to(dev),

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 
-from imagineid.models.ldm import LDMComponents, load_components, save_components
+from imagineid.models.ldm import LDMComponents, load_components, save_components, vae_scale_factor
 from imagineid.models.mask_blending_adapter import (
     MaskBlendingAdapter, decode_with_blending, face_removed, paste_background,
 )
@@ -32,6 +32,7 @@ from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 
 BASE_PROMPT = "a photo of a person"
+DEFAULT_STRENGTH = 0.8  # where invariant frames start: the reference's latent noised this far (1 = pure noise)
 ADAPTERS = {"textual_inversion": TextualInversionAdapter, "spatial_adapter": SpatialConditionAdapter,
             "blending_adapter": MaskBlendingAdapter}
 
@@ -70,6 +71,16 @@ class ImagineIDPipeline(DiffusionPipeline):
         ids = self.tokenizer([BASE_PROMPT])["input_ids"].to(device)
         return encode_prompt(self.text_encoder, ids).expand(batch, -1, -1)
 
+    def latent_shape(self, batch: int, size: int) -> tuple[int, int, int, int]:
+        """The initial-noise shape (B, 4, h, w) for frames of `size` px."""
+        side = size // vae_scale_factor(self.vae)
+        return (batch, self.unet.config.in_channels, side, side)
+
+    @staticmethod
+    def invariant_start(steps: int, strength: float) -> int:
+        """Index of the first of `steps` DDIM steps that invariant items run (variable items run all)."""
+        return min(steps - 1, round(steps * (1.0 - strength)))
+
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] → scaled latents (B, 4, h, w): the posterior mean, deterministic."""
         return self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
@@ -93,7 +104,7 @@ class ImagineIDPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None, blend: bool = True, identity_tokens: bool = True,
         conditioning_scale: float = 1.0, background: torch.Tensor | None = None, paste: bool = True,
         latents: torch.Tensor | None = None, variable: torch.Tensor | None = None,
-        prompt_embeds: torch.Tensor | None = None, strength: float = 0.8,
+        prompt_embeds: torch.Tensor | None = None, strength: float = DEFAULT_STRENGTH,
         init_latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim).
@@ -131,25 +142,25 @@ class ImagineIDPipeline(DiffusionPipeline):
         # 4. Prepare timesteps and latents: pure noise, or the noised reference for invariant items
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        shape = (b, self.unet.config.in_channels, h // factor, w // factor)
+        shape = self.latent_shape(b, h)
         if latents is None:
             latents = torch.randn(shape, generator=generator, device="cpu").to(device)
         elif latents.shape != shape:
             raise ValueError(f"latents must be {shape}, got {tuple(latents.shape)}")
         noise = latents.to(device)
         latents = noise * self.scheduler.init_noise_sigma
-        late = torch.zeros(b, dtype=torch.bool, device=device)  # items that join the loop at step `start`
-        start = min(len(timesteps) - 1, round(len(timesteps) * (1.0 - strength)))
+        start = self.invariant_start(len(timesteps), strength)
+        early: slice | torch.Tensor = slice(None)  # the rows that run the first `start` steps
         if reference is not None and start > 0:
-            late = ~variable if variable is not None else ~late
+            late = torch.ones(b, dtype=torch.bool, device=device) if variable is None else ~variable  # (B,)
             if bool(late.any()):
                 clean = self.encode_latents(reference[late]) if init_latents is None else init_latents[late].to(device)
                 latents[late] = self.scheduler.add_noise(clean, noise[late], timesteps[start:start + 1])
-        # 5. Denoising loop; before `start` only the items that run every step (the UNet pops from the
-        #    residual list: give it a fresh one every step)
+                early = (~late).nonzero()[:, 0]
+        # 5. Denoising loop; before `start` only the early rows (the UNet pops from the residual list:
+        #    give it a fresh one every step)
         for i, t in enumerate(timesteps):
-            rows = slice(None) if i >= start or not bool(late.any()) else (~late).nonzero()[:, 0]
+            rows = early if i < start else slice(None)
             if isinstance(rows, torch.Tensor) and rows.numel() == 0:
                 continue
             x, text = latents[rows], cond[rows]
