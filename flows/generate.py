@@ -18,7 +18,7 @@ from tasks.summary import publish_summary
 @flow(name="generate", log_prints=True)
 def generate_flow(run: str, audio: list[str], out: str, seeds: int = 1, batch_size: int = 8, steps: int = 20,
                   guidance: float = 2.0, strength: float = 0.8, identity_from: str | None = None, emotion_from: str | None = None,
-                  use_ray: bool = True, ray_address: str | None = None) -> dict:
+                  precision: str = "auto", use_ray: bool = True, ray_address: str | None = None) -> dict:
     """Generate a video per (audio, seed); bad audio is listed in the summary, never fails the run.
 
     Args:
@@ -32,11 +32,12 @@ def generate_flow(run: str, audio: list[str], out: str, seeds: int = 1, batch_si
         strength: Frames 2..T start from frame 1's latent noised this far (1 = pure noise).
         identity_from: Factor swap: take every video's identity from this audio.
         emotion_from: Factor swap: take every video's emotion from this audio.
+        precision: fp32 | bf16 | fp16 | auto (fp16 on GPUs, bf16 on CPUs with native bf16, else fp32).
         use_ray: One Ray worker per GPU (one CPU worker without GPUs); False runs in the flow's process.
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
     """
     config = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance, strength=strength,
-                            identity_from=identity_from, emotion_from=emotion_from)
+                            identity_from=identity_from, emotion_from=emotion_from, precision=precision)
     summary = generate_videos(run, audio, out, config, ray_address, use_ray)
     failures = failed_videos(summary["index"])
     counts = {k: summary[k] for k in ("ok", "failed", "skipped", "generated_frames", "seconds")}

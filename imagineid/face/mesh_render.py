@@ -177,7 +177,7 @@ def _render(pts: np.ndarray, size: int, tri: np.ndarray) -> np.ndarray:
     shade = np.clip(p0 * grid[None, None, :] + p1 * grid[None, :, None] + p2, lo, hi) * 255.0 + 0.5
 
     # 3. Colour: grey skin, reddish lips (triangles with all three corners on the lips).
-    lips = np.array([False] + [bool(np.all(t >= 48)) for t in tri])
+    lips = np.concatenate([[False], (tri >= 48).all(axis=1)])  # (K + 1,), row 0 the background
     out = np.empty((len(pts), size, size, 3), np.uint8)
     out[..., 0] = shade
     out[..., 1] = np.where(np.take(lips, ids), shade * LIP_TINT, shade)

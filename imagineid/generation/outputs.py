@@ -28,7 +28,7 @@ INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("audio", pa.string()), ("seed", pa.int32()), ("video", pa.string()),
     ("frames", pa.int32()), ("seconds", pa.float64()), ("status", pa.string()), ("error", pa.string()),
     ("identity_audio", pa.string()), ("emotion_audio", pa.string()), ("predicted_gender", pa.string()),
-    ("predicted_emotion", pa.string()), ("first_frame_attempts", pa.int32()),
+    ("predicted_emotion", pa.string()), ("first_frame_attempts", pa.int32()), ("precision", pa.string()),
     ("mesh_mouth_opening", pa.list_(pa.float32())),
 ])
 

@@ -32,6 +32,7 @@ from imagineid.generation.scheduler import ContinuousBatcher, Job
 from imagineid.listening import discover_audio
 from imagineid.media import VideoStream, load_audio
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
+from imagineid.precision import CHOICES as PRECISION_CHOICES
 from imagineid.training.loop import pick_device
 
 SAMPLE_RATE = 16000
@@ -50,6 +51,7 @@ class GenerateConfig:
     emotion_from: str | None = None  # factor swap: emotion of every video from this audio
     crf: int = 18  # libx264 quality of the output videos
     first_frame_retries: int = 7  # redraw frame 1 (next noise of the same seed) while dlib finds no face; 0 = off
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto: fp16 on GPUs, bf16 on CPUs with native bf16, else fp32
 
 
 @dataclass
@@ -128,13 +130,16 @@ def face_found(min_score: float = FRAME1_MIN_SCORE) -> Callable[[np.ndarray], bo
     return accept
 
 
-OUTPUT_SETTINGS = ("steps", "guidance", "strength", "crf", "first_frame_retries", "identity_from", "emotion_from")
+OUTPUT_SETTINGS = ("steps", "guidance", "strength", "crf", "first_frame_retries", "identity_from", "emotion_from",
+                   "precision")
 
 
 def provenance(run: Path, cfg: GenerateConfig) -> dict:
     """What decides a video's pixels besides its audio and seed: the trained generator (a digest of its
     configs, weight file sizes and stage completion records, cheap even for SD 1.5) and the settings.
-    Seeds and batch size are left out: more seeds extend a folder, and batching does not change frames."""
+    Seeds and batch size are left out: more seeds extend a folder, and batching changes frames only by
+    rounding (fp32) or a few grey levels on a few pixels (bf16 / fp16). The precision is kept as asked
+    ("auto" resolves per worker; each record holds the resolved one)."""
     digest = hashlib.sha256()
     for path in sorted((run / "pipeline").rglob("*")) + sorted(run.glob("*/done.json")):
         if path.is_file():
@@ -167,7 +172,8 @@ def generate_shard(run: str | Path, sources: Sequence[Source], out: str | Path, 
     swap_mels = {name: _mel(path)[1] for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from))
                  if path}
     batcher = ContinuousBatcher(pipe, cfg.batch_size, cfg.steps, cfg.guidance, accept_first=face_found(),
-                                first_frame_retries=cfg.first_frame_retries, strength=cfg.strength)
+                                first_frame_retries=cfg.first_frame_retries, strength=cfg.strength,
+                                precision=cfg.precision)
     counts = {"ok": 0, "failed": 0, "frames": 0}
     total = sum(len(s.seeds) for s in sources)
     start = time.perf_counter()
@@ -176,7 +182,7 @@ def generate_shard(run: str | Path, sources: Sequence[Source], out: str | Path, 
             source = result.job.info["source"]
             folder.record({**_record(source, result.job.seed, result.job.key, cfg, result.job.plan,
                                      result.frames if result.error is None else 0, result.error),
-                           "first_frame_attempts": result.first_frame_attempts})
+                           "first_frame_attempts": result.first_frame_attempts, "precision": batcher.precision})
             counts["ok" if result.error is None else "failed"] += 1
             counts["frames"] += result.frames if result.error is None else 0
             bar.update(1)
@@ -217,6 +223,8 @@ def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg:
     cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("identity_from", "emotion_from") if (v := getattr(cfg, k))})
     start = time.perf_counter()
     check_run(run)
+    if cfg.precision not in PRECISION_CHOICES:  # resolved where the model runs; only the name is checked here
+        raise ImagineIDError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {cfg.precision!r}")
     with GenFolder(out) as folder:
         folder.claim(provenance(run, cfg))
         sources, skipped = plan_sources(audio, folder, cfg.seeds, cfg)

@@ -17,7 +17,6 @@ then draws its next noise from the same generator and stays at frame 1 for anoth
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,6 +27,8 @@ import torch
 from imagineid.generation.conditions import ClipPlan
 from imagineid.models.spatial_condition_adapter import mask_mouth
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
+from imagineid.precision import PRECISIONS, autocast
+from imagineid.precision import resolve as resolve_precision
 
 
 class FrameSink(Protocol):
@@ -80,13 +81,14 @@ class ContinuousBatcher:
 
     def __init__(self, pipe: ImagineIDPipeline, batch_size: int = 8, steps: int = 20, guidance: float = 2.0,
                  accept_first: Callable[[np.ndarray], bool] | None = None, first_frame_retries: int = 0,
-                 strength: float = DEFAULT_STRENGTH) -> None:
+                 strength: float = DEFAULT_STRENGTH, precision: str = "auto") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.pipe, self.batch_size, self.steps, self.guidance = pipe, batch_size, steps, guidance
         self.strength = strength
         self.accept_first, self.first_frame_retries = accept_first, first_frame_retries
         self.device = pipe.unet.device
+        self.precision = resolve_precision(precision, self.device)  # "auto" → what this device computes fastest
         self.frames_done = 0  # frames generated (all clips)
         self.ticks = 0  # pipeline calls: one per frame of the longest chain of clips through a slot
 
@@ -98,11 +100,6 @@ class ContinuousBatcher:
         with torch.no_grad():
             prompt = self.pipe.prompt_embeddings(identity, emotion)  # (1, L, D)
         return _Slot(job=job, sink=job.open_sink(), noise=noise, prompt=prompt, generator=generator)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()  # no fast low precision on these CPUs (DESIGN §7)
 
     def _tick(self, slots: list[_Slot]) -> torch.Tensor:
         """The current frame of every slot in one pipeline call → (B, 3, S, S)."""
@@ -124,7 +121,7 @@ class ContinuousBatcher:
                 s.first_latent = latent[None]
         # (B, 4, h, w) where invariant items start; variable items ignore theirs (their noise fills the row)
         init = torch.cat([s.noise if s.first_latent is None else s.first_latent for s in slots])
-        with self._autocast():
+        with autocast(PRECISIONS[self.precision], self.device):
             frames = self.pipe(
                 mesh=mesh, identity=torch.from_numpy(np.stack([s.job.plan.identity for s in slots])).to(dev),
                 reference=reference, neighbour=neighbour, blend_mask=blend, variable=variable,

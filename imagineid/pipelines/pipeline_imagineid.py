@@ -87,12 +87,15 @@ class ImagineIDPipeline(DiffusionPipeline):
 
     def decode(self, latents: torch.Tensor, background: torch.Tensor | None, mask: torch.Tensor | None,
                blend: bool = True, paste: bool = True) -> torch.Tensor:
-        """latents (B, 4, h, w) → frames (B, 3, H, W); with a background and mask, blended then pasted."""
+        """latents (B, 4, h, w) → fp32 frames (B, 3, H, W); with a background and mask, blended then pasted.
+
+        fp32 whatever autocast computed in (the paste promotes, a plain decode would not): every
+        branch of a mixed batch gives the same type."""
         latents = latents / self.vae.config.scaling_factor
         if not blend or background is None or mask is None:
-            return self.vae.decode(latents).sample
+            return self.vae.decode(latents).sample.float()
         frames = decode_with_blending(self.vae, self.blending_adapter, latents, face_removed(background, mask), mask)
-        return paste_background(frames, background, mask) if paste else frames
+        return (paste_background(frames, background, mask) if paste else frames).float()
 
     # -- generation ------------------------------------------------------------------------------------
 

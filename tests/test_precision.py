@@ -1,0 +1,42 @@
+"""Inference precision: what "auto" picks per device, and what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from imagineid import precision
+from imagineid.precision import autocast, resolve
+
+
+def test_auto_picks_fp16_on_gpus_and_bf16_only_on_cpus_with_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve("auto", torch.device("cuda")) == "fp16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert resolve("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert resolve("auto", torch.device("cpu")) == "fp32"
+    assert resolve("bf16", torch.device("cpu")) == "bf16"  # asked for explicitly: allowed, if slow
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux CPU flags")
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    expected = "avx512_bf16" in flags.split() or "amx_bf16" in flags.split()
+    assert precision.cpu_has_native_bf16() is expected
+
+
+def test_unknown_names_and_fp16_on_a_cpu_are_refused() -> None:
+    with pytest.raises(ValueError, match="one of auto, fp32, bf16, fp16"):
+        resolve("half", torch.device("cpu"))
+    with pytest.raises(ValueError, match="fp16 is for GPUs"):
+        resolve("fp16", torch.device("cpu"))
+
+
+def test_autocast_computes_matmuls_in_the_chosen_type() -> None:
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    with autocast(torch.bfloat16, torch.device("cpu")):
+        assert (a @ b).dtype == torch.bfloat16
+    with autocast(torch.float32, torch.device("cpu")):
+        assert (a @ b).dtype == torch.float32
