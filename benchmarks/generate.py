@@ -34,7 +34,7 @@ from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.listening import discover_audio
 from imagineid.media import load_audio, write_audio
 from imagineid.precision import CHOICES as PRECISION_CHOICES
-from imagineid.precision import PRECISIONS, autocast, resolve
+from imagineid.precision import autocast, resolve
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -61,7 +61,7 @@ def unet_flops(run: Path, batch: int, precision: str) -> tuple[float, float]:
             pipe.unet(latents, 10, encoder_hidden_states=text, down_intrablock_additional_residuals=[f.clone() for f in feats])
         flops = counter.get_total_flops()
         start, calls = time.perf_counter(), 20
-        with autocast(PRECISIONS[resolve(precision, torch.device("cpu"))], torch.device("cpu")):
+        with autocast(resolve(precision, torch.device("cpu")), torch.device("cpu")):
             for _ in range(calls):
                 pipe.unet(latents, 10, encoder_hidden_states=text,
                           down_intrablock_additional_residuals=[f.clone() for f in feats])
@@ -110,11 +110,10 @@ def clip_lengths(seconds: str, count: int) -> list[float]:
     return [round(float(x), 2) for x in spread[order]]
 
 
-def cut_audio(sources: list[Path], folder: Path, seconds: float | list[float], count: int) -> list[Path]:
-    """`count` files of `seconds` each (one length, or one per file), looping the source speech."""
+def cut_audio(sources: list[Path], folder: Path, lengths: list[float]) -> list[Path]:
+    """One file per length (seconds), looping the source speech."""
     folder.mkdir(parents=True, exist_ok=True)
-    lengths = seconds if isinstance(seconds, list) else [seconds] * count
-    speech = np.concatenate([load_audio(p) for p in sources[: max(count, 4)]])
+    speech = np.concatenate([load_audio(p) for p in sources[: max(len(lengths), 4)]])
     out = []
     for k, length in enumerate(lengths):
         start = (k * 7919) % max(1, len(speech) - 1)
@@ -148,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         lengths = clip_lengths(args.seconds, args.clips)
-        work = cut_audio(sources, tmp / "work", lengths, args.clips)
+        work = cut_audio(sources, tmp / "work", lengths)
         report = {"benchmark": "generate", "clips": args.clips, "seconds_per_clip": args.seconds,
                   "audio_seconds": round(sum(lengths), 2), "steps": args.steps,
                   "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
@@ -166,7 +165,7 @@ def main() -> None:
         report["unet_fraction_of_peak_during_generation"] = round(flops_per_call * calls / batched["seconds"] / peak, 4)
         report["unet_fraction_of_peak_isolated"] = round(isolated / peak, 4)
         if not args.skip_memory:
-            long, short = cut_audio(sources, tmp / "long", 60.0, 1)[0], cut_audio(sources, tmp / "short", 10.0, 1)[0]
+            long, short = cut_audio(sources, tmp / "long", [60.0])[0], cut_audio(sources, tmp / "short", [10.0])[0]
             mem_long = child(args.run, [long], tmp / "g60", args.batch, 2, args.precision)
             mem_short = child(args.run, [short], tmp / "g10", args.batch, 2, args.precision)
             report["memory"] = {"audio_60s": mem_long, "audio_10s": mem_short,

@@ -1,7 +1,7 @@
 """Which float type inference computes in, per device: mixed precision where the hardware has it.
 
     name = resolve("auto", device)   # "bf16" on a CPU with native bf16, "fp16" on CUDA, else "fp32"
-    with autocast(PRECISIONS[name], device): frames = pipe(...)
+    with autocast(name, device): frames = pipe(...)
 
 - CUDA: fp16 autocast (tensor cores).
 - CPU with native bf16 dot products (x86 `avx512_bf16` or `amx_bf16`): bf16 autocast. Measured on such
@@ -40,11 +40,16 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve(precision: str, device: torch.device) -> str:
-    """"auto" → "fp16" on CUDA, "bf16" on a CPU with native bf16, else "fp32"; others are checked."""
+def check(precision: str) -> str:
+    """The name alone (before the device is known): one of CHOICES, else ValueError."""
     if precision not in CHOICES:
         raise ValueError(f"precision must be one of {', '.join(CHOICES)}, got {precision!r}")
-    if precision == "auto":
+    return precision
+
+
+def resolve(precision: str, device: torch.device) -> str:
+    """"auto" → "fp16" on CUDA, "bf16" on a CPU with native bf16, else "fp32"; others are checked."""
+    if check(precision) == "auto":
         if device.type == "cuda":
             return "fp16"
         return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
@@ -53,8 +58,8 @@ def resolve(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast to `dtype` on `device`; fp32 runs as is."""
-    if dtype == torch.float32:
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to a resolved precision ("fp32" | "bf16" | "fp16") on `device`; fp32 runs as is."""
+    if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])

@@ -36,7 +36,7 @@ def test_unknown_names_and_fp16_on_a_cpu_are_refused() -> None:
 
 def test_autocast_computes_matmuls_in_the_chosen_type() -> None:
     a, b = torch.randn(8, 8), torch.randn(8, 8)
-    with autocast(torch.bfloat16, torch.device("cpu")):
+    with autocast("bf16", torch.device("cpu")):
         assert (a @ b).dtype == torch.bfloat16
-    with autocast(torch.float32, torch.device("cpu")):
+    with autocast("fp32", torch.device("cpu")):
         assert (a @ b).dtype == torch.float32

@@ -32,7 +32,7 @@ from imagineid.generation.scheduler import ContinuousBatcher, Job
 from imagineid.listening import discover_audio
 from imagineid.media import VideoStream, load_audio
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
-from imagineid.precision import CHOICES as PRECISION_CHOICES
+from imagineid.precision import check as check_precision
 from imagineid.training.loop import pick_device
 
 SAMPLE_RATE = 16000
@@ -223,8 +223,10 @@ def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg:
     cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("identity_from", "emotion_from") if (v := getattr(cfg, k))})
     start = time.perf_counter()
     check_run(run)
-    if cfg.precision not in PRECISION_CHOICES:  # resolved where the model runs; only the name is checked here
-        raise ImagineIDError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {cfg.precision!r}")
+    try:  # resolved where the model runs; only the name can be checked here
+        check_precision(cfg.precision)
+    except ValueError as err:
+        raise ImagineIDError(str(err)) from None
     with GenFolder(out) as folder:
         folder.claim(provenance(run, cfg))
         sources, skipped = plan_sources(audio, folder, cfg.seeds, cfg)

@@ -27,7 +27,7 @@ import torch
 from imagineid.generation.conditions import ClipPlan
 from imagineid.models.spatial_condition_adapter import mask_mouth
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
-from imagineid.precision import PRECISIONS, autocast
+from imagineid.precision import autocast
 from imagineid.precision import resolve as resolve_precision
 
 
@@ -121,7 +121,7 @@ class ContinuousBatcher:
                 s.first_latent = latent[None]
         # (B, 4, h, w) where invariant items start; variable items ignore theirs (their noise fills the row)
         init = torch.cat([s.noise if s.first_latent is None else s.first_latent for s in slots])
-        with autocast(PRECISIONS[self.precision], self.device):
+        with autocast(self.precision, self.device):
             frames = self.pipe(
                 mesh=mesh, identity=torch.from_numpy(np.stack([s.job.plan.identity for s in slots])).to(dev),
                 reference=reference, neighbour=neighbour, blend_mask=blend, variable=variable,
