@@ -8,10 +8,11 @@
   work is a small corpus: twice as many clips as slots, lengths spread evenly over 1–3 s in a mixed
   order, so finished clips hand their slots to queued ones as in a real job. `--clips 16 --seconds 3`
   is the static case (every clip starts together, no queue). Both run in `--precision` (default auto:
-  bf16 on CPUs with native bf16); `--baseline-precision fp32` runs the per-clip loop in fp32 instead,
-  its own fastest setting where bf16 only pays in batches;
-- the UNet's achieved FLOP/s (FLOPs counted by torch's FlopCounterMode) during B = 16 generation and
-  in isolation, as fractions of a measured fp32 matmul peak on this machine;
+  on CPUs with native bf16, bf16 for B = 16 and fp32 for the per-clip loop, each its fastest setting);
+  `--baseline-precision` sets the per-clip loop's apart;
+- the guided UNet's achieved FLOP/s (FLOPs counted by torch's FlopCounterMode on the call the pipeline
+  makes) during B = 16 generation and in isolation, as fractions of a measured fp32 matmul peak on this
+  machine;
 - peak RSS generating one 60 s audio vs one 10 s audio (bounded memory for long audio).
 """
 
@@ -46,25 +47,30 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def unet_flops(run: Path, batch: int, precision: str) -> tuple[float, float]:
-    """→ (FLOPs of one UNet call at `batch` samples, its isolated FLOP/s in `precision`)."""
+def unet_flops(run: Path, clips: int, precision: str) -> tuple[float, float]:
+    """→ (FLOPs of one guided UNet call on `clips` items, its isolated FLOP/s in `precision`).
+
+    The call the pipeline makes: both guidance halves, with the text-free prefix once (`guided_noise`).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     from imagineid.generation.run import load_pipeline
+    from imagineid.models.guided_unet import guided_noise
 
-    pipe = load_pipeline(run, torch.device("cpu"))
-    latents = torch.randn(pipe.latent_shape(batch, pipe.vae.config.sample_size))
-    text = torch.randn(batch, 16, pipe.text_encoder.config.hidden_size)
-    feats = pipe.spatial_adapter(torch.zeros(batch, 3, pipe.vae.config.sample_size, pipe.vae.config.sample_size))
+    cpu = torch.device("cpu")
+    pipe = load_pipeline(run, cpu)
+    size = pipe.vae.config.sample_size
+    latents = torch.randn(pipe.latent_shape(clips, size))
+    cond, uncond = torch.randn(2, clips, 16, pipe.text_encoder.config.hidden_size)
     with torch.no_grad():
+        feats = pipe.spatial_adapter(torch.zeros(clips, 3, size, size))
         with FlopCounterMode(display=False) as counter:
-            pipe.unet(latents, 10, encoder_hidden_states=text, down_intrablock_additional_residuals=[f.clone() for f in feats])
+            guided_noise(pipe.unet, latents, 10, cond, uncond, feats, 2.0)
         flops = counter.get_total_flops()
         start, calls = time.perf_counter(), 20
-        with autocast(resolve(precision, torch.device("cpu")), torch.device("cpu")):
+        with autocast(resolve(precision, cpu, clips), cpu):
             for _ in range(calls):
-                pipe.unet(latents, 10, encoder_hidden_states=text,
-                          down_intrablock_additional_residuals=[f.clone() for f in feats])
+                guided_noise(pipe.unet, latents, 10, cond, uncond, feats, 2.0)
     return float(flops), flops * calls / (time.perf_counter() - start)
 
 
@@ -156,8 +162,8 @@ def main() -> None:
         report["per_clip_loop"] = per_clip
         report[f"continuous_batching_b{args.batch}"] = batched
         report["speedup"] = round(batched["frames_per_s"] / per_clip["frames_per_s"], 2)
-        flops_per_call, isolated = unet_flops(args.run, 2 * args.batch, args.precision)  # classifier-free guidance doubles it
-        calls = batched["unet_samples"] / (2 * args.batch)  # in full-batch equivalents
+        flops_per_call, isolated = unet_flops(args.run, args.batch, args.precision)
+        calls = batched["unet_samples"] / (2 * args.batch)  # in full-batch equivalents (2 samples per item)
         peak = matmul_peak()
         report["matmul_peak_gflops"] = round(peak / 1e9, 1)  # fp32: the fractions below are of the fp32 peak
         report["unet_gflops_per_call"] = round(flops_per_call / 1e9, 3)

@@ -85,11 +85,12 @@ def test_plan_has_one_mesh_frame_per_video_frame(trained_run: Path, speech: dict
     assert blend[mouth].min() == 1.0  # the mouth lies inside the face mask
 
 
-@pytest.mark.parametrize("precision, max_diff, mean_diff", [("fp32", 2, 0.1), ("bf16", 8, 1.0)])
+@pytest.mark.parametrize("precision, max_diff, mean_diff", [("fp32", 2, 0.1), ("bf16", 12, 1.0)])
 def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained_run: Path, speech: dict, precision: str,
                                                                          max_diff: int, mean_diff: float) -> None:
     """Frames do not depend on batch company: to rounding in fp32; bf16 kernels block batches differently,
-    which moves a few pixels by a few grey levels."""
+    which moves a few pixels by a few grey levels (measured: max 5 on AMD Zen 4, 9 on an Intel AMX CPU;
+    mean about 0.34)."""
     _, plan = _plan(trained_run, speech["wav0"])
     pipe = load_pipeline(trained_run, torch.device("cpu"))
     lengths = [2, 5, 3]
@@ -112,8 +113,8 @@ def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained
     for a, b in zip(batched_sinks, single_sinks):
         assert a.closed and len(a.frames) == len(b.frames)
         diff = np.abs(np.stack(a.frames).astype(int) - np.stack(b.frames).astype(int))
-        assert diff.max() <= max_diff, "a clip's frames must not depend on which clips share its batch"
-        assert diff.mean() < mean_diff
+        assert diff.max() <= max_diff and diff.mean() < mean_diff, (
+            f"a clip's frames must not depend on which clips share its batch: max {diff.max()}, mean {diff.mean():.3f}")
 
 
 def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: Path, speech: dict, tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: 
         assert len(row["mesh_mouth_opening"]) == row["frames"]
         # a 3-step model draws no detectable face: frame 1 is redrawn twice, then kept
         assert row["first_frame_attempts"] == 3
-        assert row["precision"] == resolve_precision("auto", torch.device("cpu"))  # what this CPU computed in
+        assert row["precision"] == resolve_precision("auto", torch.device("cpu"), 4)  # what this CPU computed in
     errors = {Path(r["audio"]).name: r["error"] for r in index if r["status"] == "failed"}
     assert set(errors) == {"silence.wav", "short.wav", "notes.wav"}
     assert "silent" in errors["silence.wav"] and "too short" in errors["short.wav"]

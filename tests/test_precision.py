@@ -11,13 +11,16 @@ from imagineid import precision
 from imagineid.precision import autocast, resolve
 
 
-def test_auto_picks_fp16_on_gpus_and_bf16_only_on_cpus_with_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve("auto", torch.device("cuda")) == "fp16"
+def test_auto_picks_fp16_on_gpus_and_bf16_only_for_big_batches_on_cpus_with_native_bf16(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, big = torch.device("cpu"), precision.CPU_BF16_MIN_BATCH
+    assert resolve("auto", torch.device("cuda"), 1) == "fp16"
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    assert resolve("auto", torch.device("cpu")) == "bf16"
+    assert resolve("auto", cpu, big) == "bf16" and resolve("auto", cpu, 16) == "bf16"
+    assert resolve("auto", cpu, big - 1) == "fp32" and resolve("auto", cpu, 1) == "fp32"  # the per-clip loop
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
-    assert resolve("auto", torch.device("cpu")) == "fp32"
-    assert resolve("bf16", torch.device("cpu")) == "bf16"  # asked for explicitly: allowed, if slow
+    assert resolve("auto", cpu, 16) == "fp32"
+    assert resolve("bf16", cpu, 1) == "bf16"  # asked for explicitly: allowed, if slow
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux CPU flags")
@@ -29,9 +32,9 @@ def test_native_bf16_is_read_from_the_cpu_flags() -> None:
 
 def test_unknown_names_and_fp16_on_a_cpu_are_refused() -> None:
     with pytest.raises(ValueError, match="one of auto, fp32, bf16, fp16"):
-        resolve("half", torch.device("cpu"))
+        resolve("half", torch.device("cpu"), 1)
     with pytest.raises(ValueError, match="fp16 is for GPUs"):
-        resolve("fp16", torch.device("cpu"))
+        resolve("fp16", torch.device("cpu"), 16)
 
 
 def test_autocast_computes_matmuls_in_the_chosen_type() -> None:

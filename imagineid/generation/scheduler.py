@@ -88,7 +88,7 @@ class ContinuousBatcher:
         self.strength = strength
         self.accept_first, self.first_frame_retries = accept_first, first_frame_retries
         self.device = pipe.unet.device
-        self.precision = resolve_precision(precision, self.device)  # "auto" → what this device computes fastest
+        self.precision = resolve_precision(precision, self.device, batch_size)  # "auto" → the fastest here
         self.frames_done = 0  # frames generated (all clips)
         self.ticks = 0  # pipeline calls: one per frame of the longest chain of clips through a slot
 

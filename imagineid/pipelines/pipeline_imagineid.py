@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 
+from imagineid.models.guided_unet import guided_noise
 from imagineid.models.ldm import LDMComponents, load_components, save_components, vae_scale_factor
 from imagineid.models.mask_blending_adapter import (
     MaskBlendingAdapter, decode_with_blending, face_removed, paste_background,
@@ -168,13 +169,11 @@ class ImagineIDPipeline(DiffusionPipeline):
                 continue
             x, text = latents[rows], cond[rows]
             residuals = [f[rows] for f in features]
-            if guidance_scale > 1:
-                x, text = torch.cat([x, x]), torch.cat([uncond[rows], text])
-                residuals = [torch.cat([f, f]) for f in residuals]
-            noise_pred = self.unet(x, t, encoder_hidden_states=text, down_intrablock_additional_residuals=residuals).sample
-            if guidance_scale > 1:
-                unconditional, conditional = noise_pred.chunk(2)
-                noise_pred = unconditional + guidance_scale * (conditional - unconditional)
+            if guidance_scale > 1:  # the text-free start of the UNet runs once for both halves
+                noise_pred = guided_noise(self.unet, x, t, text, uncond[rows], residuals, guidance_scale)
+            else:
+                noise_pred = self.unet(x, t, encoder_hidden_states=text,
+                                       down_intrablock_additional_residuals=residuals).sample
             latents[rows] = self.scheduler.step(noise_pred, t, latents[rows]).prev_sample
         # 6. Decode, blending the background (default: the reference's) in outside the face mask
         background = reference if background is None else background
