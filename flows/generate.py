@@ -32,7 +32,8 @@ def generate_flow(run: str, audio: list[str], out: str, seeds: int = 1, batch_si
         strength: Frames 2..T start from frame 1's latent noised this far (1 = pure noise).
         identity_from: Factor swap: take every video's identity from this audio.
         emotion_from: Factor swap: take every video's emotion from this audio.
-        precision: fp32 | bf16 | fp16 | auto (fp16 on GPUs, bf16 on CPUs with native bf16, else fp32).
+        precision: fp32 | bf16 | fp16 | auto (fp16 on GPUs; bf16 on CPUs with native bf16 from 8 clips
+            per batch; else fp32).
         use_ray: One Ray worker per GPU (one CPU worker without GPUs); False runs in the flow's process.
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
     """

@@ -227,8 +227,8 @@ def generate(
     content_from: Optional[Path] = typer.Option(None, help="Factor swap: content (mouth, sound track) from this audio."),
     emotion_from: Optional[Path] = typer.Option(None, help="Factor swap: emotion from this audio."),
     first_frame_retries: int = typer.Option(7, min=0, help="Redraw frame 1 while dlib finds no face (0 = off)."),
-    precision: str = typer.Option("auto", help="fp32 | bf16 | fp16 | auto (fp16 on GPUs, bf16 on CPUs with "
-                                               "native bf16, else fp32)."),
+    precision: str = typer.Option("auto", help="fp32 | bf16 | fp16 | auto (fp16 on GPUs; bf16 on CPUs with "
+                                               "native bf16 from 8 clips per batch; else fp32)."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),
 ) -> None:

@@ -51,7 +51,7 @@ class GenerateConfig:
     emotion_from: str | None = None  # factor swap: emotion of every video from this audio
     crf: int = 18  # libx264 quality of the output videos
     first_frame_retries: int = 7  # redraw frame 1 (next noise of the same seed) while dlib finds no face; 0 = off
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto: fp16 on GPUs, bf16 on CPUs with native bf16, else fp32
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto: fp16 on GPUs, bf16 on native-bf16 CPUs for B ≥ 8, else fp32
 
 
 @dataclass

