@@ -53,7 +53,10 @@ def speech(small_corpus: Path, tmp_path_factory) -> dict[str, Path]:
     wave = load_audio(videos[3])
     raw = folder / "raw.f32"
     wave.astype("<f4").tofile(raw)
-    for name, args in {"stereo44k.mp3": ["-ar", "44100", "-ac", "2"], "mono22k.m4a": ["-ar", "22050", "-ac", "1"]}.items():
+    formats = {"stereo44k.mp3": ["-ar", "44100", "-ac", "2"], "mono22k.m4a": ["-ar", "22050", "-ac", "1"],
+               "stereo48k.flac": ["-ar", "48000", "-ac", "2"], "stereo8k.wav": ["-ar", "8000", "-ac", "2"],
+               "mono32k.mp3": ["-ar", "32000", "-ac", "1"]}
+    for name, args in formats.items():
         subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "f32le", "-ar", "16000", "-ac", "1", "-i", str(raw), *args,
                         str(folder / name)], check=True)
         audio[name] = folder / name
@@ -119,13 +122,16 @@ def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained
 
 
 def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: Path, speech: dict, tmp_path: Path) -> None:
-    good = [speech[k] for k in ("wav0", "wav1", "stereo44k.mp3", "mono22k.m4a")]
+    """8 audio files (3 containers, 5 rates, mono and stereo) × 2 seeds → 16 videos, plus 3 bad files."""
+    good = [speech[k] for k in ("wav0", "wav1", "wav2", "stereo44k.mp3", "mono22k.m4a", "stereo48k.flac",
+                                "stereo8k.wav", "mono32k.mp3")]
     gen = tmp_path / "gen"
     cfg = GenerateConfig(seeds=2, batch_size=4, steps=2, first_frame_retries=2)
     summary = generate(trained_run, [*good, speech["bad"]], gen, cfg, use_ray=False, progress=False)
-    assert summary["ok"] == 8 and summary["failed"] == 6 and summary["skipped"] == 0
+    assert summary["ok"] == 16 and summary["failed"] == 6 and summary["skipped"] == 0
     index = pq.read_table(gen / "index.parquet").to_pylist()
-    assert len(index) == 14 and len({r["key"] for r in index}) == 14
+    assert len(index) == 22 and len({r["key"] for r in index}) == 22
+    assert len([r for r in index if r["status"] == "ok"]) == 16
     for row in (r for r in index if r["status"] == "ok"):
         video = gen / row["video"]
         info = probe(video)
@@ -142,7 +148,7 @@ def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: 
     assert "silent" in errors["silence.wav"] and "too short" in errors["short.wav"]
     assert sorted(p.name for p in (gen / "videos").iterdir()) == sorted(Path(r["video"]).name for r in index if r["video"])
     again = generate(trained_run, [*good, speech["bad"]], gen, cfg, use_ray=False, progress=False)
-    assert again["skipped"] == 8 and again["ok"] == 0 and again["generated_frames"] == 0
+    assert again["skipped"] == 16 and again["ok"] == 0 and again["generated_frames"] == 0
 
 
 def test_factor_swap_takes_each_factor_from_its_audio(trained_run: Path, speech: dict, tmp_path: Path) -> None:
