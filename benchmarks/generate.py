@@ -1,6 +1,8 @@
 """Generation throughput and memory in one run; prints JSON (issue 6).
 
-    .venv/bin/python benchmarks/generate.py RUN AUDIO_DIR [--clips 32] [--seconds 1-3] [--steps 20]
+    .venv/bin/python benchmarks/generate.py [RUN AUDIO_DIR] [--clips 32] [--seconds 1-3] [--steps 20]
+
+RUN and AUDIO_DIR default to `make demo`'s trained run and corpus (work/demo/run, work/demo/synth).
 
 - frames/s and peak RSS of the per-clip loop (B = 1) and continuous batching (B = 16) over the same
   work: `--clips` audio files, one seed, `imagineid generate`'s defaults otherwise (20 DDIM steps,
@@ -131,8 +133,10 @@ def cut_audio(sources: list[Path], folder: Path, lengths: list[float]) -> list[P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run", type=Path)
-    parser.add_argument("audio", type=Path, nargs="?")
+    parser.add_argument("run", type=Path, nargs="?", default=Path("work/demo/run"),
+                        help="a trained run (default: the one `make demo` trains)")
+    parser.add_argument("audio", type=Path, nargs="?", default=Path("work/demo/synth"),
+                        help="audio files or folders to cut the work from (default: the demo's corpus)")
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--seconds", default="1-3", help="length of every clip (S) or a spread (LOW-HIGH)")
     parser.add_argument("--steps", type=int, default=GenerateConfig.steps)
@@ -149,6 +153,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(one_setting(str(args.run), args.files, str(args.child), args.batch, args.steps, args.precision)))
         return
+    if not (args.run / "pipeline").is_dir() or not args.audio.exists():
+        sys.exit(f"benchmarks/generate.py needs a trained run and audio; {args.run} or {args.audio} is missing: "
+                 "run `make demo` first, or pass RUN AUDIO_DIR")
     sources = discover_audio([args.audio])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
