@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imagineid.generation.run import GenerateConfig
+from imagineid.errors import ImagineIDError
+from imagineid.generation.run import GenerateConfig, check_run
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.listening import discover_audio
 from imagineid.media import load_audio, write_audio
@@ -153,9 +154,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(one_setting(str(args.run), args.files, str(args.child), args.batch, args.steps, args.precision)))
         return
-    if not (args.run / "pipeline").is_dir() or not args.audio.exists():
-        sys.exit(f"benchmarks/generate.py needs a trained run and audio; {args.run} or {args.audio} is missing: "
-                 "run `make demo` first, or pass RUN AUDIO_DIR")
+    try:
+        check_run(args.run)
+    except ImagineIDError as err:
+        sys.exit(f"{err}; or run `make demo`, which trains work/demo/run")
+    if not args.audio.exists():
+        sys.exit(f"{args.audio} does not exist: pass AUDIO_DIR, or run `make demo`, which makes work/demo/synth")
     sources = discover_audio([args.audio])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

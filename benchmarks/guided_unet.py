@@ -21,16 +21,9 @@ from collections.abc import Callable
 import torch
 from diffusers import T2IAdapter
 
-from imagineid.models.guided_unet import guided_noise
+from imagineid.models.guided_unet import duplicated_noise, guided_noise
 from imagineid.models.ldm import build_tiny, tiny_adapter_kwargs
 from imagineid.precision import autocast, cpu_has_native_bf16
-
-
-def duplicated(unet, sample, t, cond, uncond, residuals, scale) -> torch.Tensor:
-    unconditional, conditional = unet(torch.cat([sample, sample]), t, encoder_hidden_states=torch.cat([uncond, cond]),
-                                      down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals]
-                                      ).sample.chunk(2)
-    return unconditional + scale * (conditional - unconditional)
 
 
 def ms_per_clip(variants: dict[str, tuple[Callable, str]], unet, adapter, batch: int, calls: int,
@@ -66,7 +59,7 @@ def main() -> None:
     adapter = T2IAdapter(**tiny_adapter_kwargs(unet, tiny.vae, in_channels=3)).eval()
     bf16 = cpu_has_native_bf16()
     rows = []
-    variants = {"duplicated_fp32_ms": (duplicated, "fp32"), "guided_fp32_ms": (guided_noise, "fp32")}
+    variants = {"duplicated_fp32_ms": (duplicated_noise, "fp32"), "guided_fp32_ms": (guided_noise, "fp32")}
     if bf16:
         variants["guided_bf16_ms"] = (guided_noise, "bf16")
     for batch in args.batches:

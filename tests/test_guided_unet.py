@@ -11,7 +11,8 @@ from imagineid.models.ldm import build_tiny, tiny_adapter_kwargs
 
 
 def plain_guidance(unet, sample, t, cond, uncond, residuals, scale) -> torch.Tensor:
-    """The textbook two-halves call, as diffusers' pipelines write it."""
+    """The textbook two-halves call, as diffusers' pipelines write it; written out here rather than taken
+    from `duplicated_noise`, so the fallback test compares with an independent oracle."""
     unconditional, conditional = unet(torch.cat([sample, sample]), t, encoder_hidden_states=torch.cat([uncond, cond]),
                                       down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals]
                                       ).sample.chunk(2)

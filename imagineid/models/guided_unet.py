@@ -33,12 +33,19 @@ def guided_noise(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: tor
 
     sample (B, C, h, w); cond / uncond (B, L, D); residuals: the adapter's per-down-block features (B, …).
     """
-    if splits_at_text(unet):
-        unconditional, conditional = _split_forward(unet, sample, timestep, uncond, cond, list(residuals)).chunk(2)
-    else:
-        unconditional, conditional = unet(
-            torch.cat([sample, sample]), timestep, encoder_hidden_states=torch.cat([uncond, cond]),
-            down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals]).sample.chunk(2)
+    if not splits_at_text(unet):
+        return duplicated_noise(unet, sample, timestep, cond, uncond, residuals, guidance_scale)
+    unconditional, conditional = _split_forward(unet, sample, timestep, uncond, cond, list(residuals)).chunk(2)
+    return unconditional + guidance_scale * (conditional - unconditional)
+
+
+def duplicated_noise(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: torch.Tensor | int,
+                     cond: torch.Tensor, uncond: torch.Tensor, residuals: Sequence[torch.Tensor],
+                     guidance_scale: float) -> torch.Tensor:
+    """The textbook guided call, both halves through the whole UNet → (B, C, h, w)."""
+    unconditional, conditional = unet(
+        torch.cat([sample, sample]), timestep, encoder_hidden_states=torch.cat([uncond, cond]),
+        down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals]).sample.chunk(2)
     return unconditional + guidance_scale * (conditional - unconditional)
 
 
