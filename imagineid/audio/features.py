@@ -194,6 +194,17 @@ def log_mel(
     return out
 
 
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] → int16 PCM (clipped): half the bytes of float32, lossless for decoded audio."""
+    return np.round(np.clip(_mono(samples), -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def from_pcm16(data: bytes | np.ndarray) -> np.ndarray:
+    """int16 PCM (bytes or array) → float32 samples in [-1, 1]."""
+    pcm = np.frombuffer(data, np.int16) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.int16)
+    return pcm.astype(np.float32) / 32767.0
+
+
 def mel_frames_per_video_frame(fps: float) -> int:
     """round(100 / fps); ValueError unless that is exact (25 fps → 4, 50 → 2, 20 → 5; not 30)."""
     if fps <= 0:

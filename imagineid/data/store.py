@@ -2,7 +2,7 @@
 
     DATA/clips/<clip_id>.parquet      one row per clip (written last: it marks the clip as done)
     DATA/frames/<clip_id>.parquet     one row per frame, sorted by frame_idx
-    DATA/audio/<clip_id>.parquet      one row per clip: log-mel (4·T, 80)
+    DATA/audio/<clip_id>.parquet      one row per clip: log-mel (4·T, 80), the 16 kHz waveform (PCM16)
     DATA/failures/<clip_id>.parquet   one row per rejected source
     DATA/crops/<clip_id>.mp4          aligned face crops (frame i of the mp4 = frame_idx i)
     DATA/morphable/<version>/         the fitted morphable model; CURRENT names the one in use
@@ -98,6 +98,9 @@ AUDIO_SCHEMA = pa.schema(
         ("n_mel", pa.int32()),
         ("log_mel", pa.list_(vector_type(N_MELS))),  # (4·T, 80) at 100 Hz
         ("seconds", pa.float32()),
+        # The clip's 16 kHz mono waveform as 16-bit PCM: training augments it (pitch, room, codec) and runs
+        # the pretrained voice front end on it, so DATA alone is enough to train on.
+        ("pcm16", pa.large_binary()),
     ]
 )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from imagineid.audio.features import check_audio, mel_for_frames
+from imagineid.audio.features import check_audio, mel_for_frames, to_pcm16
 from imagineid.data.layouts import SourceClip
 from imagineid.data.parquet_io import write_table_atomic
 from imagineid.data.store import FAILURES_SCHEMA, Store
@@ -104,6 +104,7 @@ def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> None:
         _staging_npz(store, job.clip_id, tmp=True),
         landmarks=track.landmarks, raw_landmarks=track.raw_landmarks, boxes=track.boxes, found=track.found,
         transforms=transforms, crop_landmarks=transform_points(track.landmarks, transforms), log_mel=mel, **speech,
+        pcm16=to_pcm16(samples),
         meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
     )
     _staging_npz(store, job.clip_id, tmp=True).replace(_staging_npz(store, job.clip_id))

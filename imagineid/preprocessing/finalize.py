@@ -150,7 +150,8 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
     audio = pa.table(
         {
             "clip_id": [clip_id], "sample_rate": [config.sample_rate], "mel_fps": [100.0], "n_mel": [len(mel)],
-            "log_mel": vector_lists([mel]), "seconds": [meta["seconds"]], **speech,
+            "log_mel": vector_lists([mel]), "seconds": [meta["seconds"]],
+            "pcm16": [staged["pcm16"].tobytes() if "pcm16" in staged else None], **speech,
         },
         schema=audio_schema,
     )
