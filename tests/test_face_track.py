@@ -12,14 +12,26 @@ import pytest
 
 from imagineid.data.synth import SynthConfig, synthesize_corpus
 from imagineid.data.synth_face import random_background
-from imagineid.face.align import AlignConfig, alignment_transforms, crop_frames, invert_transforms, transform_points
+from imagineid.face.align import (
+    AlignConfig,
+    alignment_transforms,
+    crop_frames,
+    invert_transforms,
+    transform_points,
+)
 from imagineid.face.dlib_backend import DlibLandmarker
-from imagineid.face.masks import blend_mask, decode_mask_png, encode_mask_png, face_mask, mouth_mask
+from imagineid.face.masks import (
+    blend_mask,
+    decode_mask_png,
+    encode_mask_png,
+    face_mask,
+    mouth_mask,
+)
 from imagineid.face.track import (
+    AmbiguousSubjectError,
     FaceLostError,
+    FaceTooSmallError,
     NoFaceError,
-    SeveralFacesError,
-    TinyFaceError,
     TooFewFramesError,
     track_face,
 )
@@ -134,12 +146,13 @@ def test_background_only_is_no_face(background) -> None:
     assert err.value.kind == "no_face"
 
 
-def test_two_comparable_faces_are_several_faces(clips) -> None:
+def test_two_comparable_faces_without_audio_are_ambiguous(clips) -> None:
     a, b = clips[0]["frames"][:12], clips[1]["frames"][:12]
     frames = [np.concatenate([x, y], axis=1) for x, y in zip(a, b)]  # (256, 512, 3)
-    with pytest.raises(SeveralFacesError, match=r"comparable size .* in 3 of 3 detection frames") as err:
+    message = r"ambiguous subject: 2 persistent, consistent faces of comparable size .* and no audio to tell the speaker"
+    with pytest.raises(AmbiguousSubjectError, match=message) as err:
         track_face(iter(frames))
-    assert err.value.kind == "several_faces"
+    assert err.value.kind == "ambiguous_subject"
 
 
 def test_tiny_face_is_reported_with_its_size(clips, background) -> None:
@@ -148,9 +161,9 @@ def test_tiny_face_is_reported_with_its_size(clips, background) -> None:
         canvas = background.copy()
         canvas[96:160, 96:160] = _scaled(x, 64)  # face box ~26 px: only an upscaled probe finds it
         frames.append(canvas)
-    with pytest.raises(TinyFaceError, match=r"face is 2\d px wide .* below min_face_px=60") as err:
+    with pytest.raises(FaceTooSmallError, match=r"face too small \(2\d px < 48 px") as err:
         track_face(iter(frames))
-    assert err.value.kind == "tiny_face"
+    assert err.value.kind == "face_too_small"
 
 
 def test_one_frame_video_is_too_few_frames(clips, tmp_path) -> None:

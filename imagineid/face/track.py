@@ -13,33 +13,47 @@ How it works, in one streaming pass (only the current frame is held):
    looks like a detection and the predictor behaves as it does on one. A step whose landmarks jump,
    shrink or grow too much, or whose face patch no longer looks like the last detected one, loses the
    tracklet and triggers a detection on the same frame.
-3. At the end the subject is the largest, most persistent tracklet. A rival of comparable size in more
-   than half of the detection frames rejects the clip (SeveralFacesError); smaller or transient faces
-   are ignored. Lost frames get interpolated landmarks; a zero-phase Savitzky–Golay filter smooths the
-   rest without lagging or flattening the mouth.
+   Where two faces are in view at once, a few detection frames per tracklet also get dlib's 128-d
+   descriptor (the ResNet is slow, so never on every frame, and never in single-face clips).
+3. At the end, subject.py decides on whole tracks: persistent, comparable in size, one consistent
+   identity, and, given the clip's audio, the one whose mouth follows the speech. A clip is rejected
+   only when two such faces remain and nothing tells the speaker (AmbiguousSubjectError);
+   `subject="all"` keeps each of them instead. Lost frames get interpolated landmarks; a zero-phase
+   Savitzky–Golay filter smooths the rest without lagging or flattening the mouth.
 
-A frame with no face at all is searched once more upscaled (up to `probe_max_side`), so a face too
-small for the detector is reported as TinyFaceError rather than NoFaceError; a probe that finds a face
-of acceptable size makes the whole clip detect at that zoom. When no face has been seen for longer than
+A frame with no face at all is searched once more upscaled (at least 2x, up to `probe_max_side`), and,
+if HOG still finds nothing, by dlib's CNN detector within `cnn_budget_s`; a face found only this way and
+narrower than `min_face_px` is reported as FaceTooSmallError with its size rather than NoFaceError, and a
+usable one makes the whole clip detect at the zoom it needs. When no face has been seen for longer than
 `max_lost_run_s`, the clip is rejected at once without decoding the rest.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import cv2
 import numpy as np
 from scipy.signal import savgol_filter
 
+from imagineid.data.speech import frame_rms
 from imagineid.errors import ImagineIDError
 from imagineid.face.dlib_backend import DlibLandmarker, FaceBox
+from imagineid.face.dlib_extras import cnn_detect, face_descriptor
+from imagineid.face.subject import (
+    SubjectDecision,
+    SubjectPolicy,
+    decide,
+    track_evidence,
+)
 
 RIGID = slice(17, 48)  # brows, nose and eyes: they do not move when the mouth opens
 HOG_MIN_PX = 80  # dlib's HOG window: faces narrower than this are not found without upsampling
+CNN_S_PER_PX = 7e-6  # first guess of the CNN detector's CPU time per input pixel, refined by each run
 
 
 class FaceError(ImagineIDError):
@@ -56,12 +70,14 @@ class FaceLostError(FaceError):
     kind = "face_lost"
 
 
-class SeveralFacesError(FaceError):
-    kind = "several_faces"
+class AmbiguousSubjectError(FaceError):
+    """Two or more persistent, consistent faces of comparable size and no evidence of who speaks."""
+
+    kind = "ambiguous_subject"
 
 
-class TinyFaceError(FaceError):
-    kind = "tiny_face"
+class FaceTooSmallError(FaceError):
+    kind = "face_too_small"
 
 
 class TooFewFramesError(FaceError):
@@ -80,12 +96,12 @@ class Landmarker(Protocol):
 class TrackConfig:
     detect_every: int = 5  # frames between full-frame detections; landmarks are tracked in between
     upsample: int = 0  # dlib HOG upsampling for the default landmarker (1 finds ~40 px faces, 4x slower)
-    min_face_px: float = 60.0  # median detector-box width of the subject below this → TinyFaceError
+    min_face_px: float = 48.0  # median detector-box width of the subject below this → FaceTooSmallError
+    subject: str = "one"  # one: the subject's track (or AmbiguousSubjectError) | all: every persistent face
+    policy: SubjectPolicy = field(default_factory=SubjectPolicy)  # how tracks are told apart (subject.py)
     max_lost_fraction: float = 0.25  # more frames than this without the face → FaceLostError
     max_lost_run_s: float = 1.0  # a longer run of consecutive frames without the face → FaceLostError
     min_frames: int = 8  # shorter clips → TooFewFramesError
-    second_face_ratio: float = 0.5  # a rival face with at least this fraction of the subject's area ...
-    rival_presence: float = 0.5  # ... in more than this fraction of detection frames → SeveralFacesError
     match_iou: float = 0.3  # a detection continues a tracklet when their boxes overlap at least this much
     max_faces: int = 4  # tracklets followed with landmarks at once (the largest); others only by detection
     max_shift: float = 0.15  # tracking step: landmark centre may move at most this fraction of the box width
@@ -93,6 +109,7 @@ class TrackConfig:
     min_appearance: float = 0.5  # tracking step: correlation of the face patch with the last detected one
     probe_max_side: int = 1024  # px; a frame without faces is searched again upscaled to about this side
     probe_every_s: float = 1.0  # at most one such probe per this many seconds, and only until a face is seen
+    cnn_budget_s: float = 3.0  # CPU seconds per clip the CNN detector may take when HOG finds nothing
     smooth_window: int = 5  # frames of the Savitzky–Golay filter on landmarks (odd; 1 = no smoothing)
     smooth_order: int = 2  # its polynomial order (2 keeps the peaks of mouth opening)
 
@@ -105,6 +122,10 @@ class FaceTrack:
     found: np.ndarray  # (T,) bool, the face was seen on this frame (detected or tracked)
     n_detections: int  # full-frame detector runs (probes included)
     fps: float
+    track_id: int = 0  # which of the clip's face tracks this is
+    subject_reason: str = ""  # why this track was kept
+    runner_up: dict | None = None  # the best track not kept, with why_not and its evidence
+    evidence: list[dict] = field(default_factory=list)  # every track's evidence (subject.TrackEvidence)
 
     @property
     def n_frames(self) -> int:
@@ -122,6 +143,9 @@ class _Tracklet:
     patch: np.ndarray | None = None  # normalised grey patch of the last detection, for the appearance check
     weight: float = 0.0  # sum of box areas over frames with landmarks: large and persistent wins
     raw: dict[int, np.ndarray] = field(default_factory=dict)  # frame index → (68, 2) landmarks
+    scores: list[float] = field(default_factory=list)  # detector score of each detection matched to it
+    descriptors: list[np.ndarray] = field(default_factory=list)  # a few (128,) dlib descriptors along the track
+    last_descriptor: int = -(10**9)  # frame of the last descriptor
 
 
 def _rigid_frame(points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -154,6 +178,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
+def _zoomed(frame: np.ndarray, zoom: int) -> np.ndarray:
+    return frame if zoom == 1 else cv2.resize(frame, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+
+
 def _facebox(box: np.ndarray) -> FaceBox:
     x0, y0, x1, y1 = (round(float(v)) for v in box)
     return FaceBox(x0, y0, x1, y1, float("nan"))
@@ -177,42 +205,68 @@ class _Tracker:
         self.landmarker = landmarker
         self.fps = fps
         self.tracklets: list[_Tracklet] = []
-        self.detection_log: list[list[tuple[int, float]]] = []  # per detection frame: (tracklet id, box area)
         self.n_detections = 0
         self.zoom = 1  # detection runs on frames upscaled by this (raised by a successful probe)
         self.tiny_widths: list[float] = []  # faces only a probe could find, too small to use
+        self.probes: list[str] = []  # what the search for a first face tried, for the no-face message
+        self.cnn_left_s = config.cnn_budget_s
+        self.cnn_s_per_px = CNN_S_PER_PX
         self.last_detection = -(10**9)
         self.last_probe = -(10**9)
 
     # -- detection ----------------------------------------------------------------------------------
-    def _detect(self, frame: np.ndarray, zoom: int) -> list[np.ndarray]:
+    def _detect(self, frame: np.ndarray, zoom: int) -> list[tuple[np.ndarray, float]]:
+        """(box in frame pixels, detector score) per face, on the frame upscaled by zoom."""
         self.n_detections += 1
-        image = frame if zoom == 1 else cv2.resize(frame, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
-        return [np.array([b.left, b.top, b.right, b.bottom], np.float64) / zoom for b in self.landmarker.detect(image)]
+        image = _zoomed(frame, zoom)
+        return [(np.array([b.left, b.top, b.right, b.bottom], np.float64) / zoom, b.score)
+                for b in self.landmarker.detect(image)]
 
-    def _probe(self, frame: np.ndarray, t: int) -> list[np.ndarray]:
-        """Search a face-less frame upscaled, while no face has been seen; may raise the clip's zoom."""
+    def _cnn(self, frame: np.ndarray, max_zoom: int) -> list[tuple[np.ndarray, float]]:
+        """dlib's CNN detector at the largest zoom (<= max_zoom) whose expected time fits the budget left."""
+        pixels = frame.shape[0] * frame.shape[1]
+        zoom = max_zoom
+        while zoom > 1 and pixels * zoom**2 * self.cnn_s_per_px > self.cnn_left_s:
+            zoom //= 2
+        if pixels * zoom**2 * self.cnn_s_per_px > self.cnn_left_s:
+            return []
+        start = time.perf_counter()
+        self.n_detections += 1
+        found = cnn_detect(_zoomed(frame, zoom))
+        spent = time.perf_counter() - start
+        self.cnn_left_s -= spent
+        self.cnn_s_per_px = spent / (pixels * zoom**2)
+        self.probes.append(f"CNN detector x{zoom}")
+        return [(np.array([b.left, b.top, b.right, b.bottom], np.float64) / zoom, b.score) for b in found]
+
+    def _probe(self, frame: np.ndarray, t: int) -> list[tuple[np.ndarray, float]]:
+        """Search a face-less frame upscaled, then with the CNN, while no face has been seen; may raise
+        the clip's zoom."""
         if self.tracklets or t - self.last_probe < self.config.probe_every_s * self.fps:
             return []
-        zoom = 2 ** int(math.log2(max(self.config.probe_max_side / max(frame.shape[:2]), 1.0)))
+        zoom = 2 ** int(math.log2(max(self.config.probe_max_side / max(frame.shape[:2]), 2.0)))
         if zoom <= self.zoom:
             return []
         self.last_probe = t
-        boxes = self._detect(frame, zoom)
-        usable = [b for b in boxes if b[2] - b[0] >= self.config.min_face_px]
+        found = self._detect(frame, zoom)
+        self.probes.append(f"HOG x{zoom}")
+        if not found and self.cnn_left_s > 0:
+            found = self._cnn(frame, zoom)
+        usable = [(b, s) for b, s in found if b[2] - b[0] >= self.config.min_face_px]
         if not usable:
-            self.tiny_widths += [float(b[2] - b[0]) for b in boxes]
+            self.tiny_widths += [float(b[2] - b[0]) for b, _ in found]
             return []
         # Detect at the smallest zoom that brings the smallest usable face to the HOG window.
-        smallest = min(float(b[2] - b[0]) for b in usable)
-        self.zoom = max(self.zoom, min(zoom, 2 ** math.ceil(math.log2(HOG_MIN_PX * 1.1 / smallest))))
+        smallest = min(float(b[2] - b[0]) for b, _ in usable)
+        self.zoom = max(self.zoom, min(zoom, 2 ** max(0, math.ceil(math.log2(HOG_MIN_PX * 1.1 / smallest)))))
         return usable
 
     def detect_and_match(self, frame: np.ndarray, grey: np.ndarray, t: int) -> None:
         self.last_detection = t
-        boxes = self._detect(frame, self.zoom)
-        if not boxes:
-            boxes = self._probe(frame, t)
+        found = self._detect(frame, self.zoom)
+        if not found:
+            found = self._probe(frame, t)
+        boxes = [b for b, _ in found]
         # Greedy IoU matching against where each tracklet is now expected.
         expected = {
             tr.id: tr.box if tr.points is None else _box_from_points(tr.points, tr.calib) for tr in self.tracklets
@@ -243,6 +297,7 @@ class _Tracker:
         for rank, i in enumerate(order):
             tr, box = matched[i], boxes[i]
             tr.box = box
+            tr.scores.append(found[i][1])
             if rank >= self.config.max_faces:
                 tr.points = None
                 continue
@@ -251,7 +306,20 @@ class _Tracker:
             tr.calib = calib if not tr.weight else 0.5 * tr.calib + 0.5 * calib
             tr.patch = _patch(grey, box)
             self._keep(tr, points, t)
-        self.detection_log.append([(matched[i].id, float(np.prod(boxes[i][2:] - boxes[i][:2]))) for i in matched])
+        self._sample_descriptors(frame, t)
+
+    def _sample_descriptors(self, frame: np.ndarray, t: int) -> None:
+        """Descriptors only where two or more faces are in view: a single face needs no identity check,
+        and the ResNet costs more than many tracking steps."""
+        seen = [tr for tr in self.tracklets if tr.points is not None and t in tr.raw]
+        if len(seen) < 2:
+            return
+        policy = self.config.policy
+        for tr in seen:
+            if (len(tr.descriptors) < policy.descriptors_per_track
+                    and t - tr.last_descriptor >= policy.descriptor_every_s * self.fps):
+                tr.descriptors.append(face_descriptor(frame, tr.box, tr.points))
+                tr.last_descriptor = t
 
     # -- tracking -----------------------------------------------------------------------------------
     def track(self, tr: _Tracklet, frame: np.ndarray, grey: np.ndarray, t: int) -> bool:
@@ -321,16 +389,19 @@ def smooth_landmarks(points: np.ndarray, window: int = 5, order: int = 2) -> np.
     return savgol_filter(points, window, order, axis=0, mode="interp").astype(points.dtype)
 
 
-def track_face(
+def track_faces(
     frames: Iterable[np.ndarray],
     fps: float = 25.0,
     config: TrackConfig = TrackConfig(),
     landmarker: Landmarker | None = None,
-) -> FaceTrack:
-    """Track the one subject of a clip; raises a FaceError subclass when the clip cannot be used.
+    audio: tuple[np.ndarray, int] | None = None,
+) -> list[FaceTrack]:
+    """The clip's subject track (config.subject="one") or every persistent face track ("all"), subject first.
 
-    `frames` are RGB uint8 (H, W, 3), consumed once (a generator is fine). `landmarker` defaults to
-    DlibLandmarker(config.upsample); a given one is used as is (its own upsampling applies).
+    `frames` are RGB uint8 (H, W, 3), consumed once (a generator is fine). `audio` = (mono samples,
+    sample rate) of the same clip lets the speaker's mouth decide between comparable faces. `landmarker`
+    defaults to DlibLandmarker(config.upsample); a given one is used as is (its own upsampling applies).
+    Raises a FaceError subclass when the clip cannot be used.
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
@@ -356,29 +427,60 @@ def track_face(
     if not any(tr.raw for tr in tracker.tracklets):
         _raise_none_found(tracker, n, f"in any of {n} frames")
 
-    # 2. The subject: the largest, most persistent face; comparable rivals reject the clip.
-    main = max(tracker.tracklets, key=lambda tr: tr.weight)
-    found = np.zeros(n, bool)
-    found[list(main.raw)] = True
-    raw = np.zeros((n, 68, 2), np.float32)
-    raw[found] = np.stack([main.raw[t] for t in sorted(main.raw)])
-    boxes = np.stack([_box_from_points(p, main.calib) for p in raw[found]])  # (F, 4)
-    main_area = float(np.median(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)))
-    n_det = len(tracker.detection_log)
-    rival = sum(
-        any(i != main.id and area >= config.second_face_ratio * main_area for i, area in log)
-        for log in tracker.detection_log
-    )
-    if rival > config.rival_presence * n_det:
-        raise SeveralFacesError(
-            f"several faces: another face of comparable size (>= {config.second_face_ratio:.0%} of the main face's area) "
-            f"in {rival} of {n_det} detection frames"
-        )
-    width = float(np.median(boxes[:, 2] - boxes[:, 0]))
-    if width < config.min_face_px:
-        raise TinyFaceError(f"face is {width:.0f} px wide (median box), below min_face_px={config.min_face_px:g}")
+    # 2. The subject, decided on whole tracks (subject.py).
+    envelope = None if audio is None else frame_rms(audio[0], n, fps, audio[1])
+    tracklets = {tr.id: tr for tr in tracker.tracklets if tr.raw}
+    evidence = [
+        track_evidence(tr.id, tr.raw, _track_widths(tr), tr.scores, tr.descriptors, n, envelope, config.policy)
+        for tr in tracklets.values()
+    ]
+    decision = decide(evidence, config.policy, config.subject)
+    if decision.ambiguous:
+        raise AmbiguousSubjectError(decision.ambiguous)
+    tracks, errors = [], []
+    for k, track_id in enumerate(decision.kept):
+        try:
+            tracks.append(_subject_track(tracklets[track_id], n, tracker, decision, k, max_run))
+        except FaceError as err:  # with subject="all", a track that fails its checks is left out
+            errors.append(err)
+    if not tracks:
+        raise errors[0]
+    return tracks
 
-    # 3. Lost frames: too many, or too long a run, reject; otherwise interpolate.
+
+def track_face(
+    frames: Iterable[np.ndarray],
+    fps: float = 25.0,
+    config: TrackConfig = TrackConfig(),
+    landmarker: Landmarker | None = None,
+    audio: tuple[np.ndarray, int] | None = None,
+) -> FaceTrack:
+    """Track the one subject of a clip (track_faces with subject="one")."""
+    return track_faces(frames, fps, replace(config, subject="one"), landmarker, audio)[0]
+
+
+def _track_widths(tr: _Tracklet) -> list[float]:
+    """Detector-style box width on every frame the tracklet has landmarks."""
+    widths = []
+    for points in tr.raw.values():
+        box = _box_from_points(points.astype(np.float64), tr.calib)
+        widths.append(float(box[2] - box[0]))
+    return widths
+
+
+def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDecision, rank: int,
+                   max_run: int) -> FaceTrack:
+    """One kept tracklet as a FaceTrack: size and loss checks, interpolation, smoothing."""
+    config, fps = tracker.config, tracker.fps
+    found = np.zeros(n, bool)
+    found[list(tr.raw)] = True
+    raw = np.zeros((n, 68, 2), np.float32)
+    raw[found] = np.stack([tr.raw[t] for t in sorted(tr.raw)])
+    width = float(np.median(_track_widths(tr)))
+    if width < config.min_face_px:
+        raise FaceTooSmallError(f"face too small ({width:.0f} px < {config.min_face_px:g} px, median box width)")
+
+    # Lost frames: too many, or too long a run, reject; otherwise interpolate.
     lost = int((~found).sum())
     if lost > config.max_lost_fraction * n:
         raise FaceLostError(f"face lost in {lost} of {n} frames (more than {config.max_lost_fraction:.0%})")
@@ -390,20 +492,22 @@ def track_face(
         )
     raw = _interpolate(raw, found)
 
-    # 4. Smooth (zero phase) and derive the boxes from the smoothed landmarks.
+    # Smooth (zero phase) and derive the boxes from the smoothed landmarks.
     smooth = smooth_landmarks(raw, config.smooth_window, config.smooth_order)
-    boxes = np.stack([_box_from_points(p.astype(np.float64), main.calib) for p in smooth]).astype(np.float32)
+    boxes = np.stack([_box_from_points(p.astype(np.float64), tr.calib) for p in smooth]).astype(np.float32)
     return FaceTrack(
         landmarks=smooth.astype(np.float32), raw_landmarks=raw.astype(np.float32), boxes=boxes,
-        found=found, n_detections=tracker.n_detections, fps=float(fps),
+        found=found, n_detections=tracker.n_detections, fps=float(fps), track_id=tr.id,
+        subject_reason=decision.reason if rank == 0 else f"subject=all: face track {rank + 1} of {len(decision.kept)}",
+        runner_up=decision.runner_up, evidence=[e.as_dict() for e in decision.evidence],
     )
 
 
 def _raise_none_found(tracker: _Tracker, n: int, where: str) -> None:
+    tried = f"; also tried {', '.join(tracker.probes)}" if tracker.probes else ""
     if tracker.tiny_widths:
         width = float(np.median(tracker.tiny_widths))
-        raise TinyFaceError(
-            f"face is {width:.0f} px wide (found only upscaled, {where}), below "
-            f"min_face_px={tracker.config.min_face_px:g}"
+        raise FaceTooSmallError(
+            f"face too small ({width:.0f} px < {tracker.config.min_face_px:g} px; found only upscaled, {where})"
         )
-    raise NoFaceError(f"no face found {where} ({tracker.n_detections} detector runs)")
+    raise NoFaceError(f"no face found {where} ({tracker.n_detections} detector runs{tried})")

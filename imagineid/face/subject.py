@@ -1,0 +1,193 @@
+"""Which face track is the clip's subject: per-track evidence and a decision that says why.
+
+Real footage has audiences, posters, logos and second people in view, and dlib's HOG detector fires on
+face-like patches (a print on clothing). Rejecting every clip with a second detection of comparable size
+loses a large share of good clips, so the tracker links detections into tracks and this module decides
+on whole tracks:
+
+1. Persistent: a track seen on too few frames (a passer-by, a flicker of the detector) is no candidate.
+2. Comparable: a track much smaller than the largest candidate is background, as before.
+3. Consistent: dlib's 128-d descriptor, sampled on a few frames of each track, stays close along one
+   real face; a track whose descriptors drift apart is not one face (a patch on moving cloth).
+4. Speaking: where the clip has speech, the track whose mouth opening follows the speech envelope is
+   the active speaker; a clear winner decides.
+
+Only when two or more persistent, consistent faces of comparable size remain and the audio does not
+single one out is the clip ambiguous (`subject="one"`); `subject="all"` keeps every such track instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from imagineid.face import landmarks68 as lm
+
+
+@dataclass(frozen=True)
+class SubjectPolicy:
+    min_presence: float = 0.5  # a candidate has landmarks on at least this fraction of the clip's frames
+    comparable_area: float = 0.5  # a rival with at least this fraction of the main face's area competes
+    max_spread: float = 0.6  # largest descriptor distance along one track (dlib's same-person threshold)
+    descriptors_per_track: int = 3  # descriptors sampled per track, only where two faces are in view at once
+    descriptor_every_s: float = 0.5  # at least this far apart, so the samples span the track
+    speaker_min_r: float = 0.3  # mouth–speech correlation a speaker must reach ...
+    speaker_margin: float = 0.2  # ... and by which it must beat every rival
+    max_lag: int = 2  # frames of audio-video offset tolerated when correlating mouth and speech
+    min_mouth_motion: float = 0.005  # std of mouth opening (face widths) below which a mouth is still
+
+
+@dataclass
+class TrackEvidence:
+    """What speaks for one track being the subject (all figures per track, over the whole clip)."""
+
+    track: int
+    presence: float  # fraction of frames with landmarks
+    width: float  # median detector-box width, px
+    area: float  # median detector-box area, px²
+    detector_score: float  # median detector score where it was detected (NaN for tracked-only)
+    landmark_jitter: float  # median frame-to-frame rigid-landmark noise, fraction of face scale
+    spread: float | None  # largest pairwise descriptor distance; None when not sampled
+    speech_r: float | None  # mouth–speech correlation; None without audio
+    mouth_motion: float  # std of mouth opening over the track, in face widths
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class SubjectDecision:
+    kept: list[int]  # track ids, the subject first (several only for subject="all")
+    reason: str  # why the first kept track is the subject
+    runner_up: dict | None  # {"track", "why_not", evidence...} of the best track not kept (subject="one")
+    evidence: list[TrackEvidence]
+    ambiguous: str | None = None  # set instead of a choice when the clip is genuinely ambiguous
+
+    def runner_up_json(self) -> str | None:
+        return None if self.runner_up is None else json.dumps(self.runner_up, sort_keys=True)
+
+
+def mouth_speech_correlation(opening: np.ndarray, found: np.ndarray, envelope: np.ndarray, max_lag: int) -> float:
+    """Best Pearson correlation of mouth opening with the speech envelope over lags of ±max_lag frames.
+
+    Only frames where the track was seen count; the lag window absorbs the small audio-video offsets of
+    real recordings, where the mouth often opens a frame or two before the sound.
+    """
+    best = 0.0
+    n = len(opening)
+    for lag in range(-max_lag, max_lag + 1):
+        a = slice(max(0, lag), n + min(0, lag))
+        b = slice(max(0, -lag), n - max(0, lag))
+        sel = found[a]
+        x, y = opening[a][sel], envelope[b][sel]
+        if len(x) < 8 or x.std() < 1e-9 or y.std() < 1e-9:
+            continue
+        best = max(best, float(np.corrcoef(x, y)[0, 1]))
+    return best
+
+
+def track_evidence(
+    track: int, raw: dict[int, np.ndarray], widths: list[float], scores: list[float], descriptors: list[np.ndarray],
+    n_frames: int, envelope: np.ndarray | None, policy: SubjectPolicy,
+) -> TrackEvidence:
+    """Evidence for one track: raw is frame → (68, 2) landmarks, widths / scores per detection."""
+    frames = sorted(raw)
+    points = np.stack([raw[t] for t in frames]).astype(np.float64) if frames else np.zeros((0, 68, 2))
+    opening = np.zeros(n_frames)
+    found = np.zeros(n_frames, bool)
+    if frames:
+        opening[frames] = lm.mouth_opening(points)
+        found[frames] = True
+    motion = float(opening[found].std()) if found.sum() > 1 else 0.0
+    speech_r = None
+    if envelope is not None:
+        speech_r = 0.0 if motion < policy.min_mouth_motion else mouth_speech_correlation(
+            opening, found, envelope, policy.max_lag)
+    spread = None
+    if len(descriptors) >= 2:
+        d = np.stack(descriptors)
+        spread = float(np.linalg.norm(d[:, None] - d[None], axis=-1).max())
+    return TrackEvidence(
+        track=track, presence=len(frames) / max(n_frames, 1),
+        width=float(np.median(widths)) if widths else 0.0, area=float(np.median(np.square(widths))) if widths else 0.0,
+        detector_score=float(np.median(scores)) if scores and np.isfinite(scores).any() else float("nan"),
+        landmark_jitter=_jitter(points), spread=spread, speech_r=speech_r, mouth_motion=motion,
+    )
+
+
+def _jitter(points: np.ndarray) -> float:
+    """Median frame-to-frame change of the rigid landmarks after removing their mean shift, per face scale:
+    a landmark fit that locks onto a face moves as one; one on a texture shuffles its points."""
+    if len(points) < 3:
+        return float("nan")
+    rigid = points[:, 17:48]
+    centred = rigid - rigid.mean(axis=1, keepdims=True)
+    scale = np.sqrt((centred**2).sum(axis=2).mean(axis=1))  # (F,)
+    step = np.linalg.norm(np.diff(centred, axis=0), axis=2).mean(axis=1) / scale[1:]
+    return float(np.median(step))
+
+
+def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = "one") -> SubjectDecision:
+    """Pick the subject track (or every persistent face for subject="all") and say why."""
+    if subject not in ("one", "all"):
+        raise ValueError(f"subject must be 'one' or 'all', got {subject!r}")
+    by_weight = sorted(evidence, key=lambda e: -(e.presence * e.area))
+    persistent = [e for e in by_weight if e.presence >= policy.min_presence] or by_weight[:1]
+    consistent = [e for e in persistent if e.spread is None or e.spread <= policy.max_spread] or persistent[:1]
+    main = consistent[0]
+    why_not: dict[int, str] = {}
+    for e in by_weight:
+        if e not in persistent:
+            why_not[e.track] = f"transient: seen on {e.presence:.0%} of frames (< {policy.min_presence:.0%})"
+        elif e not in consistent:
+            why_not[e.track] = (f"not one consistent face: its descriptors differ by up to {e.spread:.2f} "
+                                f"(> {policy.max_spread:g})")
+        elif e is not main and e.area < policy.comparable_area * main.area:
+            why_not[e.track] = f"smaller: {e.area / main.area:.0%} of the subject's area"
+    rivals = [e for e in consistent if e.track not in why_not]  # main included
+
+    if subject == "all":
+        kept = [e.track for e in rivals]
+        others = [e for e in consistent if e.track in why_not]
+        reason = f"subject=all: one of {len(kept)} persistent, consistent face track{'s' * (len(kept) != 1)}"
+        return SubjectDecision(kept, reason, _runner_up(others[:1], why_not), evidence)
+
+    if len(rivals) == 1:
+        dismissed = [e for e in by_weight if e is not main]
+        runner_up = _runner_up(dismissed[:1], why_not)
+        reason = "the only face track" if runner_up is None else (
+            f"the largest persistent, consistent face; next track {runner_up['track']} is {runner_up['why_not']}")
+        return SubjectDecision([main.track], reason, runner_up, evidence)
+
+    speaking = sorted(rivals, key=lambda e: -(e.speech_r or 0.0))
+    best, second = speaking[0], speaking[1]
+    r1, r2 = best.speech_r, second.speech_r
+    if r1 is not None and r2 is not None and r1 >= policy.speaker_min_r and r1 - r2 >= policy.speaker_margin:
+        for e in speaking[1:]:
+            why_not[e.track] = (f"not the speaker: its mouth follows the speech with r = {e.speech_r:.2f} "
+                                f"against {r1:.2f}")
+        reason = (f"active speaker: mouth opening follows the speech envelope (r = {r1:.2f}; "
+                  f"next face {r2:.2f}) among {len(rivals)} persistent faces of comparable size")
+        return SubjectDecision([best.track], reason, _runner_up([second], why_not), evidence)
+
+    faces = ", ".join(f"track {e.track} {e.width:.0f} px" for e in rivals)
+    if r1 is None:
+        evidence_note = "no audio to tell the speaker"
+    elif r1 < policy.speaker_min_r:
+        evidence_note = (f"no speaker evidence: no mouth follows the speech (best r = {r1:.2f} < "
+                         f"{policy.speaker_min_r:g})")
+    else:
+        evidence_note = (f"no speaker evidence: their mouths follow the speech alike (r = {r1:.2f} and {r2:.2f}, "
+                         f"margin < {policy.speaker_margin:g})")
+    message = (f"ambiguous subject: {len(rivals)} persistent, consistent faces of comparable size ({faces}) and "
+               f"{evidence_note}; --subject all keeps one clip per face")
+    return SubjectDecision([], "", None, evidence, ambiguous=message)
+
+
+def _runner_up(candidates: list[TrackEvidence], why_not: dict[int, str]) -> dict | None:
+    if not candidates:
+        return None
+    e = candidates[0]
+    return {"why_not": why_not.get(e.track, ""), **e.as_dict()}
