@@ -31,6 +31,7 @@ class SubjectPolicy:
     min_presence: float = 0.5  # a candidate has landmarks on at least this fraction of the clip's frames
     comparable_area: float = 0.5  # a rival with at least this fraction of the main face's area competes
     max_spread: float = 0.6  # largest descriptor distance along one track (dlib's same-person threshold)
+    max_jitter: float = 0.06  # rigid-landmark shape change per frame (face scale) above which the fit is no face
     descriptors_per_track: int = 3  # descriptors sampled per track, only where two faces are in view at once
     descriptor_every_s: float = 0.5  # at least this far apart, so the samples span the track
     speaker_min_r: float = 0.3  # mouth–speech correlation a speaker must reach ...
@@ -48,7 +49,7 @@ class TrackEvidence:
     width: float  # median detector-box width, px
     area: float  # median detector-box area, px²
     detector_score: float  # median detector score where it was detected (NaN for tracked-only)
-    landmark_jitter: float  # median frame-to-frame rigid-landmark noise, fraction of face scale
+    landmark_jitter: float  # median frame-to-frame rigid-landmark shape change, fraction of face scale
     spread: float | None  # largest pairwise descriptor distance; None when not sampled
     speech_r: float | None  # mouth–speech correlation; None without audio
     mouth_motion: float  # std of mouth opening over the track, in face widths
@@ -118,15 +119,19 @@ def track_evidence(
 
 
 def _jitter(points: np.ndarray) -> float:
-    """Median frame-to-frame change of the rigid landmarks after removing their mean shift, per face scale:
-    a landmark fit that locks onto a face moves as one; one on a texture shuffles its points."""
+    """Median frame-to-frame change of the rigid landmarks' shape, per face scale, after removing the
+    step's translation, rotation and scale: a landmark fit that locks onto a face moves as one rigid
+    shape, while one on a face-like texture (a print on moving cloth) shuffles its points."""
     if len(points) < 3:
         return float("nan")
     rigid = points[:, 17:48]
-    centred = rigid - rigid.mean(axis=1, keepdims=True)
-    scale = np.sqrt((centred**2).sum(axis=2).mean(axis=1))  # (F,)
-    step = np.linalg.norm(np.diff(centred, axis=0), axis=2).mean(axis=1) / scale[1:]
-    return float(np.median(step))
+    z = (rigid[..., 0] + 1j * rigid[..., 1]) - (rigid[..., 0] + 1j * rigid[..., 1]).mean(axis=1, keepdims=True)
+    prev, cur = z[:-1], z[1:]
+    # Least-squares similarity cur → prev as one complex factor per step.
+    a = (np.conj(cur) * prev).sum(axis=1) / np.maximum((np.abs(cur) ** 2).sum(axis=1), 1e-9)
+    residual = np.sqrt((np.abs(a[:, None] * cur - prev) ** 2).mean(axis=1))
+    scale = np.sqrt((np.abs(prev) ** 2).mean(axis=1))
+    return float(np.median(residual / np.maximum(scale, 1e-9)))
 
 
 def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = "one") -> SubjectDecision:
@@ -135,15 +140,18 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
         raise ValueError(f"subject must be 'one' or 'all', got {subject!r}")
     by_weight = sorted(evidence, key=lambda e: -(e.presence * e.area))
     persistent = [e for e in by_weight if e.presence >= policy.min_presence] or by_weight[:1]
-    consistent = [e for e in persistent if e.spread is None or e.spread <= policy.max_spread] or persistent[:1]
+    consistent = [e for e in persistent if _one_face(e, policy)] or persistent[:1]
     main = consistent[0]
     why_not: dict[int, str] = {}
     for e in by_weight:
         if e not in persistent:
             why_not[e.track] = f"transient: seen on {e.presence:.0%} of frames (< {policy.min_presence:.0%})"
-        elif e not in consistent:
+        elif e not in consistent and e.spread is not None and e.spread > policy.max_spread:
             why_not[e.track] = (f"not one consistent face: its descriptors differ by up to {e.spread:.2f} "
                                 f"(> {policy.max_spread:g})")
+        elif e not in consistent:
+            why_not[e.track] = (f"no face-like landmark fit: its rigid landmarks change shape by "
+                                f"{e.landmark_jitter:.0%} of the face per frame (> {policy.max_jitter:.0%})")
         elif e is not main and e.area < policy.comparable_area * main.area:
             why_not[e.track] = f"smaller: {e.area / main.area:.0%} of the subject's area"
     rivals = [e for e in consistent if e.track not in why_not]  # main included
@@ -158,7 +166,7 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
         dismissed = [e for e in by_weight if e is not main]
         runner_up = _runner_up(dismissed[:1], why_not)
         reason = "the only face track" if runner_up is None else (
-            f"the largest persistent, consistent face; next track {runner_up['track']} is {runner_up['why_not']}")
+            f"the largest persistent, consistent face; next track {runner_up['track']}: {runner_up['why_not']}")
         return SubjectDecision([main.track], reason, runner_up, evidence)
 
     speaking = sorted(rivals, key=lambda e: -(e.speech_r or 0.0))
@@ -184,6 +192,11 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
     message = (f"ambiguous subject: {len(rivals)} persistent, consistent faces of comparable size ({faces}) and "
                f"{evidence_note}; --subject all keeps one clip per face")
     return SubjectDecision([], "", None, evidence, ambiguous=message)
+
+
+def _one_face(e: TrackEvidence, policy: SubjectPolicy) -> bool:
+    """A track that behaves as one real face: a stable identity and landmarks that lock on."""
+    return (e.spread is None or e.spread <= policy.max_spread) and not e.landmark_jitter > policy.max_jitter
 
 
 def _runner_up(candidates: list[TrackEvidence], why_not: dict[int, str]) -> dict | None:

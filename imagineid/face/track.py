@@ -57,9 +57,14 @@ CNN_S_PER_PX = 7e-6  # first guess of the CNN detector's CPU time per input pixe
 
 
 class FaceError(ImagineIDError):
-    """A clip whose face cannot be tracked well enough to be used."""
+    """A clip whose face cannot be tracked well enough to be used; `detail` holds the figures that decided
+    (sizes, per-track evidence), for the failures/ table."""
 
     kind = "face"
+
+    def __init__(self, message: str, detail: dict | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or {}
 
 
 class NoFaceError(FaceError):
@@ -436,7 +441,7 @@ def track_faces(
     ]
     decision = decide(evidence, config.policy, config.subject)
     if decision.ambiguous:
-        raise AmbiguousSubjectError(decision.ambiguous)
+        raise AmbiguousSubjectError(decision.ambiguous, {"tracks": [e.as_dict() for e in evidence]})
     tracks, errors = [], []
     for k, track_id in enumerate(decision.kept):
         try:
@@ -478,7 +483,8 @@ def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDe
     raw[found] = np.stack([tr.raw[t] for t in sorted(tr.raw)])
     width = float(np.median(_track_widths(tr)))
     if width < config.min_face_px:
-        raise FaceTooSmallError(f"face too small ({width:.0f} px < {config.min_face_px:g} px, median box width)")
+        raise FaceTooSmallError(f"face too small ({width:.0f} px < {config.min_face_px:g} px, median box width)",
+                                {"face_px": round(width, 1), "min_face_px": config.min_face_px, "track": tr.id})
 
     # Lost frames: too many, or too long a run, reject; otherwise interpolate.
     lost = int((~found).sum())
@@ -508,6 +514,8 @@ def _raise_none_found(tracker: _Tracker, n: int, where: str) -> None:
     if tracker.tiny_widths:
         width = float(np.median(tracker.tiny_widths))
         raise FaceTooSmallError(
-            f"face too small ({width:.0f} px < {tracker.config.min_face_px:g} px; found only upscaled, {where})"
+            f"face too small ({width:.0f} px < {tracker.config.min_face_px:g} px; found only upscaled, {where})",
+            {"face_px": round(width, 1), "min_face_px": tracker.config.min_face_px, "tried": tracker.probes},
         )
-    raise NoFaceError(f"no face found {where} ({tracker.n_detections} detector runs{tried})")
+    raise NoFaceError(f"no face found {where} ({tracker.n_detections} detector runs{tried})",
+                      {"detector_runs": tracker.n_detections, "tried": tracker.probes})
