@@ -90,6 +90,11 @@ def _check_pretrained_preprocess(detector: str, morphable: str, flame: Optional[
     return files if morphable == "flame" else {}
 
 
+def _by_rule(counts: dict[str, int]) -> str:
+    """" (ambiguous_subject 2, no_face 1)": which rule rejected how many sources."""
+    return f" ({', '.join(f'{rule} {n}' for rule, n in counts.items())})" if counts else ""
+
+
 @app.command()
 def preprocess(
     src: List[Path] = typer.Argument(..., help="Video files or folders."),
@@ -104,6 +109,8 @@ def preprocess(
     flame: Optional[Path] = typer.Option(None, help="--morphable flame: FLAME generic_model.pkl or its folder."),
     deca: Optional[Path] = typer.Option(None, help="--morphable flame: DECA deca_model.tar or its folder."),
     speech_model: Optional[Path] = typer.Option(None, help="Local wav2vec2 / HuBERT folder: adds `speech` features to audio/."),
+    subject: str = typer.Option("one", help="one: the speaker's face per video | all: one clip per persistent face."),
+    min_face_px: float = typer.Option(48.0, help="Reject faces narrower than this (median detector box, px)."),
 ) -> None:
     """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
     from imagineid.preprocessing import PreprocessConfig
@@ -120,7 +127,10 @@ def preprocess(
             SpeechEncoder.load(speech_model)  # fail now, not in every worker
     except ImagineIDError as err:
         _fail(str(err))
-    config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size,
+    if subject not in ("one", "all"):
+        _fail(f"--subject must be one or all, got {subject!r}")
+    config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size, subject=subject,
+                              min_face_px=min_face_px,
                               **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
                               speech_model=str(speech_model.expanduser().resolve()) if speech_model else None)
     try:
@@ -132,7 +142,8 @@ def preprocess(
         _fail(f"no videos found under {', '.join(map(str, src))}")
     out_console.print(
         f"[green]preprocess:[/] {summary.n_sources} sources: {summary.n_processed} processed, "
-        f"{summary.n_failed} rejected, {summary.n_skipped} already done, in {summary.seconds:.1f}s → {out}"
+        f"{summary.n_failed} rejected{_by_rule(summary.by_rule)}, {summary.n_skipped} already done, "
+        f"in {summary.seconds:.1f}s → {out}"
     )
     for failure in summary.failures:
         out_console.print(f"  [yellow]rejected[/] {failure.source}: [{failure.error_type}] {failure.message}")
@@ -193,7 +204,7 @@ def listen(
     retrieve: Optional[Path] = typer.Option(None, help="Dataset folder for identity retrieval."),
     top_k: int = typer.Option(5, help="Clips to retrieve."),
 ) -> None:
-    """What the disentangler hears: gender, age, emotion, nearest identities."""
+    """What the disentangler hears: gender, age, emotion, nearest identities, and what it measured (F0, voicing, formants)."""
     import json
 
     from imagineid.listening import listen as run_listen
@@ -207,7 +218,9 @@ def listen(
             else:
                 best = {k: max(entry[k], key=entry[k].get) for k in ("gender", "age", "emotion") if entry[k]}
                 near = ", ".join(r["clip_id"] for r in entry["retrieved"] or [])
-                out_console.print(f"{entry['audio']}: {best}" + (f" nearest: {near}" if near else ""))
+                f0 = (entry["measured"] or {}).get("f0_median_hz")
+                heard = f"{best}" + (f" (median F0 {f0:.0f} Hz)" if f0 else " (no voiced speech measured)")
+                out_console.print(f"{entry['audio']}: {heard}" + (f" nearest: {near}" if near else ""))
     except ImagineIDError as err:
         _fail(str(err))
 

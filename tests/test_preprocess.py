@@ -119,12 +119,22 @@ def test_bad_inputs_are_recorded_and_the_rest_proceeds(small_corpus: Path, bad_i
     assert set(failures) == {p.stem for p in bad_inputs.values()}
     expected = {
         "truncated": "truncated", "notes": "not a readable media file", "no_audio": "no audio stream",
-        "silent": "silent", "no_face": "no face", "several_faces": "several faces", "tiny_face": "px wide",
-        "one_frame": "audio is too short",
+        "silent": "silent", "no_face": "no face", "one_frame": "audio is too short",
+        # A mirrored copy beside the speaker: both mouths follow the speech alike, so nothing tells them apart.
+        "several_faces": "ambiguous subject: 2 persistent, consistent faces", "tiny_face": "face too small (",
     }
     for stem, words in expected.items():
         assert words in failures[stem]["message"], (stem, failures[stem]["message"])
         assert failures[stem]["error_type"] and failures[stem]["stage"]
+    # The rule that decided, in failures/ and in the summary.
+    assert failures["several_faces"]["error_type"] == "ambiguous_subject"
+    assert failures["no_face"]["error_type"] == "no_face"
+    tiny = failures["tiny_face"]
+    assert tiny["error_type"] == "face_too_small"
+    assert json.loads(tiny["detail"])["min_face_px"] == 48 and json.loads(tiny["detail"])["face_px"] < 48
+    tracks = json.loads(failures["several_faces"]["detail"])["tracks"]
+    assert len(tracks) == 2 and all(t["speech_r"] > 0.3 for t in tracks)
+    assert summary.by_rule["ambiguous_subject"] == summary.by_rule["face_too_small"] == 1
 
 
 def test_ray_fan_out_gives_the_same_rows_as_serial(small_corpus: Path, tmp_path: Path) -> None:

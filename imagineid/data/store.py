@@ -35,8 +35,9 @@ FAILURES_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("sha256", pa.string()),
         ("stage", pa.string()),
-        ("error_type", pa.string()),
+        ("error_type", pa.string()),  # the rule that decided: ambiguous_subject, face_too_small, no_face, ...
         ("message", pa.string()),
+        ("detail", pa.string()),  # JSON: the figures behind the rule (face size, per-track evidence), or null
     ]
 )
 
@@ -65,6 +66,10 @@ def clips_schema(n_shape: int) -> pa.Schema:
             ("morphable_version", pa.string()),
             ("config_hash", pa.string()),
             ("versions", pa.string()),  # JSON: pipeline and library versions
+            ("subject_track", pa.int32()),  # which of the source's face tracks this clip follows
+            ("subject_reason", pa.string()),  # why that track was kept (the rule and its figures)
+            ("runner_up", pa.string()),  # JSON: the best track not kept, why not, and its evidence; or null
+            ("source_clip_id", pa.string()),  # the source's subject clip (itself, except for further faces)
         ]
     )
 

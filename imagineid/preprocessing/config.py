@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PIPELINE_VERSION = "preprocess-1"  # bump when outputs change for the same config
+PIPELINE_VERSION = "preprocess-2"  # bump when outputs change for the same config (2: track-level subject policy)
 _OPTIONAL = ("flame", "deca", "speech_model")  # left out of the hash while unset
 
 
@@ -18,6 +18,8 @@ class PreprocessConfig:
     crop_size: int = 256  # aligned face crop size in pixels
     detector: str = "dlib"  # dlib | fan
     detect_every: int = 5  # run the detector every N frames, track in between
+    subject: str = "one"  # one: the subject's face track per source | all: one clip per persistent face track
+    min_face_px: float = 48.0  # a subject face narrower than this (median detector box) is rejected as too small
     morphable: str = "pca"  # pca (offline default) | flame (FLAME + DECA, docs/pretrained.md)
     n_shape: int = 10  # identity (shape) components of the PCA model
     n_expression: int = 12  # full-expression components
@@ -50,3 +52,9 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 def clip_id_for(sha256: str, config_hash: str) -> str:
     """hash(source sha256, config hash): the same file under the same config is the same clip."""
     return hashlib.sha256(f"{sha256}:{config_hash}".encode()).hexdigest()[:16]
+
+
+def track_clip_id(clip_id: str, rank: int) -> str:
+    """The clip id of a source's rank-th kept face track (subject=all): the source's own id for the
+    subject, a derived stable id for each further face."""
+    return clip_id if rank == 0 else hashlib.sha256(f"{clip_id}:track{rank}".encode()).hexdigest()[:16]

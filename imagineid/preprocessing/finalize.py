@@ -22,7 +22,7 @@ from imagineid.face.masks import blend_mask, encode_mask_png, face_mask, mouth_m
 from imagineid.face.morphable import PCAMorphableModel
 from imagineid.media import iter_frames
 from imagineid.preprocessing.config import PIPELINE_VERSION, PreprocessConfig
-from imagineid.preprocessing.extract import staged_npz
+from imagineid.preprocessing.extract import staged_clip_ids, staged_npz
 
 CURRENT = "CURRENT"
 FLAME_COLUMNS = {"flame_pose": 6, "camera": 3}  # extra frame columns of a FLAME dataset (DECA's pose, camera)
@@ -91,6 +91,7 @@ def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str
     model = None if refit else current_model(store)
     if model is not None:
         return model
+    clip_ids = expand_staged(store, clip_ids)
     staged = [load_staged(store, cid) for cid in clip_ids]
     if not staged:
         raise ImagineIDError("no clip could be processed, so there is nothing to fit the morphable model on")
@@ -156,6 +157,7 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
         schema=audio_schema,
     )
     labels = source.get("labels") or {}
+    subject = meta.get("subject") or {}
     clip = pa.table(
         {
             "clip_id": [clip_id], "source": [source["path"]], "sha256": [meta["sha256"]],
@@ -166,6 +168,9 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
             "crop_size": [size], "crops": [f"crops/{clip_id}.mp4"],
             "shape": vectors(coeffs.shape[None, :]), "morphable_version": [model.version],
             "config_hash": [config.hash], "versions": [_versions(model)],
+            "subject_track": [subject.get("track")], "subject_reason": [subject.get("reason")],
+            "runner_up": [json.dumps(subject["runner_up"], sort_keys=True) if subject.get("runner_up") else None],
+            "source_clip_id": [subject.get("source_clip_id", clip_id)],
         },
         schema=clips_schema(model.n_shape),
     )
@@ -189,9 +194,18 @@ def _float_or_none(value) -> float | None:
         return None
 
 
+def expand_staged(store: Store, clip_ids: list[str]) -> list[str]:
+    """Source clip ids (one per staged source) → every staged clip, each source's subject clip after its
+    further faces, so the subject's clips/ shard still marks the whole source as done."""
+    return [cid for source_id in clip_ids for cid in staged_clip_ids(store, source_id)]
+
+
 def finalize_all(store: Store, clip_ids: list[str], model: PCAMorphableModel, config: PreprocessConfig) -> list[str]:
-    for clip_id in clip_ids:
+    """Finalize the staged sources `clip_ids`; returns every clip written (several per source with subject=all)."""
+    written = []
+    for clip_id in expand_staged(store, clip_ids):
         finalize_clip(store, clip_id, model, config)
-    return clip_ids
+        written.append(clip_id)
+    return written
 
 

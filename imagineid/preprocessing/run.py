@@ -6,9 +6,12 @@ import functools
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
+
+import pyarrow as pa
 
 from imagineid.data.layouts import discover
 from imagineid.data.parquet_io import SCHEMA_VERSION, write_json_atomic
@@ -23,9 +26,10 @@ from imagineid.parallel import parallel_map
 class PreprocessSummary:
     n_sources: int = 0
     n_skipped: int = 0  # already in clips/ or failures/ under this config
-    n_processed: int = 0  # new rows in clips/
+    n_processed: int = 0  # new rows in clips/ (several per source with subject=all)
     n_failed: int = 0  # new rows in failures/, and clips whose worker was lost (retried next run)
     failures: list[ExtractResult] = field(default_factory=list)
+    by_rule: dict[str, int] = field(default_factory=dict)  # failures per deciding rule (error_type)
     morphable_version: str = ""
     seconds: float = 0.0
 
@@ -70,6 +74,17 @@ def worker_lost(job: ClipJob, err: Exception) -> ExtractResult:
                          f"worker lost on every attempt; not recorded, the next run retries it. {detail}".strip())
 
 
+def _with_further_faces(store: Store, clip_ids: set[str]) -> set[str]:
+    """The clips ids plus the clips of further face tracks of the same sources (subject=all)."""
+    if not clip_ids:
+        return clip_ids
+    try:
+        rows = store.read_table("clips", ["clip_id", "source_clip_id"]).to_pylist()
+    except (KeyError, ValueError, pa.ArrowInvalid):  # a dataset from before subject tracks
+        return clip_ids
+    return clip_ids | {r["clip_id"] for r in rows if r["source_clip_id"] in clip_ids}
+
+
 def _read_manifest(store: Store) -> dict:
     return json.loads(store.manifest.read_text()) if store.manifest.exists() else {}
 
@@ -99,8 +114,8 @@ def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) 
             "sha256": job.sha256, "clip_id": job.clip_id, "status": status, "size": size, "mtime_ns": mtime,
             "config_hash": config.hash,
         }
-    for clip_id in superseded - {entry["clip_id"] for entry in sources.values()}:  # still used by another path
-        store.remove_clip(clip_id)
+    for clip_id in _with_further_faces(store, superseded - {entry["clip_id"] for entry in sources.values()}):
+        store.remove_clip(clip_id)  # (a clip id still used by another path is kept)
     configs = manifest.get("configs", {})
     configs[config.hash] = config.to_dict()
     write_json_atomic(store.manifest, {
@@ -124,9 +139,10 @@ def preprocess(sources: Sequence[str | Path], out: str | Path, config: Preproces
                                 failures=[r for r in results if r.status != "staged"])
     if staged or refit_morphable:
         model = fit_or_load_model(store, config, staged, refit_morphable)
-        finalize_all(store, staged, model, config)
+        summary.n_processed = len(finalize_all(store, staged, model, config))
         summary.morphable_version = model.version
-    summary.n_processed, summary.n_failed = len(staged), len(summary.failures)
+    summary.n_failed = len(summary.failures)
+    summary.by_rule = dict(Counter(r.error_type for r in summary.failures).most_common())
     write_manifest(store, config, jobs)
     summary.seconds = time.perf_counter() - start
     return summary
