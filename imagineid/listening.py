@@ -1,7 +1,11 @@
 """What the trained disentangler hears in an audio file (`imagineid listen`, DESIGN §6).
 
-Per audio: gender, age-group and emotion probabilities; with a dataset, the K clips whose identity
-embedding is nearest. Unusable audio gives an entry with an `error`, never a crash.
+Per audio: gender, age-group and emotion probabilities, what the voice front end measured (F0, voiced
+fraction, formants, the seconds used); with a dataset, the K clips whose identity embedding is nearest.
+Unusable audio gives an entry with an `error`, never a crash.
+
+    listener = Listener.load(RUN)
+    heard = listener.hear(listener.prepare(samples))   # 16 kHz mono float samples
 """
 
 from __future__ import annotations
@@ -36,6 +40,16 @@ def discover_audio(paths: Sequence[str | Path]) -> list[Path]:
 
 
 @dataclass
+class Utterance:
+    """One audio as every stage reads it: raw log-mel, and the voice front end's vector where the run
+    was trained with one (the measurements are kept to report them)."""
+
+    mel: np.ndarray  # (4T, 80) raw log-mel, cut to whole video frames
+    voice: np.ndarray | None  # (VOICE_DIM,) or None for runs trained without the voice front end
+    measured: dict | None  # VoiceStats.to_dict() of the audio
+
+
+@dataclass
 class Listener:
     """The three trained stages plus the mel statistics they were trained with."""
 
@@ -64,15 +78,38 @@ class Listener:
     def mel(self, raw: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.stats.normalize(raw)).float()[None].to(self.device)  # (1, 4T, 80)
 
+    @property
+    def uses_voice(self) -> bool:
+        """True when the identity stage was trained with the voice front end."""
+        return bool(getattr(self.identity.config, "n_voice", 0))
+
+    def prepare(self, samples: np.ndarray, mel: np.ndarray | None = None) -> Utterance:
+        """16 kHz mono samples (and their raw log-mel, if already computed) → an `Utterance`."""
+        from imagineid.audio.voice_features import voice_features
+        from imagineid.audio.voice_stats import voice_stats
+
+        mel = log_mel(samples) if mel is None else mel
+        mel = mel[: 4 * max(1, len(mel) // 4)]
+        voice, stats = voice_features(samples) if self.uses_voice else (None, voice_stats(samples))
+        return Utterance(mel=mel, voice=voice, measured=stats.to_dict())
+
+    def voice(self, utterance: Utterance) -> torch.Tensor | None:
+        return None if utterance.voice is None else torch.from_numpy(utterance.voice)[None].to(self.device)
+
+    def identify(self, utterance: Utterance):
+        """The identity stage's output (IdentityOutput, batch of one) for an utterance."""
+        return self.identity(self.mel(utterance.mel), voice=self.voice(utterance))
+
     @torch.no_grad()
-    def hear(self, raw_mel: np.ndarray) -> dict:
-        """Probabilities and the identity embedding for one log-mel (4T, 80)."""
-        mel = self.mel(raw_mel[: 4 * (len(raw_mel) // 4)])
-        ident = self.identity(mel)
+    def hear(self, utterance: Utterance) -> dict:
+        """Probabilities, the identity embedding and the heard features for one utterance."""
+        mel = self.mel(utterance.mel)
+        ident = self.identity(mel, voice=self.voice(utterance))
         result = {
             "gender": dict(zip(GENDERS, ident.gender_logits.softmax(-1)[0].tolist())),
             "age": dict(zip(AGE_GROUPS, ident.age_logits.softmax(-1)[0].tolist())),
             "emotion": None,
+            "measured": utterance.measured,
             "embedding": ident.embedding[0].cpu().numpy(),
             "emotion_embedding": None,
         }
@@ -88,6 +125,7 @@ def dataset_embeddings(listener: Listener, data: Path) -> tuple[list[dict], np.n
     """Per dataset clip, streamed clip by clip: (rows with clip_id / speaker / labels, identity embeddings
     (N, E), emotion embeddings (N, E') or None without an emotion stage)."""
     from imagineid.data.store import Store
+    from imagineid.training.voice_bank import clip_audio
 
     ids = Store(data).read_table("clips", ["clip_id"])["clip_id"].to_pylist()
     rows, identity, emotion = [], [], []
@@ -95,7 +133,9 @@ def dataset_embeddings(listener: Listener, data: Path) -> tuple[list[dict], np.n
         rows.append({"clip_id": sample.clip_id, "speaker_id": sample.speaker_id,
                      "gender": GENDERS[sample.gender] if sample.gender >= 0 else None,
                      "emotion": EMOTIONS[sample.emotion] if sample.emotion >= 0 else None})
-        heard = listener.hear(sample.mel)
+        samples = clip_audio(Store(data), sample.clip_id)[0] if listener.uses_voice else None
+        heard = listener.hear(listener.prepare(samples, sample.mel) if samples is not None
+                              else Utterance(sample.mel, None, None))
         identity.append(heard["embedding"])
         emotion.append(heard["emotion_embedding"])
     has_emotion = bool(emotion) and emotion[0] is not None
@@ -105,20 +145,21 @@ def dataset_embeddings(listener: Listener, data: Path) -> tuple[list[dict], np.n
 
 def listen(run: str | Path, audio: Sequence[str | Path], retrieve: str | Path | None = None,
            top_k: int = 5) -> Iterator[dict]:
-    """One result dict per audio file (keys: audio, gender, age, emotion, retrieved, error)."""
+    """One result dict per audio file (keys: audio, gender, age, emotion, measured, retrieved, error)."""
     listener = Listener.load(run)
     index = dataset_embeddings(listener, Path(retrieve))[:2] if retrieve else None
     for path in discover_audio(audio):
-        entry = {"audio": str(path), "gender": None, "age": None, "emotion": None, "retrieved": None, "error": None}
+        entry = {"audio": str(path), "gender": None, "age": None, "emotion": None, "measured": None,
+                 "retrieved": None, "error": None}
         try:
             samples = load_audio(path)
             check_audio(samples, 16000)
-            heard = listener.hear(log_mel(samples))
+            heard = listener.hear(listener.prepare(samples))
         except ImagineIDError as err:
             entry["error"] = str(err)
             yield entry
             continue
-        entry.update({k: heard[k] for k in ("gender", "age", "emotion")})
+        entry.update({k: heard[k] for k in ("gender", "age", "emotion", "measured")})
         if index is not None:
             rows, embeddings = index
             sims = embeddings @ heard["embedding"]

@@ -70,10 +70,9 @@ def speech(small_corpus: Path, tmp_path_factory) -> dict[str, Path]:
 
 
 def _plan(trained_run: Path, path: Path) -> tuple[Planner, ClipPlan]:
-    from imagineid.audio.features import log_mel
 
     planner = Planner.load(trained_run, size=64)
-    return planner, planner.plan(log_mel(load_audio(path)))
+    return planner, planner.plan(planner.listener.prepare(load_audio(path)))
 
 
 def test_plan_has_one_mesh_frame_per_video_frame(trained_run: Path, speech: dict) -> None:
@@ -162,9 +161,8 @@ def test_factor_swap_takes_each_factor_from_its_audio(trained_run: Path, speech:
     assert row["key"] == "speaker1__id-speaker0__emo-speaker2__seed0"
     assert row["identity_audio"] == str(speech["wav0"]) and row["emotion_audio"] == str(speech["wav2"])
     assert row["frames"] == plan_b.n_frames  # the content audio sets the length and the sound track
-    from imagineid.audio.features import log_mel
 
-    swapped = planner.plan(*(log_mel(load_audio(speech[k])) for k in ("wav0", "wav1", "wav2")))
+    swapped = planner.plan(*(planner.listener.prepare(load_audio(speech[k])) for k in ("wav0", "wav1", "wav2")))
     np.testing.assert_allclose(swapped.identity, plan_a.identity, rtol=1e-5)  # identity: A's, exactly
     assert swapped.n_frames == plan_b.n_frames
     assert np.abs(swapped.emotion - plan_b.emotion).max() > 1e-6  # emotion: not B's own

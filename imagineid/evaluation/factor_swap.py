@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from imagineid.audio.features import log_mel
 from imagineid.evaluation.video_metrics import detect_video, lagged_correlation
 from imagineid.face import landmarks68 as lm
 from imagineid.face.dlib_backend import DlibLandmarker
@@ -31,7 +30,7 @@ def factor_swap(run: Path, identity_audio: Path, content_audio: Path, out: Path,
     generate(run, [content_audio], out, cfg, use_ray=False, progress=False)
     rows = [r for r in pq.read_table(out / "index.parquet").to_pylist() if r["status"] == "ok"]
     planner = Planner.load(run, size=64)
-    predicted = {name: planner.plan(log_mel(load_audio(path))).mouth_opening
+    predicted = {name: planner.plan(planner.listener.prepare(load_audio(path))).mouth_opening
                  for name, path in (("A", identity_audio), ("B", content_audio))}
     landmarker = DlibLandmarker(upsample=1)
     report = {"identity_from": str(identity_audio), "content_from": str(content_audio), "videos": []}

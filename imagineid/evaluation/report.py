@@ -97,7 +97,6 @@ def listener_sections(gen: Path, data: Path, videos: list[dict]) -> str:
     run = Path(json.loads(info.read_text())["run"]) if info.exists() else None
     if run is None or not (run / "identity").exists() or not (data / "clips").exists():
         return "<p class=muted>Identity retrieval and emotion map skipped: the run or the dataset is not available.</p>"
-    from imagineid.audio.features import log_mel
     from imagineid.data.store import Store
     from imagineid.listening import Listener, dataset_embeddings
     from imagineid.media import iter_frames, load_audio
@@ -109,7 +108,7 @@ def listener_sections(gen: Path, data: Path, videos: list[dict]) -> str:
     parts = ["<h2>Identity retrieval</h2><p>Generated frame 1 (left) and the dataset clips whose identity "
              "embedding is nearest to the audio's (the same voice traits should give the same gender).</p>"]
     audios = list(dict.fromkeys(v["audio"] for v in videos))[:4]
-    heard = {a: listener.hear(log_mel(load_audio(a))) for a in audios}
+    heard = {a: listener.hear(listener.prepare(load_audio(a))) for a in audios}
     for audio in audios:
         video = next(v for v in videos if v["audio"] == audio)
         first = next(iter_frames(gen / video["video"]))

@@ -1,7 +1,8 @@
 """What the generator is told for each frame of one video, derived from audio by the disentangler.
 
     plans = Planner.load(RUN, size=64)
-    plan = plans.plan(identity=mel_a, content=mel_b, emotion=mel_c)   # each (4T', 80) raw log-mel
+    utt = plans.listener.prepare(samples)                             # log-mel + voice front end
+    plan = plans.plan(identity=utt_a, content=utt_b, emotion=utt_c)   # each an Utterance
     mesh, blend, mouth = plan.frame(t)                                 # rendered on demand
 
 Identity (shape → the mesh and the textual-inversion tokens) comes from the identity audio; the
@@ -25,7 +26,7 @@ from imagineid.face.masks import blend_mask, mouth_mask
 from imagineid.face.mesh_render import render_mesh
 from imagineid.face.morphable import PCAMorphableModel
 from imagineid.training.run_assets import load_run_assets, pose_at
-from imagineid.listening import Listener
+from imagineid.listening import Listener, Utterance
 
 MEL_PER_FRAME = 4  # 100 Hz log-mel, 25 fps video
 
@@ -75,19 +76,19 @@ class Planner:
         return cls(Listener.load(run), model, pose, size)
 
     @torch.no_grad()
-    def plan(self, identity: np.ndarray, content: np.ndarray | None = None,
-             emotion: np.ndarray | None = None) -> ClipPlan:
-        """Raw log-mels (N, 80) of the identity / content / emotion sources → the clip's conditions."""
+    def plan(self, identity: Utterance, content: Utterance | None = None,
+             emotion: Utterance | None = None) -> ClipPlan:
+        """The identity / content / emotion sources (`Listener.prepare`) → the clip's conditions."""
         content = identity if content is None else content
         emotion = content if emotion is None else emotion
-        n_frames = len(content) // MEL_PER_FRAME
+        n_frames = len(content.mel) // MEL_PER_FRAME
         if n_frames < 1:
-            raise ValueError(f"content audio gives {len(content)} mel frames, fewer than one video frame")
+            raise ValueError(f"content audio gives {len(content.mel)} mel frames, fewer than one video frame")
         li = self.listener
-        ident = li.identity(li.mel(identity[: MEL_PER_FRAME * max(1, len(identity) // MEL_PER_FRAME)]))
-        content_mel = li.mel(content[: MEL_PER_FRAME * n_frames])  # (1, 4T, 80)
+        ident = li.identify(identity)
+        content_mel = li.mel(content.mel[: MEL_PER_FRAME * n_frames])  # (1, 4T, 80)
         heard = li.content(content_mel, ident.shape)
-        out = li.emotion(li.mel(fit_length(emotion, MEL_PER_FRAME * n_frames)), ident.features, heard.features)
+        out = li.emotion(li.mel(fit_length(emotion.mel, MEL_PER_FRAME * n_frames)), ident.features, heard.features)
         shape = ident.shape[0].float().cpu().numpy()  # (n_shape,)
         expression = out.expression[0].float().cpu().numpy()  # (T, n_expression)
         pose = np.repeat(self.pose[None], n_frames, axis=0)  # (T, 4)

@@ -105,7 +105,8 @@ def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: G
             if isinstance(decoded, Exception):
                 raise decoded
             samples, mel = decoded
-            plan = planner.plan(swap_mels.get("identity", mel), mel, swap_mels.get("emotion", mel))
+            utt = planner.listener.prepare(samples, mel)  # the voice front end runs here: it uses torch
+            plan = planner.plan(swap_mels.get("identity", utt), utt, swap_mels.get("emotion", utt))
         except (ImagineIDError, ValueError) as err:
             for seed, key in zip(source.seeds, source.keys):
                 folder.record(_record(source, seed, key, cfg, error=f"{type(err).__name__}: {err}"))
@@ -169,8 +170,8 @@ def generate_shard(run: str | Path, sources: Sequence[Source], out: str | Path, 
     folder.videos.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(run)
     planner = Planner.load(run, size=pipe.vae.config.sample_size)
-    swap_mels = {name: _mel(path)[1] for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from))
-                 if path}
+    swap_mels = {name: planner.listener.prepare(*_mel(path))
+                 for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from)) if path}
     batcher = ContinuousBatcher(pipe, cfg.batch_size, cfg.steps, cfg.guidance, accept_first=face_found(),
                                 first_frame_retries=cfg.first_frame_retries, strength=cfg.strength,
                                 precision=cfg.precision)

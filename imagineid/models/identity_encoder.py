@@ -4,8 +4,15 @@ An utterance-level encoder over log-mel: strided 1-D convolutions over time with
 input channels (pitch is kept at full resolution), masked mean + std statistics pooling, an MLP, and
 heads for a contrastive identity embedding, the 3DMM shape coefficients, gender and age group.
 
-    encoder = IdentityEncoder()
-    out = encoder(mel, mask)  # mel (B, L, 80) normalised log-mel at 100 Hz, mask (B, L) True = valid
+With `n_voice > 0` it also reads the voice front end's utterance vector (a pretrained d-vector plus
+measured pitch, voice quality and formants, `imagineid.audio.voice_features`). Gender and age are then
+read from that voice branch alone: its inputs mean the same on recorded speech as on the synthetic
+corpus, while the mel branch has only met the corpus' synthesiser. The embedding and the shape read both
+branches; in training the mel branch is dropped for `mel_dropout` of the utterances so neither head
+depends on it alone.
+
+    encoder = IdentityEncoder(n_voice=268)
+    out = encoder(mel, mask, voice)  # mel (B, L, 80) normalised log-mel at 100 Hz, mask (B, L), voice (B, 268)
     out.embedding, out.shape, out.gender_logits.softmax(-1)
 
 The building blocks here (`_ChannelNorm`, `_masked_stats`, `_UtteranceEncoder`) are shared with the
@@ -114,26 +121,55 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         n_genders: int = 2,
         n_ages: int = 3,
         dropout: float = 0.1,
+        n_voice: int = 0,
+        mel_dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self.encoder = _UtteranceEncoder(n_mels, hidden, hidden, strides=(4, 2, 1), dropout=dropout)
+        if n_voice:
+            # standardisation of the voice vector, set from the training set (`set_voice_stats`)
+            self.register_buffer("voice_mean", torch.zeros(n_voice))
+            self.register_buffer("voice_std", torch.ones(n_voice))
+            self.voice = nn.Sequential(
+                nn.Dropout(0.2), nn.Linear(n_voice, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
+            )
+            self.voice_attributes = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_genders + n_ages))
         self.trunk = nn.Sequential(nn.GELU(), nn.Dropout(dropout))
         self.embed_head = nn.Linear(hidden, embed_dim)
         self.shape_head = nn.Linear(hidden, n_shape)
         self.gender_head = nn.Linear(hidden, n_genders)
         self.age_head = nn.Linear(hidden, n_ages)
 
-    def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> IdentityOutput:
-        """mel (B, L, n_mels) normalised log-mel; mask (B, L) bool, True on valid frames (None = all)."""
+    def set_voice_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardise the voice vector with the training set's per-dimension mean and std."""
+        self.voice_mean.copy_(mean)
+        self.voice_std.copy_(std.clamp_min(1e-3))
+
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None,
+                voice: torch.Tensor | None = None) -> IdentityOutput:
+        """mel (B, L, n_mels) normalised log-mel; mask (B, L) bool, True on valid frames (None = all);
+        voice (B, n_voice) the voice front end's vectors (required when the model has a voice branch)."""
         _check_mel(mel, self.config.n_mels, "IdentityEncoder")
         if mask is not None and mask.shape != mel.shape[:2]:
             raise ValueError(f"mask must be (B, L) = {tuple(mel.shape[:2])}, got {tuple(mask.shape)}")
         features = self.encoder(mel, mask)  # (B, hidden)
+        attributes = None
+        if self.config.n_voice:
+            if voice is None or voice.shape != (mel.shape[0], self.config.n_voice):
+                got = None if voice is None else tuple(voice.shape)
+                raise ValueError(f"IdentityEncoder: voice must be (B, n_voice) = ({mel.shape[0]}, {self.config.n_voice}), got {got}")
+            v = self.voice((voice.to(features.dtype) - self.voice_mean) / self.voice_std)  # (B, hidden)
+            attributes = self.voice_attributes(v)  # (B, n_genders + n_ages)
+            if self.training:
+                keep = (torch.rand(len(features), 1, device=features.device) >= self.config.mel_dropout)
+                features = features * keep.to(features.dtype)
+            features = features + v
         h = self.trunk(features)
+        n_genders = self.config.n_genders
         return IdentityOutput(
             embedding=F.normalize(self.embed_head(h), dim=-1),  # (B, embed_dim)
             features=features,
             shape=self.shape_head(h),  # (B, n_shape)
-            gender_logits=self.gender_head(h),  # (B, n_genders)
-            age_logits=self.age_head(h),  # (B, n_ages)
+            gender_logits=self.gender_head(h) if attributes is None else attributes[:, :n_genders],  # (B, n_genders)
+            age_logits=self.age_head(h) if attributes is None else attributes[:, n_genders:],  # (B, n_ages)
         )

@@ -32,10 +32,13 @@ class TrainConfig:
     num_gpus: float = 1.0  # GPUs per stage task when the cluster has them (0 on a CPU-only cluster)
     seed: int = 0  # the same seed and data give the same weights (on CPU)
     hidden: int = 128  # model width
+    voice_variants: int = 6  # copies of each training clip's audio in the voice bank (1 = no augmentation)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.voice_variants < 1:
+            raise ValueError(f"voice_variants must be >= 1, got {self.voice_variants}")
 
     def stage(self, name: str) -> StageConfig:
         cfg = getattr(self, name)

@@ -29,7 +29,7 @@ def train_content(ctx: StageContext, progress: bool = True) -> dict:
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
-            shape = identity(batch["mel"]).shape  # (B, n_shape), frozen stage 1
+            shape = identity(batch["mel"], voice=batch.get("voice")).shape  # (B, n_shape), frozen stage 1
         out = model(batch["mel"], shape)  # mouth (B, W, n_mouth)
         valid = batch["valid"]  # (B, W)
         coeff = masked_mse(out.mouth.float(), batch["mouth"], valid)
@@ -52,7 +52,7 @@ def validate_content(identity: IdentityEncoder, model: ContentEncoderDecoder, ct
     predicted, truth = [], []
     for sample in ctx.val_clips():
         mel = ctx.mel(sample)
-        mouth = model(mel, identity(mel).shape).mouth[0].cpu().numpy()  # (T, n_mouth)
+        mouth = model(mel, identity(mel, voice=ctx.voice(sample)).shape).mouth[0].cpu().numpy()  # (T, n_mouth)
         points = ctx.morphable.reconstruct(sample.shape, mouth=mouth)  # (T, 68, 2)
         predicted.append(lm.mouth_opening(points))
         truth.append(sample.opening)

@@ -22,6 +22,7 @@ from imagineid.training.data import ClipSample, MelStats, WindowDataset, iter_cl
 from imagineid.training.loop import pick_device
 from imagineid.training.run_assets import save_run_assets
 from imagineid.training.run_dir import RunDir
+from imagineid.training.voice_bank import VoiceBank
 
 
 @dataclass
@@ -32,11 +33,12 @@ class StageContext:
     split: dict[str, list[str]]
     stats: MelStats
     morphable: PCAMorphableModel
+    bank: VoiceBank | None = None
     device: torch.device = field(default_factory=pick_device)
     _val: list[ClipSample] | None = None
 
     @classmethod
-    def prepare(cls, data: str | Path, run: RunDir, config: TrainConfig) -> "StageContext":
+    def prepare(cls, data: str | Path, run: RunDir, config: TrainConfig, progress: bool = False) -> "StageContext":
         data = Path(data)
         morphable = current_model(Store(data))
         if morphable is None or not any((data / "clips").glob("*.parquet")):
@@ -59,7 +61,9 @@ class StageContext:
             stats.save(stats_path)
         write_json_atomic(run.root / "morphable.json", {"version": morphable.version, "data": str(data)})
         save_run_assets(run.root, morphable, data, split["train"])  # generation then needs no dataset
-        return cls(data=data, run=run, config=config, split=split, stats=stats, morphable=morphable)
+        bank = VoiceBank.build(data, run.root / "voice_bank", split["train"], split["val"], config.voice_variants,
+                               seed=config.seed, progress=progress)
+        return cls(data=data, run=run, config=config, split=split, stats=stats, morphable=morphable, bank=bank)
 
     @property
     def n_shape(self) -> int:
@@ -75,14 +79,18 @@ class StageContext:
 
     def loader(self, stage: StageConfig) -> torch.utils.data.DataLoader:
         dataset = WindowDataset(self.data, self.split["train"], window=stage.window, stats=self.stats,
-                                seed=self.config.seed)
+                                seed=self.config.seed, bank=self.bank)
         return torch.utils.data.DataLoader(dataset, batch_size=stage.batch_size, num_workers=0)
 
     def val_clips(self) -> list[ClipSample]:
         if self._val is None:
-            self._val = list(iter_clips(self.data, self.split["val"]))
+            self._val = list(iter_clips(self.data, self.split["val"], self.bank))
         return self._val
 
     def mel(self, sample: ClipSample) -> torch.Tensor:
         """Normalised full-clip mel (1, 4T, 80) on the device."""
         return torch.from_numpy(self.stats.normalize(sample.mel)).float()[None].to(self.device)
+
+    def voice(self, sample: ClipSample) -> torch.Tensor | None:
+        """The clip's voice vector (1, VOICE_DIM) on the device, or None without a voice bank."""
+        return None if sample.voice is None else torch.from_numpy(sample.voice)[None].to(self.device)

@@ -20,6 +20,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -31,6 +32,9 @@ from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.data.parquet_io import to_numpy_vectors
 from imagineid.data.store import N_MELS, Store
 from imagineid.face.landmarks68 import mouth_opening
+
+if TYPE_CHECKING:
+    from imagineid.training.voice_bank import VoiceBank
 
 MELS_PER_FRAME = 4  # 100 Hz log-mel vs 25 fps video
 VAL_SPLITS = ("test", "val", "valid", "validation")  # `split` values that mark held-out clips
@@ -59,6 +63,7 @@ class ClipSample:
     expression: np.ndarray  # (T, n_expr) full-expression coefficients
     opening: np.ndarray  # (T,) ground-truth mouth opening of the crop landmarks
     speaker_index: int  # index into the sorted speaker list of the clip ids being read
+    voice: np.ndarray | None = None  # (VOICE_DIM,) voice front-end vector of the clip's own audio (with a bank)
 
     @property
     def n_frames(self) -> int:
@@ -128,7 +133,7 @@ def read_mel(store: Store, clip_id: str) -> np.ndarray:
     return to_numpy_vectors(column.flatten()) if len(column) else np.zeros((0, N_MELS), np.float32)
 
 
-def _read_clip(store: Store, row: dict, speaker_index: int) -> ClipSample:
+def _read_clip(store: Store, row: dict, speaker_index: int, bank: "VoiceBank | None" = None) -> ClipSample:
     clip_id = row["clip_id"]
     frames = store.clip_frames(clip_id, FRAME_COLUMNS)
     mouth = to_numpy_vectors(frames["mouth"])
@@ -149,11 +154,13 @@ def _read_clip(store: Store, row: dict, speaker_index: int) -> ClipSample:
         expression=to_numpy_vectors(frames["expression"]),
         opening=mouth_opening(landmarks).astype(np.float32),
         speaker_index=speaker_index,
+        voice=bank.get(clip_id).voice[0] if bank is not None else None,
     )
 
 
-def iter_clips(data: DataArg, clip_ids: Sequence[str]) -> Iterator[ClipSample]:
-    """Whole clips in clip_id order, one at a time, each read from its own shards with projected columns."""
+def iter_clips(data: DataArg, clip_ids: Sequence[str], bank: "VoiceBank | None" = None) -> Iterator[ClipSample]:
+    """Whole clips in clip_id order, one at a time, each read from its own shards with projected columns
+    (with a voice bank, each carries its own audio's voice vector)."""
     store = as_store(data)
     rows = clip_rows(store, clip_ids)
     missing = sorted(set(clip_ids) - {r["clip_id"] for r in rows})
@@ -161,61 +168,91 @@ def iter_clips(data: DataArg, clip_ids: Sequence[str]) -> Iterator[ClipSample]:
         raise ValueError(f"{len(missing)} clip ids not in {store.root / 'clips'}: {missing[:5]}")
     speakers = sorted({r["speaker_id"] for r in rows})
     for row in rows:
-        yield _read_clip(store, row, speakers.index(row["speaker_id"]))
+        yield _read_clip(store, row, speakers.index(row["speaker_id"]), bank)
 
 
 # -- mel normalisation -------------------------------------------------------------------------------------
 
 
+def speech_mean(mel: np.ndarray, floor: float = 3.0) -> np.ndarray:
+    """Per-bin mean of a log-mel (N, 80) over its speech frames: frames whose mean log energy is within
+    `floor` (natural-log units, ~26 dB) of the loudest 5 %. Pauses would otherwise set the mean."""
+    if len(mel) == 0:
+        return np.zeros(mel.shape[1:], np.float32)
+    energy = mel.mean(axis=1)  # (N,)
+    speech = energy >= np.percentile(energy, 95) - floor
+    return mel[speech].mean(axis=0).astype(np.float32)
+
+
 @dataclass
 class MelStats:
-    """Per-bin log-mel mean and standard deviation of the training clips."""
+    """Per-bin log-mel normalisation of the training clips.
+
+    mode "global": (mel - mean) / std with the training set's mean. mode "utterance": each utterance's
+    own speech-frame mean is removed first (cepstral mean normalisation), so the microphone, the room and
+    the loudness of a recording do not decide what the encoders hear; std is then that of the centred mel.
+    """
 
     mean: np.ndarray  # (80,)
     std: np.ndarray  # (80,)
+    mode: str = "global"
 
     def normalize(self, mel: np.ndarray) -> np.ndarray:
-        return ((mel - self.mean) / self.std).astype(np.float32)
+        centre = speech_mean(mel) if self.mode == "utterance" else self.mean
+        return ((mel - centre) / self.std).astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist()}))
+        path.write_text(json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist(), "mode": self.mode}))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> MelStats:
         payload = json.loads(Path(path).read_text())
-        return cls(np.asarray(payload["mean"], np.float32), np.asarray(payload["std"], np.float32))
+        return cls(np.asarray(payload["mean"], np.float32), np.asarray(payload["std"], np.float32),
+                   payload.get("mode", "global"))
 
 
-def mel_stats(data: DataArg, clip_ids: Sequence[str], max_clips: int = 200) -> MelStats:
-    """Mean / std per mel bin over up to `max_clips` evenly spaced clips, one audio shard at a time."""
+def mel_stats(data: DataArg, clip_ids: Sequence[str], max_clips: int = 200, mode: str = "utterance") -> MelStats:
+    """Mean / std per mel bin over up to `max_clips` evenly spaced clips, one audio shard at a time
+    (in "utterance" mode the std is of each clip's mel less its own speech mean)."""
+    if mode not in ("global", "utterance"):
+        raise ValueError(f"mode must be 'global' or 'utterance', got {mode!r}")
     store = as_store(data)
     ids = sorted(clip_ids)
     if not ids:
         raise ValueError("mel_stats needs at least one clip id")
     if len(ids) > max_clips:
         ids = [ids[i] for i in np.linspace(0, len(ids) - 1, max_clips).round().astype(int)]
-    total, total_sq, count = np.zeros(N_MELS), np.zeros(N_MELS), 0
+    total, total_sq, centred_sq, count = np.zeros(N_MELS), np.zeros(N_MELS), np.zeros(N_MELS), 0
     for clip_id in ids:
         mel = read_mel(store, clip_id).astype(np.float64)
         total += mel.sum(axis=0)
         total_sq += (mel**2).sum(axis=0)
+        centred_sq += ((mel - speech_mean(mel)) ** 2).sum(axis=0)
         count += len(mel)
     if count == 0:
         raise ValueError(f"no mel frames in {len(ids)} clips")
     mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-8))
-    return MelStats(mean.astype(np.float32), std.astype(np.float32))
+    var = total_sq / count - mean**2 if mode == "global" else centred_sq / count
+    std = np.sqrt(np.maximum(var, 1e-8))
+    return MelStats(mean.astype(np.float32), std.astype(np.float32), mode)
 
 
 # -- windows -----------------------------------------------------------------------------------------------
 
 
-def _arrays(sample: ClipSample, stats: MelStats) -> dict[str, np.ndarray | int]:
-    """What a window is cut from: normalised mel plus the per-frame and per-clip fields."""
+def _arrays(sample: ClipSample, stats: MelStats, bank: "VoiceBank | None" = None) -> dict[str, np.ndarray | int]:
+    """What a window is cut from: normalised mel plus the per-frame and per-clip fields. With a voice
+    bank, `mels` (V, 4T, 80) and `voices` (V, VOICE_DIM) hold every variant and `mel` / `voice` variant 0."""
+    extra: dict = {}
+    if bank is not None:
+        entry = bank.get(sample.clip_id)
+        mels = np.stack([stats.normalize(m) for m in entry.mel])  # (V, 4T, 80)
+        extra = {"mels": mels, "voices": entry.voice, "voice": entry.voice[0]}
     return {
-        "mel": stats.normalize(sample.mel),
+        **extra,
+        "mel": extra["mels"][0] if extra else stats.normalize(sample.mel),
         "mouth": sample.mouth,
         "expression": sample.expression,
         "opening": sample.opening,
@@ -247,6 +284,7 @@ def _cut(clip: dict, start: int, window: int) -> dict[str, torch.Tensor]:
         "valid": torch.from_numpy(valid),  # (W,)
         "shape": torch.from_numpy(np.asarray(clip["shape"], np.float32)),  # (n_shape,)
         **{key: torch.tensor(clip[key], dtype=torch.long) for key in ("gender", "age", "emotion", "speaker")},
+        **({"voice": torch.from_numpy(np.asarray(clip["voice"], np.float32))} if "voice" in clip else {}),  # (VOICE_DIM,)
     }
 
 
@@ -260,7 +298,7 @@ class WindowDataset(IterableDataset):
 
     def __init__(self, data: DataArg, clip_ids: Sequence[str], window: int = 32, stats: MelStats | None = None,
                  seed: int = 0, windows_per_epoch: int | None = None, cache_clips: bool = True,
-                 buffer_clips: int = 64) -> None:
+                 buffer_clips: int = 64, bank: "VoiceBank | None" = None) -> None:
         if stats is None:
             raise ValueError("WindowDataset needs `stats` (see mel_stats) to normalise the log-mel")
         if window < 1:
@@ -275,6 +313,7 @@ class WindowDataset(IterableDataset):
         self.windows_per_epoch = windows_per_epoch or sum(max(1, math.ceil(r["n_frames"] / window))
                                                           for r in self.rows)
         self.epoch = 0
+        self.bank = bank
         self._cache: dict[str, dict] = {}
 
     def __len__(self) -> int:
@@ -287,13 +326,16 @@ class WindowDataset(IterableDataset):
     def _load(self, row: dict) -> dict:
         clip = self._cache.get(row["clip_id"])
         if clip is None:
-            clip = _arrays(_read_clip(self.store, row, self.speakers.index(row["speaker_id"])), self.stats)
+            clip = _arrays(_read_clip(self.store, row, self.speakers.index(row["speaker_id"])), self.stats, self.bank)
             if self.cache_clips:
                 self._cache[row["clip_id"]] = clip
         return clip
 
     def _window(self, clip: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         start = int(rng.integers(0, max(1, len(clip["mouth"]) - self.window + 1)))
+        if "mels" in clip:  # one augmented variant of the clip's audio per window
+            v = int(rng.integers(len(clip["mels"])))
+            clip = {**clip, "mel": clip["mels"][v], "voice": clip["voices"][v]}
         return _cut(clip, start, self.window)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -333,7 +375,10 @@ class WindowDataset(IterableDataset):
 
 def clip_tensors(sample: ClipSample, stats: MelStats) -> dict[str, torch.Tensor]:
     """A whole clip as a batch of one: mel (1, 4T, 80) normalised, mouth (1, T, n_mouth), ... valid all True."""
-    batch = _cut(_arrays(sample, stats), 0, sample.n_frames)
+    arrays = _arrays(sample, stats)
+    if sample.voice is not None:
+        arrays["voice"] = sample.voice
+    batch = _cut(arrays, 0, sample.n_frames)
     return {key: value.unsqueeze(0) for key, value in batch.items()}
 
 

@@ -31,7 +31,7 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
-            ident = identity(batch["mel"])
+            ident = identity(batch["mel"], voice=batch.get("voice"))
             cont = content(batch["mel"], ident.shape).features  # (B, W, hidden)
         out = model(augment_mel(batch["mel"], gain=0.0), ident.features, cont)  # loudness is an emotion cue: no gain shift
         expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
@@ -54,7 +54,7 @@ def validate_emotion(identity: IdentityEncoder, content: ContentEncoderDecoder, 
     logits, embeddings = [], []
     for sample in ctx.val_clips():
         mel = ctx.mel(sample)
-        ident = identity(mel)
+        ident = identity(mel, voice=ctx.voice(sample))
         out = model(mel, ident.features, content(mel, ident.shape).features)
         logits.append(out.emotion_logits[0].cpu().numpy())
         embeddings.append(out.embedding[0].cpu().numpy())

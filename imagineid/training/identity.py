@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imagineid.audio.voice_features import VOICE_DIM
 from imagineid.models import IdentityEncoder
 from imagineid.training.augment import augment_mel
 from imagineid.training.context import StageContext
@@ -39,11 +40,15 @@ def shape_weights(ctx: StageContext) -> np.ndarray:
 def train_identity(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed)
-    model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden).to(ctx.device)
+    model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden,
+                            n_voice=VOICE_DIM if ctx.bank is not None else 0).to(ctx.device)
+    if ctx.bank is not None:
+        mean, std = ctx.bank.voice_stats(ctx.split["train"])
+        model.set_voice_stats(torch.from_numpy(mean).to(ctx.device), torch.from_numpy(std).to(ctx.device))
     weight = torch.from_numpy(shape_weights(ctx)).to(ctx.device)  # (n_shape,)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
-        out = model(augment_mel(batch["mel"]))  # mel (B, 4W, 80)
+        out = model(augment_mel(batch["mel"]), voice=batch.get("voice"))  # mel (B, 4W, 80), voice (B, VOICE_DIM)
         shape = (((out.shape.float() - batch["shape"]) ** 2) * weight).mean()
         contrast = supervised_contrastive(out.embedding.float(), batch["speaker"])
         attributes = labelled_ce(out.gender_logits, batch["gender"]) + labelled_ce(out.age_logits, batch["age"])
@@ -59,7 +64,7 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
 def identity_outputs(model: IdentityEncoder, ctx: StageContext) -> dict[str, np.ndarray]:
     """Full-clip outputs for every validation clip, stacked."""
     model.eval()
-    rows = [model(ctx.mel(sample)) for sample in ctx.val_clips()]
+    rows = [model(ctx.mel(sample), voice=ctx.voice(sample)) for sample in ctx.val_clips()]
     return {
         "embedding": torch.cat([r.embedding for r in rows]).cpu().numpy(),
         "shape": torch.cat([r.shape for r in rows]).cpu().numpy(),

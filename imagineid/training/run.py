@@ -53,7 +53,7 @@ def run_stage(stage: str, data: str, run_root: str, config: TrainConfig, progres
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     torch.set_flush_denormal(True)  # denormal floats made tiny-VAE steps on CPU 10-20x slower
     run = RunDir(Path(run_root))
-    ctx = StageContext.prepare(data, run, config)
+    ctx = StageContext.prepare(data, run, config, progress)
     run.log({"stage": stage, "event": "start", "device": str(ctx.device)})
     start = time.perf_counter()
     metrics = _stage_function(stage)(ctx, progress)
