@@ -11,12 +11,14 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 setup: $(STAMP)
 
-# Idempotent: re-runs only when pyproject.toml changed. torch==2.13.0 first (CPU wheel on local disk);
-# an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Idempotent: re-runs only when pyproject.toml or this file changed. torch==2.13.0 first (CPU wheel on
+# local disk); an unpinned torch would pull a multi-GB CUDA build. resemblyzer without its dependencies:
+# only its speaker-encoder weights (pretrained.pt, in the wheel) are used, not its librosa / webrtcvad code.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps "resemblyzer==0.1.4"
 	@touch $(STAMP)
 
 demo: setup
