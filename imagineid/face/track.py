@@ -510,7 +510,7 @@ def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDe
 
 
 def _raise_none_found(tracker: _Tracker, n: int, where: str) -> None:
-    tried = f"; also tried {', '.join(tracker.probes)}" if tracker.probes else ""
+    tried = f"; also tried {', '.join(dict.fromkeys(tracker.probes))}" if tracker.probes else ""
     if tracker.tiny_widths:
         width = float(np.median(tracker.tiny_widths))
         raise FaceTooSmallError(
