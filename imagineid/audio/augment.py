@@ -175,31 +175,39 @@ def draw_augment(rng: np.random.Generator, keep_timing: bool, strength: float = 
 
 
 def _voice(x: np.ndarray, sr: int, aug: VoiceAugment, rng: np.random.Generator) -> np.ndarray:
+    """Pitch, formant and tempo of a drawn augmentation, through `change_voice`."""
+    return change_voice(x, sr, aug.formant_ratio, pitch_semitones=aug.pitch_semitones, speed=aug.speed,
+                        seed=int(rng.integers(2**31)))
+
+
+def change_voice(x: np.ndarray, sr: int, formant_ratio: float = 1.0, pitch_semitones: float = 0.0,
+                 new_median_hz: float = 0.0, speed: float = 1.0, seed: int = 0) -> np.ndarray:
     """Pitch, formant and tempo in one Praat 'Change gender' (PSOLA): one analysis, one resynthesis.
 
     PSOLA moves F0 without touching the spectral envelope, and the formant ratio resamples the
-    envelope without touching F0, so the two labels' cues are set independently. Unvoiced input (no
-    pitch found) gets only the formant warp and tempo. Praat's overlap-add draws random numbers from
-    its own global generator, so it is seeded from `rng` for the call (and unseeded after): without
-    that the same seed would give a different waveform on every run.
+    envelope without touching F0, so the two cues are set independently. The new F0 is either a shift
+    of the measured median (`pitch_semitones`) or a target median (`new_median_hz` > 0). Unvoiced input
+    (no pitch found) gets only the formant warp and tempo. Praat's overlap-add draws random numbers from
+    its own global generator, so it is seeded for the call (and unseeded after): without that the same
+    seed would give a different waveform on every run. No label-safety limits here: callers set them.
     """
     import parselmouth
     from parselmouth.praat import call, run
 
-    snd = parselmouth.Sound(x, sampling_frequency=sr)
-    run(f"random_initializeWithSeedUnsafelyButPredictably ({int(rng.integers(2**31))})")
+    snd = parselmouth.Sound(np.asarray(x, np.float64), sampling_frequency=sr)
+    run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
     pitch = snd.to_pitch(time_step=0.01, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ)
-    new_median = 0.0  # Praat: 0 keeps the pitch
-    if aug.pitch_semitones != 0.0:
+    new_median = new_median_hz  # Praat: 0 keeps the pitch
+    if pitch_semitones != 0.0 and not new_median_hz:
         median = call(pitch, "Get quantile", 0.0, 0.0, 0.5, "Hertz")
         if math.isfinite(median) and median > 0:
-            new_median = median * 2.0 ** (aug.pitch_semitones / 12.0)
+            new_median = median * 2.0 ** (pitch_semitones / 12.0)
     try:
-        out = call([snd, pitch], "Change gender", aug.formant_ratio, new_median, 1.0, 1.0 / aug.speed)
+        out = call([snd, pitch], "Change gender", formant_ratio, new_median, 1.0, 1.0 / speed)
     finally:
         run("random_initializeSafelyAndUnpredictably ()")
     y = np.asarray(out.values[0], np.float64)
-    return _fit_length(y, round(len(x) / aug.speed))
+    return _fit_length(y, round(len(x) / speed))
 
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:

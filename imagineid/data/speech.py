@@ -69,6 +69,8 @@ class Voice:
     volume: int  # espeakVOLUME, 0-200; 100 = normal, above ~150 eSpeak starts to compress
     word_gap: int = 0  # espeakWORDGAP, extra pause between words in units of 10 ms
     language: str = "en-us"  # eSpeak language; phoneme names in VISEMES are en-us mnemonics
+    formant_ratio: float = 1.0  # vocal-tract scaling after synthesis (> 1: shorter tract, as a child's)
+    f0_median_hz: float = 0.0  # target neutral median F0 after synthesis (0: eSpeak's own)
 
     @property
     def espeak_name(self) -> str:
@@ -87,16 +89,27 @@ _VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("female", "elder"): ("grandma", "f1", "f4"),
 }
 
-# Uniform ranges per (gender, age): pitch, range, rate. Tuned so that median F0 is ~110 Hz for adult
-# men, ~200 Hz for adult women, ~170 Hz for boys and ~300 Hz for girls (tests/test_speech.py checks it).
-# Boys keep a male timbre so gender stays audible in children, as the disentangler's labels assume.
+# Uniform ranges per (gender, age): pitch, range, rate, in eSpeak's units. Adult men sit near 110 Hz
+# and women near 200 Hz (tests/test_speech.py checks it); elderly men are not lower than younger ones
+# (men's F0 rises slightly with age), elderly women are lower than younger women. Children's eSpeak
+# pitch is then replaced by `_CHILD_VOICE`'s.
 _PROSODY: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("male", "adult"): {"pitch": (35, 58), "range": (40, 65), "rate": (150, 185)},
     ("female", "adult"): {"pitch": (45, 65), "range": (50, 75), "rate": (155, 190)},
     ("male", "child"): {"pitch": (90, 99), "range": (55, 80), "rate": (180, 215)},
     ("female", "child"): {"pitch": (86, 98), "range": (55, 80), "rate": (180, 215)},
-    ("male", "elder"): {"pitch": (35, 52), "range": (30, 50), "rate": (120, 145)},
+    ("male", "elder"): {"pitch": (40, 60), "range": (30, 50), "rate": (120, 145)},
     ("female", "elder"): {"pitch": (35, 55), "range": (35, 55), "rate": (125, 150)},
+}
+
+
+# Children as real children sound: eSpeak's presets top out near 170 Hz for boys and keep an adult
+# vocal tract, which made a synthetic boy sound like a grown woman. Before puberty both sexes speak
+# around 230-300 Hz with formants 15-25 % above an adult man's; the post-synthesis PSOLA step sets
+# both (boys keep their male variant's timbre, slightly lower than girls').
+_CHILD_VOICE: dict[str, dict[str, tuple[float, float]]] = {
+    "male": {"f0": (225.0, 265.0), "formant": (1.15, 1.22)},
+    "female": {"f0": (245.0, 295.0), "formant": (1.08, 1.15)},
 }
 
 
@@ -113,7 +126,7 @@ def sample_voice(rng: np.random.Generator, gender: str, age_group: str) -> Voice
         lo, hi = prosody[key]
         return int(rng.integers(lo, hi + 1))
 
-    return Voice(
+    voice = Voice(
         gender=gender,
         age_group=age_group,
         variant=variants[int(rng.integers(len(variants)))],
@@ -122,6 +135,11 @@ def sample_voice(rng: np.random.Generator, gender: str, age_group: str) -> Voice
         rate=draw("rate"),
         volume=int(rng.integers(90, 111)),
     )
+    if age_group == "child":
+        child = _CHILD_VOICE[gender]
+        voice = dataclasses.replace(voice, f0_median_hz=round(float(rng.uniform(*child["f0"])), 1),
+                                    formant_ratio=round(float(rng.uniform(*child["formant"])), 3))
+    return voice
 
 
 @dataclass(frozen=True)
@@ -376,6 +394,12 @@ def synthesize(text: str, voice: Voice, emotion: str = "neutral", sample_rate: i
     if sample_rate != native_rate:  # 22050 -> 16000 is up 320, down 441
         g = math.gcd(sample_rate, native_rate)
         samples = resample_poly(samples, sample_rate // g, native_rate // g).astype(np.float32)
+    if voice.formant_ratio != 1.0 or voice.f0_median_hz:
+        from imagineid.audio.augment import change_voice
+
+        # the emotion's pitch offset (eSpeak: ~1 % F0 per step) carries over to the target median
+        target = voice.f0_median_hz * 1.01 ** _EMOTION_PROSODY[emotion].pitch if voice.f0_median_hz else 0.0
+        samples = change_voice(samples, sample_rate, voice.formant_ratio, new_median_hz=target).astype(np.float32)
     samples = np.clip(samples, -1.0, 1.0)
     return Speech(samples, sample_rate, _phonemes(events, len(samples) / sample_rate), text)
 
