@@ -30,7 +30,7 @@ class DemoPlan:
         if quick:
             return cls(SynthConfig(speakers=4, clips_per_speaker=2, seed=1),
                        SynthConfig(speakers=2, clips_per_speaker=1, seconds=2.0, seed=101), 120, 2, 10)
-        return cls(SynthConfig(speakers=16, clips_per_speaker=4, seed=1),
+        return cls(SynthConfig(speakers=32, clips_per_speaker=2, seed=1),
                    SynthConfig(speakers=4, clips_per_speaker=1, seed=101), None, 2, 20)
 
 

@@ -101,6 +101,19 @@ class Listener:
         return self.identity(self.mel(utterance.mel), voice=self.voice(utterance))
 
     @torch.no_grad()
+    def heard_features(self, utterance: Utterance) -> tuple[np.ndarray, np.ndarray]:
+        """What the frame generator is told about a voice: (identity (n_shape + 5,) = predicted shape,
+        gender and age probabilities; emotion (4,) = emotion probabilities). The adapters are trained
+        on these vectors of each training clip's own audio, so training and generation see one kind."""
+        if self.emotion is None:
+            raise ImagineIDError("heard features need the identity, content and emotion stages trained")
+        mel = self.mel(utterance.mel)
+        ident = self.identity(mel, voice=self.voice(utterance))
+        out = self.emotion(mel, ident.features, self.content(mel, ident.shape).features)
+        identity = torch.cat([ident.shape, ident.gender_logits.softmax(-1), ident.age_logits.softmax(-1)], dim=-1)
+        return identity[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[0].float().cpu().numpy()
+
+    @torch.no_grad()
     def hear(self, utterance: Utterance) -> dict:
         """Probabilities, the identity embedding and the heard features for one utterance."""
         mel = self.mel(utterance.mel)
@@ -119,6 +132,11 @@ class Listener:
             result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
             result["emotion_embedding"] = out.embedding[0].cpu().numpy()
         return result
+
+
+def heard_identity_dim(n_shape: int) -> int:
+    """Width of `Listener.heard_features`' identity vector: shape, gender and age probabilities."""
+    return n_shape + len(GENDERS) + len(AGE_GROUPS)
 
 
 def dataset_embeddings(listener: Listener, data: Path) -> tuple[list[dict], np.ndarray, np.ndarray | None]:

@@ -11,7 +11,7 @@ import torch
 from imagineid.data.store import Store
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.preprocessing.finalize import current_model
-from imagineid.training.adapters import emotion_features
+from imagineid.training.adapters import clip_heard_features
 from imagineid.training.frame_data import FrameConditionDataset
 from imagineid.training.run_dir import RunDir
 
@@ -26,7 +26,9 @@ def trained(preprocessed: Path, trained_run: Path) -> tuple[Path, Path, dict]:
 def batch(trained) -> dict:
     data, _, _ = trained
     store = Store(data)
-    dataset = FrameConditionDataset(data, sorted(store.done_ids("clips"))[:1], current_model(store), 64)
+    _, run, _ = trained
+    ids = sorted(store.done_ids("clips"))[:1]
+    dataset = FrameConditionDataset(data, ids, current_model(store), 64, heard=clip_heard_features(run, data, ids))
     items = [dataset[i] for i in range(2)]
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
@@ -52,7 +54,7 @@ def test_base_stays_frozen_while_adapters_train(trained) -> None:
 
 
 def _args(batch: dict, invariant: bool) -> dict:
-    args = dict(mesh=batch["mesh"], identity=batch["shape"], emotion=emotion_features(batch["emotion"]),
+    args = dict(mesh=batch["mesh"], identity=batch["heard_identity"], emotion=batch["heard_emotion"],
                 num_inference_steps=4)
     if invariant:
         args.update(reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"])

@@ -27,7 +27,7 @@ from imagineid.generation.run import GenerateConfig, face_found
 from imagineid.generation.scheduler import to_uint8
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.preprocessing.finalize import current_model
-from imagineid.training.adapters import emotion_features
+from imagineid.training.adapters import clip_heard_features
 from imagineid.training.frame_data import FrameConditionDataset
 from imagineid.training.ldm import psnr
 
@@ -49,7 +49,7 @@ def _faces(frames: torch.Tensor, landmarker: DlibLandmarker) -> list[tuple[np.nd
 
 def invariant_metrics(pipe: ImagineIDPipeline, batch: dict, mesh_opening: np.ndarray, landmarker: DlibLandmarker,
                       steps: int, **switches) -> dict:
-    args = dict(mesh=batch["mesh"], identity=batch["shape"], emotion=emotion_features(batch["emotion"]),
+    args = dict(mesh=batch["mesh"], identity=batch["heard_identity"], emotion=batch["heard_emotion"],
                 reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"],
                 num_inference_steps=steps)
     frames = pipe(**args, generator=torch.Generator().manual_seed(0), **switches)
@@ -70,7 +70,9 @@ def check(run: Path, data: Path, clips: int = 4, frames: int = 8, steps: int = 2
     pipe = ImagineIDPipeline.from_pretrained(run / "pipeline")
     split = json.loads((run / "split.json").read_text())
     store = Store(data)
-    dataset = FrameConditionDataset(data, split["val"][:clips], current_model(store), pipe.vae.config.sample_size, seed=0)
+    heard = clip_heard_features(run, data, split["val"][:clips])
+    dataset = FrameConditionDataset(data, split["val"][:clips], current_model(store), pipe.vae.config.sample_size, seed=0,
+                                    heard=heard)
     picks = [i for c in range(len(dataset.clips)) for i in
              [k for k, (cc, _) in enumerate(dataset.index) if cc == c][:: max(1, 49 // frames)][:frames]]
     items = [dataset[i] for i in picks]
@@ -91,7 +93,7 @@ def check(run: Path, data: Path, clips: int = 4, frames: int = 8, steps: int = 2
                              ("pure_noise_start", {"strength": 1.0}))
     }
     # Variable mode: one identity, eight seeds.
-    one = dict(mesh=batch["mesh"][:1], identity=batch["shape"][:1], emotion=emotion_features(batch["emotion"][:1]),
+    one = dict(mesh=batch["mesh"][:1], identity=batch["heard_identity"][:1], emotion=batch["heard_emotion"][:1],
                num_inference_steps=steps)
     seeds = torch.cat([pipe(**one, generator=torch.Generator().manual_seed(s)) for s in range(8)])
     again = pipe(**one, generator=torch.Generator().manual_seed(0))

@@ -34,7 +34,7 @@ MEL_PER_FRAME = 4  # 100 Hz log-mel, 25 fps video
 @dataclass
 class ClipPlan:
     points: np.ndarray  # (T, 68, 2) mesh landmarks in output pixels
-    identity: np.ndarray  # (n_shape,) predicted shape: the textual-inversion identity features
+    identity: np.ndarray  # (n_shape + 5,) predicted shape, gender and age probabilities: the identity features
     emotion: np.ndarray  # (n_emotions,) predicted emotion probabilities: the emotion features
     size: int
     gender: str = ""  # the identity audio's most likely gender (for the index)
@@ -64,16 +64,19 @@ def fit_length(mel: np.ndarray, n_mel: int) -> np.ndarray:
 class Planner:
     """The trained disentangler + the run's morphable model and face pose: log-mels → `ClipPlan`."""
 
-    def __init__(self, listener: Listener, model: PCAMorphableModel, relative_pose: np.ndarray, size: int) -> None:
+    def __init__(self, listener: Listener, model: PCAMorphableModel, relative_pose: np.ndarray, size: int,
+                 identity_dim: int | None = None) -> None:
         if listener.emotion is None:
             raise ValueError("generation needs the identity, content and emotion stages trained")
         self.listener, self.model, self.size = listener, model, size
         self.pose = pose_at(relative_pose, size)
+        # pipelines trained before heard features took the shape alone: the vector's first n_shape values
+        self.identity_dim = identity_dim
 
     @classmethod
-    def load(cls, run: str | Path, size: int) -> "Planner":
+    def load(cls, run: str | Path, size: int, identity_dim: int | None = None) -> "Planner":
         model, pose = load_run_assets(run)
-        return cls(Listener.load(run), model, pose, size)
+        return cls(Listener.load(run), model, pose, size, identity_dim)
 
     @torch.no_grad()
     def plan(self, identity: Utterance, content: Utterance | None = None,
@@ -93,5 +96,7 @@ class Planner:
         expression = out.expression[0].float().cpu().numpy()  # (T, n_expression)
         pose = np.repeat(self.pose[None], n_frames, axis=0)  # (T, 4)
         points = self.model.reconstruct(shape, expression=expression, pose=pose).astype(np.float32)
-        return ClipPlan(points=points, identity=shape, emotion=out.emotion_logits.softmax(-1)[0].float().cpu().numpy(),
+        identity_features = torch.cat([ident.shape, ident.gender_logits.softmax(-1), ident.age_logits.softmax(-1)], -1)
+        return ClipPlan(points=points, identity=identity_features[0].float().cpu().numpy()[: self.identity_dim],
+                        emotion=out.emotion_logits.softmax(-1)[0].float().cpu().numpy(),
                         size=self.size, gender=GENDERS[int(ident.gender_logits[0].argmax())])

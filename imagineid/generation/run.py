@@ -169,7 +169,8 @@ def generate_shard(run: str | Path, sources: Sequence[Source], out: str | Path, 
     run, folder = Path(run), GenFolder(Path(out))
     folder.videos.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(run)
-    planner = Planner.load(run, size=pipe.vae.config.sample_size)
+    planner = Planner.load(run, size=pipe.vae.config.sample_size,
+                           identity_dim=pipe.textual_inversion.config.identity_dim)
     swap_mels = {name: planner.listener.prepare(*_mel(path))
                  for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from)) if path}
     batcher = ContinuousBatcher(pipe, cfg.batch_size, cfg.steps, cfg.guidance, accept_first=face_found(),

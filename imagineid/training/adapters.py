@@ -1,6 +1,11 @@
 """Stage `adapters`: train the textual-inversion, spatial-condition and mask-blending adapters on the
 frozen base (stage `ldm`), with teacher-forced conditions from the dataset.
 
+The textual-inversion adapter is told what the trained disentangler hears in each training clip's own
+audio (predicted shape, gender and age probabilities, emotion probabilities: `Listener.heard_features`),
+not the dataset's labels: generation feeds it exactly these predictions, so it learns to trust them as
+far as they are right, and the voice's gender and age reach the generator beyond the geometry.
+
 Per step: a target frame, its mesh, a random same-clip reference and the mouth-masked previous frame;
 30 % of samples in variable mode (no reference / neighbour) and 10 % with the plain base prompt, so
 classifier-free guidance has an unconditional branch. The diffusion loss weighs the mouth region
@@ -16,11 +21,16 @@ Stable Diffusion 1.5 folder; frames are then as large as the base was built for 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from imagineid.data.labels import EMOTIONS
+from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError, see_docs
+from imagineid.listening import heard_identity_dim
 from imagineid.models.ldm import (
     SD15_SECTION,
     LDMComponents,
@@ -38,6 +48,8 @@ from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.training.context import StageContext
+from imagineid.training.data import read_mel
+from imagineid.training.voice_bank import VoiceBank, clip_audio
 from imagineid.training.ldm import frame_loader, psnr
 from imagineid.training.loop import fit, seed_everything
 
@@ -45,11 +57,6 @@ STAGE = "adapters"
 VARIABLE_MODE_RATE = 0.3
 UNCONDITIONAL_RATE = 0.1
 MOUTH_WEIGHT = 4.0
-
-
-def emotion_features(emotion: torch.Tensor) -> torch.Tensor:
-    """Emotion labels (B,) → one-hot (B, 4); unknown (-1) → zeros."""
-    return F.one_hot(emotion.clamp_min(0), len(EMOTIONS)).float() * (emotion >= 0).float()[:, None]
 
 
 class AdapterBundle(torch.nn.Module):
@@ -79,13 +86,34 @@ def build_pipeline(ctx: StageContext) -> ImagineIDPipeline:
     torch.manual_seed(ctx.config.seed)
     return ImagineIDPipeline(
         base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler,
-        textual_inversion=TextualInversionAdapter(identity_dim=ctx.n_shape, emotion_dim=len(EMOTIONS),
+        textual_inversion=TextualInversionAdapter(identity_dim=heard_identity_dim(ctx.n_shape), emotion_dim=len(EMOTIONS),
                                                   token_dim=base.text_encoder.config.hidden_size, token_norm=token_norm),
         spatial_adapter=SpatialConditionAdapter(channels=tuple(kwargs["channels"]), num_res_blocks=1,
                                                 downscale_factor=kwargs["downscale_factor"],
                                                 adapter_type=kwargs["adapter_type"]),
         blending_adapter=MaskBlendingAdapter(channels=tuple(reversed(vae_channels))),
     )
+
+
+def clip_heard_features(run: Path, data: Path, clip_ids: list[str],
+                        bank: VoiceBank | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """clip_id → (identity, emotion) features the trained disentangler hears in the clip's own audio
+    (voice vectors from the run's voice bank where it has the clip, else computed from DATA's waveform)."""
+    from imagineid.listening import Listener, Utterance
+
+    listener = Listener.load(run)
+    store = Store(data)
+    heard = {}
+    for clip_id in clip_ids:
+        mel = read_mel(store, clip_id)
+        if not listener.uses_voice:
+            utterance = Utterance(mel, None, None)
+        elif bank is not None and bank.path(clip_id).exists():
+            utterance = Utterance(mel, bank.get(clip_id).voice[0], None)
+        else:
+            utterance = listener.prepare(clip_audio(store, clip_id)[0], mel)
+        heard[clip_id] = listener.heard_features(utterance)
+    return heard
 
 
 def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
@@ -101,7 +129,7 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
         b = len(batch["image"])
         with torch.no_grad():
             z0 = pipe.vae.encode(batch["image"]).latent_dist.sample() * scale  # (B, 4, s, s)
-        text = pipe.prompt_embeddings(batch["shape"], emotion_features(batch["emotion"]))
+        text = pipe.prompt_embeddings(batch["heard_identity"], batch["heard_emotion"])
         plain = torch.rand(b, device=z0.device) < UNCONDITIONAL_RATE
         text = torch.where(plain[:, None, None], pipe.base_embeddings(b, z0.device), text)
         variable = torch.rand(b, device=z0.device) < VARIABLE_MODE_RATE
@@ -120,22 +148,23 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
         loss = diffusion + blending
         return loss, {"loss": loss.item(), "diffusion": diffusion.item(), "blending": blending.item()}
 
-    loader = frame_loader(ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1, image_size=size)
+    heard = clip_heard_features(ctx.run.root, ctx.data, ctx.split["train"] + ctx.split["val"][:4], ctx.bank)
+    loader = frame_loader(ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1, image_size=size, heard=heard)
     logs = fit(STAGE, bundle, loader, step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
     for name in ("textual_inversion", "spatial_adapter", "blending_adapter"):
         getattr(pipe, name).save_pretrained(ctx.run.stage(STAGE) / name)
     pipe.eval().save_pretrained(ctx.run.root / "pipeline")
-    return {**{f"train_{k}": v for k, v in logs.items()}, **validate_adapters(pipe, ctx)}
+    return {**{f"train_{k}": v for k, v in logs.items()}, **validate_adapters(pipe, ctx, heard)}
 
 
 @torch.no_grad()
-def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, steps: int = 10) -> dict:
+def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, heard: dict, steps: int = 10) -> dict:
     """Invariant-mode generation on held-out frames: background PSNR vs the reference, with and without
     blending, and PSNR of the whole frame vs the true frame."""
     size = image_size(LDMComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler))
-    batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2, image_size=size)))
+    batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2, image_size=size, heard=heard)))
     batch = {k: v.to(ctx.device) for k, v in batch.items()}
-    args = dict(mesh=batch["mesh"], identity=batch["shape"], emotion=emotion_features(batch["emotion"]),
+    args = dict(mesh=batch["mesh"], identity=batch["heard_identity"], emotion=batch["heard_emotion"],
                 reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"],
                 num_inference_steps=steps)
     blended = pipe(**args, generator=torch.Generator().manual_seed(0), paste=False)

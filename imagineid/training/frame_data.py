@@ -6,7 +6,9 @@ Per sample, from one clip of the preprocessed dataset (teacher forcing: conditio
 - `reference` (3, H, W): a random other frame of the same clip (appearance and background);
 - `neighbour` (3, H, W): frame t-1 with its mouth region greyed out (motion cue without the mouth);
 - `blend_mask` (1, H, W) in [0, 1]: the dilated face mask of frame t; `mouth_mask` (1, H, W);
-- `shape` (n_shape,), `emotion` (long, -1 unknown), `expression` (n_expression,): identity / emotion features.
+- `shape` (n_shape,), `emotion` (long, -1 unknown), `expression` (n_expression,): identity / emotion features;
+- with `heard`: `heard_identity` (n_shape + 5,) and `heard_emotion` (4,), what the disentangler heard in
+  the clip's own audio (the generator's inputs at inference).
 
 Crops are decoded once per clip at `image_size` and kept in memory (64 px: ~1 MB per 3 s clip).
 """
@@ -69,13 +71,14 @@ class FrameConditionDataset(Dataset):
     """Map-style dataset over (clip, frame ≥ 1) pairs; the reference frame is drawn per access."""
 
     def __init__(self, data: str | Path, clip_ids: list[str], model: PCAMorphableModel, image_size: int = 64,
-                 seed: int = 0) -> None:
+                 seed: int = 0, heard: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         store = Store(Path(data))
         rows = {r["clip_id"]: r for r in store.read_table(
             "clips", ["clip_id", "crops", "crop_size", "shape", "emotion"]).to_pylist()}
         self.clips = [ClipFrames(store, rows[c], model, image_size) for c in clip_ids]
         self.index = [(c, t) for c, clip in enumerate(self.clips) for t in range(1, len(clip))]
         self.rng = np.random.default_rng(seed)
+        self.heard = [heard[c] for c in clip_ids] if heard is not None else None  # (identity, emotion) per clip
 
     def __len__(self) -> int:
         return len(self.index)
@@ -97,4 +100,6 @@ class FrameConditionDataset(Dataset):
             "shape": torch.from_numpy(clip.shape),
             "expression": torch.from_numpy(clip.expression[t].copy()),
             "emotion": torch.tensor(clip.emotion, dtype=torch.long),
+            **({"heard_identity": torch.from_numpy(self.heard[c][0]), "heard_emotion": torch.from_numpy(self.heard[c][1])}
+               if self.heard is not None else {}),
         }

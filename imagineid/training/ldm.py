@@ -22,9 +22,10 @@ BASE_PROMPT = "a photo of a person"
 
 
 def frame_loader(ctx: StageContext, clip_ids: list[str], batch_size: int, seed: int,
-                 image_size: int | None = None) -> torch.utils.data.DataLoader:
+                 image_size: int | None = None, heard: dict | None = None) -> torch.utils.data.DataLoader:
     """Frames at `image_size` px (default: the config's, the tiny profile's size)."""
-    dataset = FrameConditionDataset(ctx.data, clip_ids, ctx.morphable, image_size or ctx.config.image_size, seed=seed)
+    dataset = FrameConditionDataset(ctx.data, clip_ids, ctx.morphable, image_size or ctx.config.image_size, seed=seed,
+                                    heard=heard)
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                        generator=generator, num_workers=0)

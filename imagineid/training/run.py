@@ -18,7 +18,9 @@ from imagineid.training.config import DISENTANGLER_STAGES, GENERATOR_STAGES, Tra
 from imagineid.training.run_dir import RunDir
 
 ALL_STAGES = DISENTANGLER_STAGES + GENERATOR_STAGES
-REQUIRES = {"content": ("identity",), "emotion": ("identity", "content"), "adapters": ("ldm",)}
+# The adapters learn from what the disentangler hears in each clip, so they need it trained too.
+REQUIRES = {"content": ("identity",), "emotion": ("identity", "content"),
+            "adapters": ("ldm", "identity", "content", "emotion")}
 
 
 def parse_stages(text: str | list[str]) -> list[str]:
@@ -104,7 +106,9 @@ def train(data: str | Path, out: str | Path, stages: str | list[str], config: Tr
     if config.profile == "sd15":  # the frozen base comes from config.base_model: no ldm stage to train or wait for
         ordered = [s for s in ordered if s != "ldm"]
     for stage in ordered:
-        needs = () if config.profile == "sd15" and stage == "adapters" else REQUIRES.get(stage, ())
+        needs = REQUIRES.get(stage, ())
+        if config.profile == "sd15":  # the frozen base is the given folder, not a trained ldm stage
+            needs = tuple(r for r in needs if r != "ldm")
         missing = [r for r in needs if r not in ordered and not run.is_done(r)]
         if missing:
             raise ImagineIDError(f"stage {stage} needs trained {', '.join(missing)} in {run.root}; add it to --stages")
