@@ -21,7 +21,8 @@ How it works, in one streaming pass (only the current frame is held):
    `subject="all"` keeps each of them instead. Lost frames get interpolated landmarks; a zero-phase
    Savitzky–Golay filter smooths the rest without lagging or flattening the mouth.
 
-A frame with no face at all is searched once more upscaled (at least 2x, up to `probe_max_side`), and,
+A frame with no face at all is searched once more upscaled (enough for `probe_face_px` faces, within
+`probe_max_pixels`), and,
 if HOG still finds nothing, by dlib's CNN detector within `cnn_budget_s`; a face found only this way and
 narrower than `min_face_px` is reported as FaceTooSmallError with its size rather than NoFaceError, and a
 usable one makes the whole clip detect at the zoom it needs. When no face has been seen for longer than
@@ -112,7 +113,8 @@ class TrackConfig:
     max_shift: float = 0.15  # tracking step: landmark centre may move at most this fraction of the box width
     max_scale_change: float = 0.15  # tracking step: landmark scale may change at most this much (relative)
     min_appearance: float = 0.5  # tracking step: correlation of the face patch with the last detected one
-    probe_max_side: int = 1024  # px; a frame without faces is searched again upscaled to about this side
+    probe_face_px: float = 20.0  # a frame without faces is searched again upscaled to find faces this small ...
+    probe_max_pixels: int = 5_000_000  # ... unless the upscaled frame would exceed this (then at least 2x)
     probe_every_s: float = 1.0  # at most one such probe per this many seconds, and only until a face is seen
     cnn_budget_s: float = 3.0  # CPU seconds per clip the CNN detector may take when HOG finds nothing
     smooth_window: int = 5  # frames of the Savitzky–Golay filter on landmarks (odd; 1 = no smoothing)
@@ -183,6 +185,14 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
+def _probe_zoom(pixels: int, config: TrackConfig) -> int:
+    """Power-of-two upscaling that brings probe_face_px faces to HOG's window, capped by probe_max_pixels."""
+    zoom = 2 ** math.ceil(math.log2(HOG_MIN_PX / config.probe_face_px))
+    while zoom > 2 and pixels * zoom**2 > config.probe_max_pixels:
+        zoom //= 2
+    return max(zoom, 2)
+
+
 def _zoomed(frame: np.ndarray, zoom: int) -> np.ndarray:
     return frame if zoom == 1 else cv2.resize(frame, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
 
@@ -249,7 +259,7 @@ class _Tracker:
         the clip's zoom."""
         if self.tracklets or t - self.last_probe < self.config.probe_every_s * self.fps:
             return []
-        zoom = 2 ** int(math.log2(max(self.config.probe_max_side / max(frame.shape[:2]), 2.0)))
+        zoom = _probe_zoom(frame.shape[0] * frame.shape[1], self.config)
         if zoom <= self.zoom:
             return []
         self.last_probe = t
