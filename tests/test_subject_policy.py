@@ -258,3 +258,67 @@ def test_preprocess_records_the_kept_track_and_splits_with_subject_all(clips, tm
         assert len({r["source_clip_id"] for r in mine}) == 1 and mine[0]["source_clip_id"] in {r["clip_id"] for r in mine}
     again = preprocess([src], tmp_path / "all", PreprocessConfig(subject="all"), workers=1, progress=False)
     assert (again.n_processed, again.n_skipped) == (0, 2)
+
+
+# -- real photographs (issue 24's report): the astronaut photo moving slowly, as H.264 and VP9/Opus ----
+
+
+def _slow_head_motion(photo: np.ndarray, n: int = 50) -> list[np.ndarray]:
+    """The photo under a slow similarity sway (a few degrees and pixels), as a still sitter moves."""
+    h, w = photo.shape[:2]
+    frames = []
+    for i in range(n):
+        t = i / 25
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 3 * np.sin(2 * np.pi * 0.3 * t),
+                                    1 + 0.02 * np.sin(2 * np.pi * 0.15 * t))
+        m[:, 2] += (6 * np.sin(2 * np.pi * 0.2 * t + 1), 4 * np.sin(2 * np.pi * 0.25 * t))
+        frames.append(cv2.warpAffine(photo, m, (w, h), borderMode=cv2.BORDER_REFLECT))
+    return frames
+
+
+def _vp9_opus(mp4: Path) -> Path:
+    import subprocess
+
+    from imagineid.media.ffmpeg_bin import ffmpeg_exe
+
+    webm = mp4.with_suffix(".webm")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(mp4), "-c:v", "libvpx-vp9", "-deadline", "realtime",
+                    "-cpu-used", "8", "-b:v", "1M", "-c:a", "libopus", str(webm)], check=True)
+    mp4.unlink()
+    return webm
+
+
+def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) -> None:
+    from skimage import data as skdata
+
+    photo = skdata.astronaut()  # 512 px; dlib's HOG also fires on the mission patch on her suit
+    moving = _slow_head_motion(photo)
+    audio = clips[0]["audio"][0]
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "astronaut_512.mp4", moving, fps=25, audio=audio)
+    write_video(src / "astronaut_640x480.mp4", [cv2.resize(f, (640, 480), interpolation=cv2.INTER_AREA) for f in moving],
+                fps=25, audio=audio)
+    _vp9_opus(src / "astronaut_640x480.mp4")
+    small = [cv2.copyMakeBorder(cv2.resize(f, (200, 200), interpolation=cv2.INTER_AREA), 140, 140, 220, 220,
+                                cv2.BORDER_REPLICATE) for f in moving]  # 640x480, face ~37 px
+    write_video(src / "small_face.mp4", small, fps=25, audio=audio)
+    write_video(src / "side_by_side.mp4", [np.concatenate([f, f], axis=1) for f in
+                                           (cv2.resize(f, (320, 320), interpolation=cv2.INTER_AREA) for f in moving)],
+                fps=25, audio=audio)
+
+    summary = preprocess([src], tmp_path / "data", workers=1, progress=False)
+    store = Store(tmp_path / "data")
+    kept = {Path(r["source"]).name: r for r in store.read_table("clips").to_pylist()}
+    failed = {Path(r["source"]).name: r for r in store.read_table("failures").to_pylist()}
+    assert set(kept) == {"astronaut_512.mp4", "astronaut_640x480.webm"}, [f["message"] for f in failed.values()]
+    patch = json.loads(kept["astronaut_512.mp4"]["runner_up"])  # the mission patch: a track, dismissed for its fit
+    assert patch["why_not"].startswith("no face-like landmark fit") and patch["presence"] >= 0.5
+    assert failed["small_face.mp4"]["error_type"] == "face_too_small"
+    assert "face too small (3" in failed["small_face.mp4"]["message"] and "px < 48 px" in failed["small_face.mp4"]["message"]
+    assert failed["side_by_side.mp4"]["error_type"] == "ambiguous_subject"
+    assert summary.by_rule == {"face_too_small": 1, "ambiguous_subject": 1}
+
+    split = preprocess([src / "side_by_side.mp4"], tmp_path / "all", PreprocessConfig(subject="all"), workers=1,
+                       progress=False)
+    assert split.n_processed == 2 and split.n_failed == 0
