@@ -19,6 +19,7 @@ single one out is the clip ambiguous (`subject="one"`); `subject="all"` keeps ev
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ class SubjectPolicy:
     comparable_area: float = 0.5  # a rival with at least this fraction of the main face's area competes
     max_spread: float = 0.6  # largest descriptor distance along one track (dlib's same-person threshold)
     max_jitter: float = 0.06  # rigid-landmark shape change per frame (face scale) above which the fit is no face
-    descriptors_per_track: int = 3  # descriptors sampled per track, only where two faces are in view at once
+    descriptors_per_track: int = 3  # face chips kept per track (for descriptors), only where two faces are in view
     descriptor_every_s: float = 0.5  # at least this far apart, so the samples span the track
     speaker_min_r: float = 0.3  # mouth–speech correlation a speaker must reach ...
     speaker_margin: float = 0.2  # ... and by which it must beat every rival
@@ -50,7 +51,7 @@ class TrackEvidence:
     area: float  # median detector-box area, px²
     detector_score: float  # median detector score where it was detected (NaN for tracked-only)
     landmark_jitter: float  # median frame-to-frame rigid-landmark shape change, fraction of face scale
-    spread: float | None  # largest pairwise descriptor distance; None when not sampled
+    spread: float | None  # largest pairwise descriptor distance; None when not sampled or not needed
     speech_r: float | None  # mouth–speech correlation; None without audio
     mouth_motion: float  # std of mouth opening over the track, in face widths
 
@@ -90,10 +91,11 @@ def mouth_speech_correlation(opening: np.ndarray, found: np.ndarray, envelope: n
 
 
 def track_evidence(
-    track: int, raw: dict[int, np.ndarray], widths: list[float], scores: list[float], descriptors: list[np.ndarray],
-    n_frames: int, envelope: np.ndarray | None, policy: SubjectPolicy,
+    track: int, raw: dict[int, np.ndarray], widths: list[float], scores: list[float], n_frames: int,
+    envelope: np.ndarray | None, policy: SubjectPolicy,
 ) -> TrackEvidence:
-    """Evidence for one track: raw is frame → (68, 2) landmarks, widths / scores per detection."""
+    """Evidence for one track: raw is frame → (68, 2) landmarks, widths per frame, scores per detection.
+    The descriptor spread is left for decide() to ask for, as only some decisions need it."""
     frames = sorted(raw)
     points = np.stack([raw[t] for t in frames]).astype(np.float64) if frames else np.zeros((0, 68, 2))
     opening = np.zeros(n_frames)
@@ -106,16 +108,20 @@ def track_evidence(
     if envelope is not None:
         speech_r = 0.0 if motion < policy.min_mouth_motion else mouth_speech_correlation(
             opening, found, envelope, policy.max_lag)
-    spread = None
-    if len(descriptors) >= 2:
-        d = np.stack(descriptors)
-        spread = float(np.linalg.norm(d[:, None] - d[None], axis=-1).max())
     return TrackEvidence(
         track=track, presence=len(frames) / max(n_frames, 1),
         width=float(np.median(widths)) if widths else 0.0, area=float(np.median(np.square(widths))) if widths else 0.0,
         detector_score=float(np.median(scores)) if scores and np.isfinite(scores).any() else float("nan"),
-        landmark_jitter=_jitter(points), spread=spread, speech_r=speech_r, mouth_motion=motion,
+        landmark_jitter=_jitter(points), spread=None, speech_r=speech_r, mouth_motion=motion,
     )
+
+
+def descriptor_spread(descriptors: list[np.ndarray]) -> float | None:
+    """Largest pairwise distance among a track's descriptors; None with fewer than two."""
+    if len(descriptors) < 2:
+        return None
+    d = np.stack(descriptors)
+    return float(np.linalg.norm(d[:, None] - d[None], axis=-1).max())
 
 
 def _jitter(points: np.ndarray) -> float:
@@ -134,42 +140,52 @@ def _jitter(points: np.ndarray) -> float:
     return float(np.median(residual / np.maximum(scale, 1e-9)))
 
 
-def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = "one") -> SubjectDecision:
-    """Pick the subject track (or every persistent face for subject="all") and say why."""
+def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = "one",
+           spread_of: Callable[[int], float | None] | None = None) -> SubjectDecision:
+    """Pick the subject track (or every persistent face for subject="all") and say why.
+
+    `spread_of(track)` gives a track's descriptor spread on demand: the ResNet runs only when identity
+    consistency can change the outcome (comparable faces and no clear speaker, or subject="all").
+    """
     if subject not in ("one", "all"):
         raise ValueError(f"subject must be 'one' or 'all', got {subject!r}")
     by_weight = sorted(evidence, key=lambda e: -(e.presence * e.area))
-    persistent = [e for e in by_weight if e.presence >= policy.min_presence] or by_weight[:1]
-    consistent = [e for e in persistent if _one_face(e, policy)] or persistent[:1]
-    main = consistent[0]
     why_not: dict[int, str] = {}
+    persistent = [e for e in by_weight if e.presence >= policy.min_presence] or by_weight[:1]
+    fitting = [e for e in persistent if not e.landmark_jitter > policy.max_jitter] or persistent[:1]
     for e in by_weight:
         if e not in persistent:
             why_not[e.track] = f"transient: seen on {e.presence:.0%} of frames (< {policy.min_presence:.0%})"
-        elif e not in consistent and e.spread is not None and e.spread > policy.max_spread:
-            why_not[e.track] = (f"not one consistent face: its descriptors differ by up to {e.spread:.2f} "
-                                f"(> {policy.max_spread:g})")
-        elif e not in consistent:
+        elif e not in fitting:
             why_not[e.track] = (f"no face-like landmark fit: its rigid landmarks change shape by "
                                 f"{e.landmark_jitter:.0%} of the face per frame (> {policy.max_jitter:.0%})")
-        elif e is not main and e.area < policy.comparable_area * main.area:
-            why_not[e.track] = f"smaller: {e.area / main.area:.0%} of the subject's area"
-    rivals = [e for e in consistent if e.track not in why_not]  # main included
+
+    def consistent(e: TrackEvidence) -> bool:
+        if e.spread is None and spread_of is not None:
+            e.spread = spread_of(e.track)
+        if e.spread is not None and e.spread > policy.max_spread:
+            why_not[e.track] = (f"not one consistent face: its descriptors differ by up to {e.spread:.2f} "
+                                f"(> {policy.max_spread:g})")
+            return False
+        return True
 
     if subject == "all":
-        kept = [e.track for e in rivals]
-        others = [e for e in consistent if e.track in why_not]
-        reason = f"subject=all: one of {len(kept)} persistent, consistent face track{'s' * (len(kept) != 1)}"
-        return SubjectDecision(kept, reason, _runner_up(others[:1], why_not), evidence)
+        faces = [e for e in fitting if consistent(e)] or fitting[:1]
+        faces.sort(key=lambda e: -(e.speech_r or 0.0))  # the speaker, if any, is the source's own clip
+        reason = f"subject=all: one of {len(faces)} persistent, consistent face track{'s' * (len(faces) != 1)}"
+        dismissed = [e for e in by_weight if e not in faces]
+        return SubjectDecision([e.track for e in faces], reason, _runner_up(dismissed[:1], why_not), evidence)
 
-    if len(rivals) == 1:
-        dismissed = [e for e in by_weight if e is not main]
-        runner_up = _runner_up(dismissed[:1], why_not)
-        reason = "the only face track" if runner_up is None else (
-            f"the largest persistent, consistent face; next track {runner_up['track']}: {runner_up['why_not']}")
-        return SubjectDecision([main.track], reason, runner_up, evidence)
+    main = fitting[0]
+    comparable = [e for e in fitting if e is main or e.area >= policy.comparable_area * main.area]
+    for e in fitting:
+        if e not in comparable:
+            why_not[e.track] = f"smaller: {e.area / main.area:.0%} of the subject's area"
+    if len(comparable) == 1:
+        return _keep(main, "the largest persistent face with a face-like landmark fit", by_weight, why_not, evidence)
 
-    speaking = sorted(rivals, key=lambda e: -(e.speech_r or 0.0))
+    # Speaker evidence first: a face whose mouth follows the speech is a face, whatever else is in view.
+    speaking = sorted(comparable, key=lambda e: -(e.speech_r or 0.0))
     best, second = speaking[0], speaking[1]
     r1, r2 = best.speech_r, second.speech_r
     if r1 is not None and r2 is not None and r1 >= policy.speaker_min_r and r1 - r2 >= policy.speaker_margin:
@@ -177,10 +193,19 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
             why_not[e.track] = (f"not the speaker: its mouth follows the speech with r = {e.speech_r:.2f} "
                                 f"against {r1:.2f}")
         reason = (f"active speaker: mouth opening follows the speech envelope (r = {r1:.2f}; "
-                  f"next face {r2:.2f}) among {len(rivals)} persistent faces of comparable size")
+                  f"next face {r2:.2f}) among {len(comparable)} persistent faces of comparable size")
         return SubjectDecision([best.track], reason, _runner_up([second], why_not), evidence)
 
-    faces = ", ".join(f"track {e.track} {e.width:.0f} px" for e in rivals)
+    # No speaker: only a consistent identity tells a face from a face-like thing.
+    faces = [e for e in comparable if consistent(e)]
+    if len(faces) <= 1:
+        keep = faces[0] if faces else main
+        note = "the only one" if faces else "the largest; none"
+        return _keep(keep, f"{note} of {len(comparable)} comparable faces with one consistent identity",
+                     by_weight, why_not, evidence)
+    names = ", ".join(f"track {e.track} {e.width:.0f} px" for e in faces)
+    speaking = sorted(faces, key=lambda e: -(e.speech_r or 0.0))
+    r1, r2 = speaking[0].speech_r, speaking[1].speech_r
     if r1 is None:
         evidence_note = "no audio to tell the speaker"
     elif r1 < policy.speaker_min_r:
@@ -189,14 +214,20 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
     else:
         evidence_note = (f"no speaker evidence: their mouths follow the speech alike (r = {r1:.2f} and {r2:.2f}, "
                          f"margin < {policy.speaker_margin:g})")
-    message = (f"ambiguous subject: {len(rivals)} persistent, consistent faces of comparable size ({faces}) and "
+    message = (f"ambiguous subject: {len(faces)} persistent, consistent faces of comparable size ({names}) and "
                f"{evidence_note}; --subject all keeps one clip per face")
     return SubjectDecision([], "", None, evidence, ambiguous=message)
 
 
-def _one_face(e: TrackEvidence, policy: SubjectPolicy) -> bool:
-    """A track that behaves as one real face: a stable identity and landmarks that lock on."""
-    return (e.spread is None or e.spread <= policy.max_spread) and not e.landmark_jitter > policy.max_jitter
+def _keep(e: TrackEvidence, reason: str, by_weight: list[TrackEvidence], why_not: dict[int, str],
+          evidence: list[TrackEvidence]) -> SubjectDecision:
+    dismissed = [d for d in by_weight if d is not e]
+    runner_up = _runner_up(dismissed[:1], why_not)
+    if runner_up is None:
+        reason = "the only face track"
+    else:
+        reason += f"; next track {runner_up['track']}: {runner_up['why_not']}"
+    return SubjectDecision([e.track], reason, runner_up, evidence)
 
 
 def _runner_up(candidates: list[TrackEvidence], why_not: dict[int, str]) -> dict | None:

@@ -13,8 +13,8 @@ How it works, in one streaming pass (only the current frame is held):
    looks like a detection and the predictor behaves as it does on one. A step whose landmarks jump,
    shrink or grow too much, or whose face patch no longer looks like the last detected one, loses the
    tracklet and triggers a detection on the same frame.
-   Where two faces are in view at once, a few detection frames per tracklet also get dlib's 128-d
-   descriptor (the ResNet is slow, so never on every frame, and never in single-face clips).
+   Where two faces are in view at once, a few detection frames per tracklet also keep an aligned face
+   chip; dlib's 128-d descriptor (a slow ResNet) runs on them at the end, only if identity decides.
 3. At the end, subject.py decides on whole tracks: persistent, comparable in size, one consistent
    identity, and, given the clip's audio, the one whose mouth follows the speech. A clip is rejected
    only when two such faces remain and nothing tells the speaker (AmbiguousSubjectError);
@@ -44,11 +44,12 @@ from scipy.signal import savgol_filter
 from imagineid.data.speech import frame_rms
 from imagineid.errors import ImagineIDError
 from imagineid.face.dlib_backend import DlibLandmarker, FaceBox
-from imagineid.face.dlib_extras import cnn_detect, face_descriptor
+from imagineid.face.dlib_extras import chip_descriptor, cnn_detect, face_chip
 from imagineid.face.subject import (
     SubjectDecision,
     SubjectPolicy,
     decide,
+    descriptor_spread,
     track_evidence,
 )
 
@@ -151,8 +152,8 @@ class _Tracklet:
     weight: float = 0.0  # sum of box areas over frames with landmarks: large and persistent wins
     raw: dict[int, np.ndarray] = field(default_factory=dict)  # frame index → (68, 2) landmarks
     scores: list[float] = field(default_factory=list)  # detector score of each detection matched to it
-    descriptors: list[np.ndarray] = field(default_factory=list)  # a few (128,) dlib descriptors along the track
-    last_descriptor: int = -(10**9)  # frame of the last descriptor
+    chips: list[np.ndarray] = field(default_factory=list)  # a few aligned 150 px face chips along the track
+    last_chip: int = -(10**9)  # frame of the last chip
 
 
 def _rigid_frame(points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -321,20 +322,19 @@ class _Tracker:
             tr.calib = calib if not tr.weight else 0.5 * tr.calib + 0.5 * calib
             tr.patch = _patch(grey, box)
             self._keep(tr, points, t)
-        self._sample_descriptors(frame, t)
+        self._sample_chips(frame, t)
 
-    def _sample_descriptors(self, frame: np.ndarray, t: int) -> None:
-        """Descriptors only where two or more faces are in view: a single face needs no identity check,
-        and the ResNet costs more than many tracking steps."""
+    def _sample_chips(self, frame: np.ndarray, t: int) -> None:
+        """Face chips for descriptors, only where two or more faces are in view: a single face needs no
+        identity check. Chips are small, so the streaming pass still holds one frame."""
         seen = [tr for tr in self.tracklets if tr.points is not None and t in tr.raw]
         if len(seen) < 2:
             return
         policy = self.config.policy
         for tr in seen:
-            if (len(tr.descriptors) < policy.descriptors_per_track
-                    and t - tr.last_descriptor >= policy.descriptor_every_s * self.fps):
-                tr.descriptors.append(face_descriptor(frame, tr.box, tr.points))
-                tr.last_descriptor = t
+            if len(tr.chips) < policy.descriptors_per_track and t - tr.last_chip >= policy.descriptor_every_s * self.fps:
+                tr.chips.append(face_chip(frame, tr.box, tr.points))
+                tr.last_chip = t
 
     # -- tracking -----------------------------------------------------------------------------------
     def track(self, tr: _Tracklet, frame: np.ndarray, grey: np.ndarray, t: int) -> bool:
@@ -446,10 +446,14 @@ def track_faces(
     envelope = None if audio is None else frame_rms(audio[0], n, fps, audio[1])
     tracklets = {tr.id: tr for tr in tracker.tracklets if tr.raw}
     evidence = [
-        track_evidence(tr.id, tr.raw, _track_widths(tr), tr.scores, tr.descriptors, n, envelope, config.policy)
+        track_evidence(tr.id, tr.raw, _track_widths(tr), tr.scores, n, envelope, config.policy)
         for tr in tracklets.values()
     ]
-    decision = decide(evidence, config.policy, config.subject)
+
+    def spread_of(track_id: int) -> float | None:
+        return descriptor_spread([chip_descriptor(c) for c in tracklets[track_id].chips])
+
+    decision = decide(evidence, config.policy, config.subject, spread_of)
     if decision.ambiguous:
         raise AmbiguousSubjectError(decision.ambiguous, {"tracks": [e.as_dict() for e in evidence]})
     tracks, errors = [], []
