@@ -196,8 +196,9 @@ def _float_or_none(value) -> float | None:
 
 def expand_staged(store: Store, clip_ids: list[str]) -> list[str]:
     """Source clip ids (one per staged source) → every staged clip, each source's subject clip after its
-    further faces, so the subject's clips/ shard still marks the whole source as done."""
-    return [cid for source_id in clip_ids for cid in staged_clip_ids(store, source_id)]
+    further faces, so the subject's clips/ shard still marks the whole source as done. Two paths with the
+    same content share one clip id, which is finalized once."""
+    return [cid for source_id in dict.fromkeys(clip_ids) for cid in staged_clip_ids(store, source_id)]
 
 
 def finalize_all(store: Store, clip_ids: list[str], model: PCAMorphableModel, config: PreprocessConfig) -> list[str]:
