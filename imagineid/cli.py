@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from imagineid.errors import ImagineIDError
+from imagineid.training.config import TrainConfig
 
 app = typer.Typer(
     help="Talking-face videos imagined from audio alone (FaceChain-ImagineID).",
@@ -161,6 +162,8 @@ def train(
     num_gpus: float = typer.Option(1.0, help="GPUs per stage task, used only where the cluster has them."),
     checkpoint_every: int = typer.Option(100, min=1, help="Steps between resumable checkpoints."),
     base_model: Optional[Path] = typer.Option(None, help="--profile sd15: local Stable Diffusion 1.5 folder (diffusers layout)."),
+    voice_variants: int = typer.Option(TrainConfig.voice_variants, min=1,
+                                       help="Copies of each training clip's audio in the voice bank (1 = no augmentation)."),
 ) -> None:
     """Train the disentangler (identity → content → emotion) stage by stage; reruns resume."""
     from imagineid.training.config import PROFILES, TrainConfig
@@ -183,7 +186,7 @@ def train(
     elif base_model is not None:
         _fail("--base-model is used with --profile sd15 only")
     config = TrainConfig(max_steps=max_steps, num_gpus=num_gpus, checkpoint_every=checkpoint_every, profile=profile,
-                         base_model=str(base_model) if base_model else None)
+                         base_model=str(base_model) if base_model else None, voice_variants=voice_variants)
     try:
         results = run_train(data, out, stages, config, ray_address=ray_address, use_ray=not no_ray)
     except ImagineIDError as err:

@@ -79,7 +79,9 @@ def test_plan_has_one_mesh_frame_per_video_frame(trained_run: Path, speech: dict
     planner, plan = _plan(trained_run, speech["wav0"])
     seconds = len(load_audio(speech["wav0"])) / 16000
     assert abs(plan.n_frames - seconds * 25) <= 1
-    assert plan.points.shape == (plan.n_frames, 68, 2) and plan.identity.shape == (planner.model.n_shape,)
+    assert plan.points.shape == (plan.n_frames, 68, 2)
+    assert plan.identity.shape == (planner.model.n_shape + 5,)  # shape, then gender and age probabilities
+    assert abs(plan.identity[-5:-3].sum() - 1) < 1e-5 and abs(plan.identity[-3:].sum() - 1) < 1e-5
     assert plan.emotion.shape == (4,) and abs(plan.emotion.sum() - 1) < 1e-5
     mesh, blend, mouth = plan.frame(0)
     assert mesh.shape == (64, 64, 3) and mesh.dtype == np.uint8 and mesh.std() > 5
