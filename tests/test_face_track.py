@@ -47,8 +47,7 @@ def corpus(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def clips(corpus: Path) -> list[dict]:
+def read_clips(corpus: Path) -> list[dict]:
     """Per clip: path, decoded frames (50, 256, 256, 3) and ground-truth landmarks (50, 68, 2)."""
     rows = pq.read_table(corpus / "metadata.parquet").to_pylist()
     return [
@@ -59,6 +58,11 @@ def clips(corpus: Path) -> list[dict]:
         }
         for r in rows
     ]
+
+
+@pytest.fixture(scope="module")
+def clips(corpus: Path) -> list[dict]:
+    return read_clips(corpus)
 
 
 @pytest.fixture(scope="module")

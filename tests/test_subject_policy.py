@@ -10,12 +10,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from test_face_track import CORPUS, _error, read_clips  # the same synthetic speakers
 
 from imagineid.data.store import Store
 from imagineid.data.synth import (
-    SynthConfig,
     plan_clip,
     sample_speaker,
     speaker_look,
@@ -35,26 +34,16 @@ from imagineid.face.track import (
     track_face,
     track_faces,
 )
-from imagineid.media import load_audio, read_frames, write_video
+from imagineid.media import load_audio, write_video
 from imagineid.preprocessing import PreprocessConfig, preprocess
-
-CORPUS = SynthConfig(speakers=2, clips_per_speaker=1, seconds=2.0, size=256, seed=3)
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> list[dict]:
-    """Per clip: path, frames (50, 256, 256, 3), truth landmarks (50, 68, 2) and its own speech."""
+    """test_face_track's clips (path, frames, truth landmarks) with their own speech: (samples, rate)."""
     out = tmp_path_factory.mktemp("subject_corpus")
     synthesize_corpus(out, CORPUS, progress=False)
-    rows = pq.read_table(out / "metadata.parquet").to_pylist()
-    return [
-        {
-            "path": out / r["video"], "frames": read_frames(out / r["video"]),
-            "truth": np.asarray(r["landmarks"], np.float32).reshape(-1, 68, 2),
-            "audio": (load_audio(out / r["video"]), 16000),
-        }
-        for r in rows
-    ]
+    return [c | {"audio": (load_audio(c["path"]), 16000)} for c in read_clips(out)]
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +59,6 @@ def silent_face() -> np.ndarray:
 
 def _pair(left, right) -> list[np.ndarray]:
     return [np.concatenate([a, b], axis=1) for a, b in zip(left, right)]  # (256, 512, 3)
-
-
-def _error(points: np.ndarray, truth: np.ndarray) -> float:
-    iod = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)
-    return float((np.linalg.norm(points - truth, axis=-1).mean(axis=1) / iod).mean())
 
 
 def _face_print(rng: np.random.Generator, size: int = 160) -> np.ndarray:
