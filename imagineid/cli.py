@@ -114,6 +114,8 @@ def preprocess(
     min_face_px: float = typer.Option(48.0, help="Reject faces narrower than this (median detector box, px)."),
 ) -> None:
     """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
+    from rich.markup import escape
+
     from imagineid.preprocessing import PreprocessConfig
     from imagineid.preprocessing import preprocess as run_preprocess
 
@@ -128,8 +130,8 @@ def preprocess(
             SpeechEncoder.load(speech_model)  # fail now, not in every worker
     except ImagineIDError as err:
         _fail(str(err))
-    if subject not in ("one", "all"):
-        _fail(f"--subject must be one or all, got {subject!r}")
+    if subject not in ("one", "all") or not min_face_px > 0:
+        _fail(f"--subject must be one or all (got {subject!r}) and --min-face-px positive (got {min_face_px:g})")
     config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size, subject=subject,
                               min_face_px=min_face_px,
                               **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
@@ -147,7 +149,8 @@ def preprocess(
         f"in {summary.seconds:.1f}s → {out}"
     )
     for failure in summary.failures:
-        out_console.print(f"  [yellow]rejected[/] {failure.source}: [{failure.error_type}] {failure.message}")
+        # escape: "[ambiguous_subject]" would otherwise be read as rich markup and vanish
+        out_console.print(f"  [yellow]rejected[/] {escape(f'{failure.source}: [{failure.error_type}] {failure.message}')}")
 
 
 @app.command()

@@ -317,6 +317,16 @@ def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) ->
     assert failed["side_by_side.mp4"]["error_type"] == "ambiguous_subject"
     assert summary.by_rule == {"face_too_small": 1, "ambiguous_subject": 1}
 
-    split = preprocess([src / "side_by_side.mp4"], tmp_path / "all", PreprocessConfig(subject="all"), workers=1,
-                       progress=False)
-    assert split.n_processed == 2 and split.n_failed == 0
+    # The same through the command line: the rule in each rejection line and in the summary; --subject all.
+    from standins import cli
+
+    result = cli("preprocess", src, "--out", tmp_path / "cli", "--workers", "1")
+    assert result.exit_code == 0, result.stdout
+    assert "2 processed, 2 rejected (ambiguous_subject 1, face_too_small 1)" in result.stdout
+    assert "side_by_side.mp4: [ambiguous_subject] ambiguous subject" in result.stdout
+    assert "small_face.mp4: [face_too_small] face too small (3" in result.stdout
+    split = cli("preprocess", src / "side_by_side.mp4", "--out", tmp_path / "all", "--workers", "1", "--subject", "all")
+    assert "1 sources: 2 processed, 0 rejected" in split.stdout, split.stdout
+    strict = cli("preprocess", src / "astronaut_512.mp4", "--out", tmp_path / "strict", "--workers", "1",
+                 "--min-face-px", "100")
+    assert "[face_too_small] face too small (87 px < 100 px" in strict.stdout, strict.stdout

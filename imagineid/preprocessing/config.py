@@ -29,6 +29,12 @@ class PreprocessConfig:
     deca: str | None = None  # --morphable flame: deca_model.tar or its folder
     speech_model: str | None = None  # wav2vec2 / HuBERT folder: audio/ gets `speech` features on the mel grid
 
+    def __post_init__(self) -> None:
+        if self.subject not in ("one", "all"):
+            raise ValueError(f"subject must be 'one' or 'all', got {self.subject!r}")
+        if not self.min_face_px > 0:
+            raise ValueError(f"min_face_px must be positive, got {self.min_face_px}")
+
     def to_dict(self) -> dict:
         """Everything that changes outputs; unset optional paths are left out, so adding options keeps the
         hash (and the clip ids) of existing datasets."""

@@ -142,7 +142,8 @@ def preprocess(sources: Sequence[str | Path], out: str | Path, config: Preproces
         summary.n_processed = len(finalize_all(store, staged, model, config))
         summary.morphable_version = model.version
     summary.n_failed = len(summary.failures)
-    summary.by_rule = dict(Counter(r.error_type for r in summary.failures).most_common())
+    counts = Counter(r.error_type for r in summary.failures)
+    summary.by_rule = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))  # most first, then by name
     write_manifest(store, config, jobs)
     summary.seconds = time.perf_counter() - start
     return summary
