@@ -15,18 +15,18 @@ How it works, in one streaming pass (only the current frame is held):
    tracklet and triggers a detection on the same frame.
    Where two faces are in view at once, a few detection frames per tracklet also keep an aligned face
    chip; dlib's 128-d descriptor (a slow ResNet) runs on them at the end, only if identity decides.
-3. At the end, subject.py decides on whole tracks: persistent, comparable in size, one consistent
-   identity, and, given the clip's audio, the one whose mouth follows the speech. A clip is rejected
-   only when two such faces remain and nothing tells the speaker (AmbiguousSubjectError);
-   `subject="all"` keeps each of them instead. Lost frames get interpolated landmarks; a zero-phase
-   Savitzky–Golay filter smooths the rest without lagging or flattening the mouth.
+3. At the end, subject.py decides on whole tracks: persistent, with a face-like landmark fit,
+   comparable in size, and, given the clip's audio, the one whose mouth follows the speech; only if
+   that leaves several faces does identity consistency (the descriptors) count. A clip is rejected only
+   when two consistent faces remain and nothing tells the speaker (AmbiguousSubjectError);
+   `subject="all"` (track_faces) keeps each of them instead. Lost frames get interpolated landmarks; a
+   zero-phase Savitzky–Golay filter smooths the rest without lagging or flattening the mouth.
 
 A frame with no face at all is searched once more upscaled (enough for `probe_face_px` faces, within
-`probe_max_pixels`), and,
-if HOG still finds nothing, by dlib's CNN detector within `cnn_budget_s`; a face found only this way and
-narrower than `min_face_px` is reported as FaceTooSmallError with its size rather than NoFaceError, and a
-usable one makes the whole clip detect at the zoom it needs. When no face has been seen for longer than
-`max_lost_run_s`, the clip is rejected at once without decoding the rest.
+`probe_max_pixels`), and, if HOG still finds nothing, by dlib's CNN detector within `cnn_budget_s`; a
+face found only this way and narrower than `min_face_px` is reported as FaceTooSmallError with its size
+rather than NoFaceError, and a usable one makes the whole clip detect at the zoom it needs. When no face
+has been seen for longer than `max_lost_run_s`, the clip is rejected at once without decoding the rest.
 """
 
 from __future__ import annotations
