@@ -16,6 +16,8 @@ from imagineid.audio.features import SAMPLE_RATE
 from imagineid.audio.speaker_encoder import EMBED_DIM, cached_speaker_encoder
 from imagineid.audio.voice_stats import VOICE_STATS_DIM, VoiceStats, voice_stats
 
+__all__ = ["DVECTOR", "STATS", "VOICE_DIM", "VOICE_STATS_DIM", "voice_features"]
+
 VOICE_DIM = EMBED_DIM + VOICE_STATS_DIM
 DVECTOR = slice(0, EMBED_DIM)  # where the d-vector sits in the voice vector
 STATS = slice(EMBED_DIM, VOICE_DIM)  # and the measured statistics

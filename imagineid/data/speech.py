@@ -91,7 +91,8 @@ _VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
 
 # Uniform ranges per (gender, age): pitch, range, rate, in eSpeak's units. Adult men sit near 110 Hz
 # and women near 200 Hz (tests/test_speech.py checks it); elderly men are not lower than younger ones
-# (men's F0 rises slightly with age), elderly women are lower than younger women. Children's eSpeak
+# (men's F0 rises slightly with age), elderly women a little lower than younger women: age is heard in
+# voice quality (the flutter variants), range and rate more than in pitch level. Children's eSpeak
 # pitch is then replaced by `_CHILD_VOICE`'s.
 _PROSODY: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("male", "adult"): {"pitch": (35, 58), "range": (40, 65), "rate": (150, 185)},
@@ -99,7 +100,7 @@ _PROSODY: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("male", "child"): {"pitch": (90, 99), "range": (55, 80), "rate": (180, 215)},
     ("female", "child"): {"pitch": (86, 98), "range": (55, 80), "rate": (180, 215)},
     ("male", "elder"): {"pitch": (40, 60), "range": (30, 50), "rate": (120, 145)},
-    ("female", "elder"): {"pitch": (35, 55), "range": (35, 55), "rate": (125, 150)},
+    ("female", "elder"): {"pitch": (42, 60), "range": (35, 55), "rate": (125, 150)},
 }
 
 

@@ -6,10 +6,11 @@ heads for a contrastive identity embedding, the 3DMM shape coefficients, gender 
 
 With `n_voice > 0` it also reads the voice front end's utterance vector (a pretrained d-vector plus
 measured pitch, voice quality and formants, `imagineid.audio.voice_features`). Gender and age are then
-read from that voice branch alone: its inputs mean the same on recorded speech as on the synthetic
-corpus, while the mel branch has only met the corpus' synthesiser. The embedding and the shape read both
-branches; in training the mel branch is dropped for `mel_dropout` of the utterances so neither head
-depends on it alone.
+read from the last `n_voice_stats` values alone, the physical measurements: they mean the same on
+recorded speech as on the synthetic corpus, while the mel branch has only met the corpus' synthesiser
+and a 256-d d-vector lets a head tell a few training speakers apart instead of learning the cue. The
+embedding and the shape read the mel branch and the whole voice vector; in training the mel branch is
+dropped for `mel_dropout` of the utterances so neither head depends on it alone.
 
     encoder = IdentityEncoder(n_voice=268)
     out = encoder(mel, mask, voice)  # mel (B, L, 80) normalised log-mel at 100 Hz, mask (B, L), voice (B, 268)
@@ -123,6 +124,7 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         dropout: float = 0.1,
         n_voice: int = 0,
         mel_dropout: float = 0.5,
+        n_voice_stats: int = 12,
     ) -> None:
         super().__init__()
         self.encoder = _UtteranceEncoder(n_mels, hidden, hidden, strides=(4, 2, 1), dropout=dropout)
@@ -133,7 +135,9 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
             self.voice = nn.Sequential(
                 nn.Dropout(0.2), nn.Linear(n_voice, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
             )
-            self.voice_attributes = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_genders + n_ages))
+            self.voice_attributes = nn.Sequential(
+                nn.Linear(n_voice_stats, 32), nn.GELU(), nn.Dropout(dropout), nn.Linear(32, n_genders + n_ages)
+            )
         self.trunk = nn.Sequential(nn.GELU(), nn.Dropout(dropout))
         self.embed_head = nn.Linear(hidden, embed_dim)
         self.shape_head = nn.Linear(hidden, n_shape)
@@ -158,8 +162,9 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
             if voice is None or voice.shape != (mel.shape[0], self.config.n_voice):
                 got = None if voice is None else tuple(voice.shape)
                 raise ValueError(f"IdentityEncoder: voice must be (B, n_voice) = ({mel.shape[0]}, {self.config.n_voice}), got {got}")
-            v = self.voice((voice.to(features.dtype) - self.voice_mean) / self.voice_std)  # (B, hidden)
-            attributes = self.voice_attributes(v)  # (B, n_genders + n_ages)
+            standard = (voice.to(features.dtype) - self.voice_mean) / self.voice_std  # (B, n_voice)
+            v = self.voice(standard)  # (B, hidden)
+            attributes = self.voice_attributes(standard[:, -self.config.n_voice_stats:])  # (B, n_genders + n_ages)
             if self.training:
                 keep = (torch.rand(len(features), 1, device=features.device) >= self.config.mel_dropout)
                 features = features * keep.to(features.dtype)

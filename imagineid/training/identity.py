@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imagineid.audio.voice_features import VOICE_DIM
+from imagineid.audio.voice_features import VOICE_DIM, VOICE_STATS_DIM
+from imagineid.data.labels import AGE_GROUPS
 from imagineid.models import IdentityEncoder
 from imagineid.training.augment import augment_mel
 from imagineid.training.context import StageContext
@@ -18,6 +19,7 @@ from imagineid.training.losses import supervised_contrastive
 from imagineid.training.metrics import accuracy, precision_at_k, r2_score
 
 STAGE = "identity"
+CHILD = AGE_GROUPS.index("child")
 
 
 def labelled_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -40,8 +42,8 @@ def shape_weights(ctx: StageContext) -> np.ndarray:
 def train_identity(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed)
-    model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden,
-                            n_voice=VOICE_DIM if ctx.bank is not None else 0).to(ctx.device)
+    model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden, n_voice=VOICE_DIM if ctx.bank is not None else 0,
+                            n_voice_stats=VOICE_STATS_DIM).to(ctx.device)
     if ctx.bank is not None:
         mean, std = ctx.bank.voice_stats(ctx.split["train"])
         model.set_voice_stats(torch.from_numpy(mean).to(ctx.device), torch.from_numpy(std).to(ctx.device))
@@ -51,7 +53,9 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
         out = model(augment_mel(batch["mel"]), voice=batch.get("voice"))  # mel (B, 4W, 80), voice (B, VOICE_DIM)
         shape = (((out.shape.float() - batch["shape"]) ** 2) * weight).mean()
         contrast = supervised_contrastive(out.embedding.float(), batch["speaker"])
-        attributes = labelled_ce(out.gender_logits, batch["gender"]) + labelled_ce(out.age_logits, batch["age"])
+        # a child's gender is not in its voice before puberty: children teach age, not gender
+        gender = batch["gender"].masked_fill(batch["age"] == CHILD, -1)
+        attributes = labelled_ce(out.gender_logits, gender) + labelled_ce(out.age_logits, batch["age"])
         loss = shape + 0.5 * contrast + attributes
         return loss, {"loss": loss.item(), "shape_mse": shape.item(), "contrastive": contrast.item()}
 
@@ -78,8 +82,11 @@ def validate_identity(model: IdentityEncoder, ctx: StageContext) -> dict:
     clips = ctx.val_clips()
     std = ctx.morphable.arrays["shape_std"].astype(np.float32)
     gender = np.array([c.gender for c in clips])
+    grown = np.array([c.age != CHILD for c in clips])  # gender is scored where a voice carries it
     return {
-        "gender_accuracy": accuracy(out["gender_logits"], gender),
+        "gender_accuracy": accuracy(out["gender_logits"][grown], gender[grown]) if grown.any() else float("nan"),
+        "gender_accuracy_children": accuracy(out["gender_logits"][~grown], gender[~grown]) if (~grown).any()
+        else float("nan"),
         "age_accuracy": accuracy(out["age_logits"], np.array([c.age for c in clips])),
         # R² of the face geometry: coefficients scaled by their std, i.e. variance in landmark space.
         # (Undefined with a single held-out speaker: all its clips share one shape.)
