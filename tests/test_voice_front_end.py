@@ -71,7 +71,7 @@ def test_voice_vector_layout() -> None:
 def test_partials_cover_the_utterance() -> None:
     assert partial_starts(100) == [0]  # shorter than one partial: one, zero-padded
     starts = partial_starts(500)
-    assert starts[0] == 0 and starts[-1] + 160 >= 500 * 0.75 and np.all(np.diff(starts) == 77)
+    assert starts[0] == 0 and starts[-1] + 160 >= 500 * 0.75 and np.all(np.diff(starts) == 160)
 
 
 def test_long_pauses_are_trimmed_short_ones_kept() -> None:

@@ -29,7 +29,8 @@ N_CHANNELS = 40  # mel bins of the network's input
 WINDOW = 400  # 25 ms at 16 kHz (also the FFT size)
 HOP = 160  # 10 ms
 PARTIAL_FRAMES = 160  # 1.6 s per partial utterance
-PARTIAL_RATE = 1.3  # partials per second of audio
+PARTIAL_RATE = 0.625  # partials per second: back to back (Resemblyzer's minimum; its default 1.3 overlaps them)
+MAX_PARTIALS = 8  # ~13 s of speech: enough for a voice; longer audio costs no more
 MIN_COVERAGE = 0.75  # a last partial shorter than this fraction is dropped (unless it is the only one)
 TARGET_DBFS = -30.0  # quiet audio is raised to this RMS before embedding (never lowered)
 EMBED_DIM = 256
@@ -130,6 +131,8 @@ class SpeakerEncoder(nn.Module):
         wav = trim_long_silences(_raise_level(np.asarray(samples, np.float32)))
         n_frames = len(wav) // HOP + 1
         starts = partial_starts(n_frames)
+        if len(starts) > MAX_PARTIALS:  # evenly spread over the utterance
+            starts = [starts[i] for i in np.linspace(0, len(starts) - 1, MAX_PARTIALS).round().astype(int)]
         need = (starts[-1] + PARTIAL_FRAMES) * HOP
         mel = power_mel(np.pad(wav, (0, max(0, need - len(wav)))))  # (T', 40)
         batch = np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])  # (P, 160, 40)

@@ -16,9 +16,10 @@ from imagineid.audio.features import SAMPLE_RATE
 from imagineid.audio.speaker_encoder import EMBED_DIM, cached_speaker_encoder
 from imagineid.audio.voice_stats import VOICE_STATS_DIM, VoiceStats, voice_stats
 
-__all__ = ["DVECTOR", "STATS", "VOICE_DIM", "VOICE_STATS_DIM", "voice_features"]
+__all__ = ["DVECTOR", "FRONT_END_VERSION", "STATS", "VOICE_DIM", "VOICE_STATS_DIM", "voice_features"]
 
 VOICE_DIM = EMBED_DIM + VOICE_STATS_DIM
+FRONT_END_VERSION = 2  # bump when a measurement changes: voice banks built by another version are refused
 DVECTOR = slice(0, EMBED_DIM)  # where the d-vector sits in the voice vector
 STATS = slice(EMBED_DIM, VOICE_DIM)  # and the measured statistics
 

@@ -17,10 +17,11 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from imagineid.audio.features import SAMPLE_RATE
 
-PITCH_FLOOR_HZ = 60.0  # first pass: wide enough for a bass voice and a child
+PITCH_FLOOR_HZ = 75.0  # Praat's standard floor: a bass voice; lower floors need longer (slower) windows
 PITCH_CEILING_HZ = 700.0
 FORMANT_CEILING_HZ = 5500.0  # Praat's usual ceiling for a mixed set of adult and child voices
 REFERENCE_F0_HZ = 150.0  # log-scale reference for the model inputs (between men and women)
@@ -63,44 +64,43 @@ class VoiceStats:
         return np.nan_to_num(np.asarray(values, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _pitch(sound, floor: float, ceiling: float):
-    return sound.to_pitch_ac(time_step=0.01, pitch_floor=floor, pitch_ceiling=ceiling)
-
-
 def voice_stats(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> VoiceStats:
-    """Measure one utterance. Pitch in two passes (a wide range, then one fitted to the speaker's
-    quartiles, as in De Looze & Hirst) so octave errors of the first pass do not decide the level."""
+    """Measure one utterance. One autocorrelation pitch pass over a range wide enough for a bass voice
+    and a child; frames more than an octave from the median are dropped as octave errors before the
+    statistics. The harmonics-to-noise ratio comes from the same pass (the autocorrelation peak r:
+    HNR = 10·log10(r / (1 - r)), Praat's own definition), so voice quality costs no second analysis."""
     import parselmouth
     from parselmouth.praat import call
 
     x = np.asarray(samples, np.float64)
     sound = parselmouth.Sound(x, sampling_frequency=sample_rate)
-    f0 = _pitch(sound, PITCH_FLOOR_HZ, PITCH_CEILING_HZ).selected_array["frequency"]
-    voiced = f0[f0 > 0]
-    if len(voiced) >= 5:
-        q1, q3 = np.percentile(voiced, [25, 75])
-        floor, ceiling = max(40.0, 0.75 * q1), min(1000.0, 2.5 * q3)
-        pitch = _pitch(sound, floor, ceiling)
-        f0 = pitch.selected_array["frequency"]
-        voiced = f0[f0 > 0]
-    else:
-        pitch, floor, ceiling = None, PITCH_FLOOR_HZ, PITCH_CEILING_HZ
+    pitch = sound.to_pitch_ac(time_step=0.01, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ)
+    frames = pitch.selected_array
+    f0, strength = frames["frequency"], frames["strength"]
+    voiced = f0 > 0
+    if voiced.sum() >= 5:
+        median = float(np.median(f0[voiced]))
+        voiced &= (f0 > median / 2) & (f0 < median * 2)
     nan = float("nan")
-    if len(voiced) < 5 or pitch is None:
-        return VoiceStats(len(x) / sample_rate, float(len(voiced)) / max(len(f0), 1), nan, nan, nan, nan, nan, nan,
-                          (nan, nan, nan, nan), nan)
-    p10, p50, p90 = (float(v) for v in np.percentile(voiced, [10, 50, 90]))
+    duration, fraction = len(x) / sample_rate, float(voiced.sum()) / max(len(f0), 1)
+    if voiced.sum() < 5:
+        return VoiceStats(duration, fraction, nan, nan, nan, nan, nan, nan, (nan, nan, nan, nan), nan)
+    p10, p50, p90 = (float(v) for v in np.percentile(f0[voiced], [10, 50, 90]))
     points = call([sound, pitch], "To PointProcess (cc)")
-    jitter = float(call(points, "Get jitter (local)", 0, 0, 1 / ceiling, 1 / floor, 1.3))
-    harmonicity = sound.to_harmonicity_cc(time_step=0.01, minimum_pitch=floor).values[0]
-    hnr = float(np.mean(harmonicity[harmonicity > -100])) if np.any(harmonicity > -100) else nan
-    formant = sound.to_formant_burg(time_step=0.01, max_number_of_formants=5, maximum_formant=FORMANT_CEILING_HZ)
-    times = pitch.xs()[f0 > 0]
+    jitter = float(call(points, "Get jitter (local)", 0, 0, 1 / PITCH_CEILING_HZ, 1 / PITCH_FLOOR_HZ, 1.3))
+    r = np.clip(strength[voiced], 1e-4, 1 - 1e-4)
+    hnr = float(np.mean(10 * np.log10(r / (1 - r))))
+    # Burg's method runs at twice the ceiling; resampling here (polyphase) is cheaper than Praat's own
+    rate = int(2 * FORMANT_CEILING_HZ)
+    g = math.gcd(rate, sample_rate)
+    low = parselmouth.Sound(resample_poly(x, rate // g, sample_rate // g), sampling_frequency=rate)
+    formant = low.to_formant_burg(time_step=0.02, max_number_of_formants=5, maximum_formant=FORMANT_CEILING_HZ)
+    times = pitch.xs()[voiced][::2]  # every other voiced 10 ms frame: the formant grid is 20 ms
     tracks = np.array([[formant.get_value_at_time(i, t) for t in times] for i in range(1, 5)])  # (4, V)
     medians = tuple(float(np.nanmedian(row)) if np.any(np.isfinite(row)) else nan for row in tracks)
     dispersion = (medians[3] - medians[0]) / 3.0 if all(math.isfinite(m) for m in medians) else nan
     return VoiceStats(
-        duration_s=len(x) / sample_rate, voiced_fraction=float(len(voiced)) / len(f0),
+        duration_s=duration, voiced_fraction=fraction,
         f0_median_hz=p50, f0_p10_hz=p10, f0_p90_hz=p90, f0_range_semitones=12.0 * math.log2(p90 / p10),
         jitter=jitter if math.isfinite(jitter) else nan, hnr_db=hnr, formants_hz=medians,  # type: ignore[arg-type]
         formant_dispersion_hz=dispersion,

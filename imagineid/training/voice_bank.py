@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from imagineid.audio.augment import IDENTITY, augment_voice
 from imagineid.audio.features import SAMPLE_RATE, from_pcm16, mel_for_frames
-from imagineid.audio.voice_features import VOICE_DIM, voice_features
+from imagineid.audio.voice_features import FRONT_END_VERSION, VOICE_DIM, voice_features
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError
@@ -78,7 +78,8 @@ class VoiceBank:
             raise ValueError(f"variants must be >= 1, got {variants}")
         bank = cls(Path(root))
         bank.root.mkdir(parents=True, exist_ok=True)
-        config = {"variants": variants, "seed": seed, "voice_dim": VOICE_DIM, "sample_rate": SAMPLE_RATE}
+        config = {"variants": variants, "seed": seed, "voice_dim": VOICE_DIM, "sample_rate": SAMPLE_RATE,
+                  "front_end": FRONT_END_VERSION}
         config_path = bank.root / "config.json"
         if config_path.exists() and json.loads(config_path.read_text()) != config:
             raise ImagineIDError(f"{bank.root} holds a voice bank built with {config_path.read_text()}, not {config}")
