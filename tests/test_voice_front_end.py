@@ -104,3 +104,42 @@ def test_pcm16_round_trip() -> None:
     x = np.linspace(-1.2, 1.2, 101, dtype=np.float32)
     y = from_pcm16(to_pcm16(x).tobytes())
     assert y.dtype == np.float32 and np.abs(y - np.clip(x, -1, 1)).max() < 1e-4
+
+
+def test_voice_bank_variants_resume_and_refuse_other_settings(preprocessed, tmp_path) -> None:
+    from imagineid.data.store import Store
+    from imagineid.errors import ImagineIDError
+    from imagineid.training.voice_bank import VoiceBank, clip_audio
+
+    ids = sorted(Store(preprocessed).done_ids("clips"))[:2]
+    bank = VoiceBank.build(preprocessed, tmp_path / "bank", ids[:1], ids[1:], variants=3, progress=False)
+    train, val = bank.get(ids[0]), bank.get(ids[1])
+    samples, n_frames = clip_audio(Store(preprocessed), ids[0])
+    assert train.mel.shape == (3, 4 * n_frames, 80) and train.voice.shape == (3, VOICE_DIM)
+    assert val.mel.shape[0] == 1 and val.augments[0]["pitch_semitones"] == 0.0  # validation: own audio only
+    assert train.augments[0] == val.augments[0] and train.augments[1] != train.augments[0]
+    assert not np.allclose(train.mel[0], train.mel[1])  # an augmented copy hears differently...
+    assert np.abs(train.voice[1] - train.voice[0]).max() > 1e-3
+    own = log_mel(samples)[: 4 * n_frames]
+    assert np.abs(train.mel[0] - own).max() < 0.05  # ...and variant 0 is the clip's own audio (float16)
+    before = bank.path(ids[0]).stat().st_mtime_ns
+    VoiceBank.build(preprocessed, tmp_path / "bank", ids[:1], ids[1:], variants=3, progress=False)
+    assert bank.path(ids[0]).stat().st_mtime_ns == before  # a rerun keeps what is there
+    with pytest.raises(ImagineIDError, match="voice bank built with"):
+        VoiceBank.build(preprocessed, tmp_path / "bank", ids[:1], ids[1:], variants=4, progress=False)
+
+
+def test_gender_and_age_read_only_the_measured_statistics() -> None:
+    import torch
+
+    from imagineid.models import IdentityEncoder
+
+    model = IdentityEncoder(n_voice=VOICE_DIM).eval()
+    mel, voice = torch.randn(2, 200, 80), torch.randn(2, VOICE_DIM)
+    with pytest.raises(ValueError, match="voice must be"):
+        model(mel)
+    other = voice.clone()
+    other[:, :256] = torch.randn(2, 256)  # another d-vector, the same measurements
+    a, b = model(mel, voice=voice), model(mel, voice=other)
+    assert torch.allclose(a.gender_logits, b.gender_logits) and torch.allclose(a.age_logits, b.age_logits)
+    assert not torch.allclose(a.shape, b.shape)  # the shape does read the d-vector
