@@ -21,7 +21,7 @@ from imagineid.data.parquet_io import write_table_atomic
 from imagineid.data.store import FAILURES_SCHEMA, Store
 from imagineid.errors import ImagineIDError
 from imagineid.face.align import AlignConfig, alignment_transforms, crop_frames, transform_points
-from imagineid.face.track import FaceError, FaceTrack, TrackConfig, track_faces
+from imagineid.face.track import FaceTrack, TrackConfig, track_faces
 from imagineid.media import iter_frames, load_audio, probe, write_video
 from imagineid.preprocessing.config import PreprocessConfig, track_clip_id
 
@@ -65,16 +65,23 @@ def record_failure(store: Store, job: ClipJob, stage: str, error_type: str, mess
     write_table_atomic(pa.table(row, schema=FAILURES_SCHEMA), store.shard("failures", job.clip_id))
 
 
+@dataclass
+class _Progress:
+    """The stage a clip is in, for the failures/ row when something goes wrong there."""
+
+    stage: str = "probe"
+
+
 def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> tuple[str, ...]:
     """Stage every kept face track of one source; returns their clip ids, the subject's last."""
     path = job.source.path
-    stage = "probe"
+    at = _Progress()
     try:
         info = probe(path)
-        stage = "audio"
+        at.stage = "audio"
         samples = load_audio(path, config.sample_rate)
         check_audio(samples, config.sample_rate)
-        stage = "track"
+        at.stage = "track"
         tracks = track_faces(
             iter_frames(path, fps=config.fps), fps=config.fps, landmarker=_landmarker(config),
             config=TrackConfig(detect_every=config.detect_every, subject=config.subject, min_face_px=config.min_face_px),
@@ -89,44 +96,34 @@ def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> tuple[str,
             "clip_ids": clip_ids[::-1],  # finalize order: the subject's clip (the source's done marker) last
         }
         for rank in reversed(range(len(tracks))):
-            _stage_track(store, clip_ids[rank], tracks[rank], samples, path, config, meta)
-    except _StageError:
-        raise
-    except FaceError as err:
-        raise _StageError(stage, err.kind, str(err), err.detail) from err
+            _stage_track(store, clip_ids[rank], tracks[rank], samples, path, config, meta, at)
     except ImagineIDError as err:
-        raise _StageError(stage, err.kind, str(err)) from err
+        raise _StageError(at.stage, err.kind, str(err), getattr(err, "detail", None)) from err
     except Exception as err:  # an unexpected bug in one clip must not stop the batch
         detail = traceback.format_exception_only(err)[-1].strip()
-        raise _StageError(stage, type(err).__name__, f"{path}: unexpected error: {detail}") from err
-    return tuple(clip_ids[::-1])
+        raise _StageError(at.stage, type(err).__name__, f"{path}: unexpected error: {detail}") from err
+    return tuple(meta["clip_ids"])
 
 
 def _stage_track(store: Store, clip_id: str, track: FaceTrack, samples: np.ndarray, path: Path,
-                 config: PreprocessConfig, meta: dict) -> None:
+                 config: PreprocessConfig, meta: dict, at: _Progress) -> None:
     """Crops, log-mel and the staging npz of one kept face track."""
-    stage = "align"
-    try:
-        n_frames = len(track.landmarks)
-        align = AlignConfig(crop_size=config.crop_size)
-        transforms = alignment_transforms(track.landmarks, align)  # (T, 2, 3)
-        write_video(
-            store.crops(clip_id),
-            crop_frames(iter_frames(path, fps=config.fps), transforms, config.crop_size),
-            fps=config.fps, preset="veryfast",
-        )
-        stage = "audio_features"
-        mel = mel_for_frames(samples, n_frames, config.fps, config.sample_rate)  # (4T, 80)
-        speech = {}
-        if config.speech_model:  # optional wav2vec2 / HuBERT features on the same 100 Hz grid, (4T, D)
-            from imagineid.audio.speech_model import cached_encoder
+    at.stage = "align"
+    n_frames = len(track.landmarks)
+    align = AlignConfig(crop_size=config.crop_size)
+    transforms = alignment_transforms(track.landmarks, align)  # (T, 2, 3)
+    write_video(
+        store.crops(clip_id),
+        crop_frames(iter_frames(path, fps=config.fps), transforms, config.crop_size),
+        fps=config.fps, preset="veryfast",
+    )
+    at.stage = "audio_features"
+    mel = mel_for_frames(samples, n_frames, config.fps, config.sample_rate)  # (4T, 80)
+    speech = {}
+    if config.speech_model:  # optional wav2vec2 / HuBERT features on the same 100 Hz grid, (4T, D)
+        from imagineid.audio.speech_model import cached_encoder
 
-            speech["speech"] = cached_encoder(config.speech_model).features_for_frames(samples, n_frames, config.fps)
-    except ImagineIDError as err:
-        raise _StageError(stage, err.kind, str(err)) from err
-    except Exception as err:  # an unexpected bug in one clip must not stop the batch
-        detail = traceback.format_exception_only(err)[-1].strip()
-        raise _StageError(stage, type(err).__name__, f"{path}: unexpected error: {detail}") from err
+        speech["speech"] = cached_encoder(config.speech_model).features_for_frames(samples, n_frames, config.fps)
     subject = {
         "track": track.track_id, "reason": track.subject_reason, "runner_up": track.runner_up,
         "source_clip_id": meta["clip_ids"][-1],
