@@ -18,7 +18,6 @@ single one out is the clip ambiguous (`subject="one"`); `subject="all"` keeps ev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -66,9 +65,6 @@ class SubjectDecision:
     runner_up: dict | None  # {"track", "why_not", evidence...} of the best track not kept (subject="one")
     evidence: list[TrackEvidence]
     ambiguous: str | None = None  # set instead of a choice when the clip is genuinely ambiguous
-
-    def runner_up_json(self) -> str | None:
-        return None if self.runner_up is None else json.dumps(self.runner_up, sort_keys=True)
 
 
 def mouth_speech_correlation(opening: np.ndarray, found: np.ndarray, envelope: np.ndarray, max_lag: int) -> float:
