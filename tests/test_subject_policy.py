@@ -101,6 +101,23 @@ def test_still_face_in_the_background_does_not_displace_the_speaker(clips) -> No
     assert kept["speech_r"] > 0.6 and kept["spread"] is None  # the speaker decided: no descriptor was needed
 
 
+def test_a_smaller_speaker_beside_a_large_poster_is_the_subject(clips) -> None:
+    a, b = clips
+    poster = cv2.resize(b["frames"][0], (416, 416), interpolation=cv2.INTER_LINEAR)
+    frames = []
+    for x in a["frames"]:
+        canvas = np.zeros((416, 672, 3), np.uint8)
+        canvas[:, :416] = poster  # a still face 1.6x wider than the speaker's
+        canvas[80:336, 416:] = x
+        frames.append(canvas)
+    track = track_face(iter(frames), audio=a["audio"])
+    assert _error(track.landmarks - [416, 80], a["truth"]) < 0.08
+    assert track.subject_reason.startswith("active speaker")
+    assert track.runner_up["width"] > 1.4 * np.median(track.boxes[:, 2] - track.boxes[:, 0])
+    without_audio = track_face(iter(frames))  # nothing tells the speaker: the larger face, as before
+    assert without_audio.landmarks[:, :, 0].max() < 416 and "smaller" in without_audio.subject_reason
+
+
 def test_face_like_print_does_not_displace_the_speaker_even_without_audio(clips) -> None:
     rng = np.random.default_rng(1)
     face_print = _face_print(rng)

@@ -6,11 +6,14 @@ loses a large share of good clips, so the tracker links detections into tracks a
 on whole tracks:
 
 1. Persistent: a track seen on too few frames (a passer-by, a flicker of the detector) is no candidate.
-2. Comparable: a track much smaller than the largest candidate is background, as before.
-3. Consistent: dlib's 128-d descriptor, sampled on a few frames of each track, stays close along one
-   real face; a track whose descriptors drift apart is not one face (a patch on moving cloth).
-4. Speaking: where the clip has speech, the track whose mouth opening follows the speech envelope is
-   the active speaker; a clear winner decides.
+2. Face-like fit: the 68 landmarks of a real face move as one rigid shape from frame to frame; on a
+   face-like texture (a print on moving cloth) they shuffle, and the track is dismissed.
+3. Speaking: where the clip has speech, the track whose mouth opening follows the speech envelope
+   clearly better than any other is the active speaker, whatever its size (a smaller speaker beside a
+   poster is still the subject).
+4. Comparable: otherwise a track much smaller than the largest candidate is background, as before.
+5. Consistent: if comparable faces remain, dlib's 128-d descriptor, computed on a few kept chips of
+   each, must stay close along the track; one whose descriptors drift apart is not one face.
 
 Only when two or more persistent, consistent faces of comparable size remain and the audio does not
 single one out is the clip ambiguous (`subject="one"`); `subject="all"` keeps every such track instead.
@@ -172,6 +175,19 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
         dismissed = [e for e in by_weight if e not in faces]
         return SubjectDecision([e.track for e in faces], reason, _runner_up(dismissed[:1], why_not), evidence)
 
+    # Speaker evidence first: a face whose mouth follows the speech is the subject, even beside a larger
+    # face that does not speak (a poster, a screen, a listener in close-up).
+    speaker = _clear_speaker(fitting, policy)
+    if speaker is not None:
+        best, second = speaker
+        for e in fitting:
+            if e is not best:
+                why_not[e.track] = (f"not the speaker: its mouth follows the speech with r = {e.speech_r:.2f} "
+                                    f"against {best.speech_r:.2f}")
+        reason = (f"active speaker: mouth opening follows the speech envelope (r = {best.speech_r:.2f}; "
+                  f"next face {second.speech_r:.2f}) among {len(fitting)} persistent faces")
+        return SubjectDecision([best.track], reason, _runner_up([second], why_not), evidence)
+
     main = fitting[0]
     comparable = [e for e in fitting if e is main or e.area >= policy.comparable_area * main.area]
     for e in fitting:
@@ -179,18 +195,6 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
             why_not[e.track] = f"smaller: {e.area / main.area:.0%} of the subject's area"
     if len(comparable) == 1:
         return _keep(main, "the largest persistent face with a face-like landmark fit", by_weight, why_not, evidence)
-
-    # Speaker evidence first: a face whose mouth follows the speech is a face, whatever else is in view.
-    speaking = sorted(comparable, key=lambda e: -(e.speech_r or 0.0))
-    best, second = speaking[0], speaking[1]
-    r1, r2 = best.speech_r, second.speech_r
-    if r1 is not None and r2 is not None and r1 >= policy.speaker_min_r and r1 - r2 >= policy.speaker_margin:
-        for e in speaking[1:]:
-            why_not[e.track] = (f"not the speaker: its mouth follows the speech with r = {e.speech_r:.2f} "
-                                f"against {r1:.2f}")
-        reason = (f"active speaker: mouth opening follows the speech envelope (r = {r1:.2f}; "
-                  f"next face {r2:.2f}) among {len(comparable)} persistent faces of comparable size")
-        return SubjectDecision([best.track], reason, _runner_up([second], why_not), evidence)
 
     # No speaker: only a consistent identity tells a face from a face-like thing.
     faces = [e for e in comparable if consistent(e)]
@@ -213,6 +217,16 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
     message = (f"ambiguous subject: {len(faces)} persistent, consistent faces of comparable size ({names}) and "
                f"{evidence_note}; --subject all keeps one clip per face")
     return SubjectDecision([], "", None, evidence, ambiguous=message)
+
+
+def _clear_speaker(faces: list[TrackEvidence], policy: SubjectPolicy) -> tuple[TrackEvidence, TrackEvidence] | None:
+    """(speaker, next best) when one face's mouth follows the speech and clearly better than every other."""
+    if len(faces) < 2 or faces[0].speech_r is None:
+        return None
+    best, second = sorted(faces, key=lambda e: -(e.speech_r or 0.0))[:2]
+    if best.speech_r >= policy.speaker_min_r and best.speech_r - second.speech_r >= policy.speaker_margin:
+        return best, second
+    return None
 
 
 def _keep(e: TrackEvidence, reason: str, by_weight: list[TrackEvidence], why_not: dict[int, str],
