@@ -98,12 +98,27 @@ def test_iter_clips_shapes_and_labels(data, clips):
 
 
 def test_mel_normalisation_over_train(data, stats, tmp_path):
-    mel = np.concatenate([stats.normalize(s.mel) for s in iter_clips(data, split_clips(data)["train"])])
-    np.testing.assert_allclose(mel.mean(axis=0), 0.0, atol=1e-3)
-    np.testing.assert_allclose(mel.std(axis=0), 1.0, atol=1e-2)
+    """Utterance mode (the default): each clip's speech frames centred on 0, unit RMS over the train set."""
+    from imagineid.training.data import speech_mean
+
+    assert stats.mode == "utterance"
+    clips = list(iter_clips(data, split_clips(data)["train"]))
+    normalised = [stats.normalize(s.mel) for s in clips]
+    for mel in normalised:
+        np.testing.assert_allclose(speech_mean(mel * stats.std) / stats.std, 0.0, atol=1e-3)
+    np.testing.assert_allclose(np.sqrt((np.concatenate(normalised) ** 2).mean(axis=0)), 1.0, atol=1e-2)
     loaded = MelStats.load(stats.save(tmp_path / "mel_stats.json"))
     np.testing.assert_allclose(loaded.mean, stats.mean)
     np.testing.assert_allclose(loaded.std, stats.std)
+    assert loaded.mode == "utterance"
+
+
+def test_global_mel_normalisation_over_train(data):
+    train = split_clips(data)["train"]
+    stats = mel_stats(data, train, mode="global")
+    mel = np.concatenate([stats.normalize(s.mel) for s in iter_clips(data, train)])
+    np.testing.assert_allclose(mel.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(mel.std(axis=0), 1.0, atol=1e-2)
 
 
 @pytest.mark.parametrize("cache_clips", [True, False])
@@ -136,7 +151,8 @@ def test_windows_are_sliced_from_their_clip(data, stats):
     starts = [i for i in range(sample.n_frames - 7) if torch.equal(mouth[i:i + 8], window["mouth"])]
     assert len(starts) == 1
     start = starts[0]
-    np.testing.assert_allclose(window["mel"].numpy(), stats.normalize(sample.mel[4 * start:4 * start + 32]))
+    # the whole clip is normalised (its own speech mean), then cut
+    np.testing.assert_allclose(window["mel"].numpy(), stats.normalize(sample.mel)[4 * start:4 * start + 32])
     np.testing.assert_allclose(window["opening"].numpy(), sample.opening[start:start + 8])
 
 

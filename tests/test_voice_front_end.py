@@ -134,7 +134,11 @@ def test_gender_and_age_read_only_the_measured_statistics() -> None:
 
     from imagineid.models import IdentityEncoder
 
-    model = IdentityEncoder(n_voice=VOICE_DIM).eval()
+    from imagineid.audio.voice_features import STATS
+    from imagineid.audio.voice_stats import F0_STATS, PHYSICAL_STATS
+
+    model = IdentityEncoder(n_voice=VOICE_DIM, gender_features=[STATS.start + i for i in F0_STATS],
+                            age_features=[STATS.start + i for i in PHYSICAL_STATS]).eval()
     mel, voice = torch.randn(2, 200, 80), torch.randn(2, VOICE_DIM)
     with pytest.raises(ValueError, match="voice must be"):
         model(mel)
@@ -142,4 +146,13 @@ def test_gender_and_age_read_only_the_measured_statistics() -> None:
     other[:, :256] = torch.randn(2, 256)  # another d-vector, the same measurements
     a, b = model(mel, voice=voice), model(mel, voice=other)
     assert torch.allclose(a.gender_logits, b.gender_logits) and torch.allclose(a.age_logits, b.age_logits)
+    jitter = voice.clone()
+    jitter[:, STATS.start + 5] += 3.0  # jitter follows the synthesiser and the codec: not an attribute input
+    assert torch.allclose(model(mel, voice=jitter).gender_logits, a.gender_logits)
+    f0, formant = voice.clone(), voice.clone()
+    f0[:, STATS.start] += 3.0
+    formant[:, STATS.start + 8] += 3.0  # F2: vocal-tract size informs age, not gender
+    assert not torch.allclose(model(mel, voice=f0).gender_logits, a.gender_logits)
+    assert torch.allclose(model(mel, voice=formant).gender_logits, a.gender_logits)
+    assert not torch.allclose(model(mel, voice=formant).age_logits, a.age_logits)
     assert not torch.allclose(a.shape, b.shape)  # the shape does read the d-vector

@@ -90,17 +90,19 @@ _VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 # Uniform ranges per (gender, age): pitch, range, rate, in eSpeak's units. Adult men sit near 110 Hz
-# and women near 200 Hz (tests/test_speech.py checks it); elderly men are not lower than younger ones
-# (men's F0 rises slightly with age), elderly women a little lower than younger women: age is heard in
-# voice quality (the flutter variants), range and rate more than in pitch level. Children's eSpeak
-# pitch is then replaced by `_CHILD_VOICE`'s.
+# and women near 200 Hz, as recorded speakers do (eSpeak's female variants at their own pitch speak
+# near 235 Hz, above nearly every real woman; tests/test_speech.py checks the levels). Elderly men are
+# a little higher than younger ones (men's F0 rises with age; the croak / grandpa variants start low,
+# so their knob sits higher), elderly women a little lower than younger women: age is heard in voice
+# quality (the flutter variants), range and rate more than in pitch level. Children's eSpeak pitch is
+# then replaced by `_CHILD_VOICE`'s.
 _PROSODY: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("male", "adult"): {"pitch": (35, 58), "range": (40, 65), "rate": (150, 185)},
-    ("female", "adult"): {"pitch": (45, 65), "range": (50, 75), "rate": (155, 190)},
+    ("female", "adult"): {"pitch": (28, 50), "range": (50, 75), "rate": (155, 190)},
     ("male", "child"): {"pitch": (90, 99), "range": (55, 80), "rate": (180, 215)},
     ("female", "child"): {"pitch": (86, 98), "range": (55, 80), "rate": (180, 215)},
-    ("male", "elder"): {"pitch": (40, 60), "range": (30, 50), "rate": (120, 145)},
-    ("female", "elder"): {"pitch": (42, 60), "range": (35, 55), "rate": (125, 150)},
+    ("male", "elder"): {"pitch": (50, 72), "range": (30, 50), "rate": (120, 145)},
+    ("female", "elder"): {"pitch": (24, 44), "range": (35, 55), "rate": (125, 150)},
 }
 
 

@@ -5,14 +5,15 @@ input channels (pitch is kept at full resolution), masked mean + std statistics 
 heads for a contrastive identity embedding, the 3DMM shape coefficients, gender and age group.
 
 With `n_voice > 0` it also reads the voice front end's utterance vector (a pretrained d-vector plus
-measured pitch, voice quality and formants, `imagineid.audio.voice_features`). Gender and age are then
-read from the last `n_voice_stats` values alone, the physical measurements: they mean the same on
-recorded speech as on the synthetic corpus, while the mel branch has only met the corpus' synthesiser
-and a 256-d d-vector lets a head tell a few training speakers apart instead of learning the cue. The
+measured pitch, voice quality and formants, `imagineid.audio.voice_features`). Gender is then read
+from `gender_features` alone and age from `age_features`, indices of physical measurements (F0 level;
+F0 and formants): they mean the same on recorded speech as on the synthetic corpus, while the mel
+branch has only met the corpus' synthesiser and a 256-d d-vector lets a head tell a few training
+speakers apart instead of learning the cue. The
 embedding and the shape read the mel branch and the whole voice vector; in training the mel branch is
 dropped for `mel_dropout` of the utterances so neither head depends on it alone.
 
-    encoder = IdentityEncoder(n_voice=268)
+    encoder = IdentityEncoder(n_voice=268, gender_features=[256, 257, 258], age_features=[256, 257, 258, 263, 264, 265, 266, 267])
     out = encoder(mel, mask, voice)  # mel (B, L, 80) normalised log-mel at 100 Hz, mask (B, L), voice (B, 268)
     out.embedding, out.shape, out.gender_logits.softmax(-1)
 
@@ -124,7 +125,8 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         dropout: float = 0.1,
         n_voice: int = 0,
         mel_dropout: float = 0.5,
-        n_voice_stats: int = 12,
+        gender_features: tuple[int, ...] | list[int] | None = None,
+        age_features: tuple[int, ...] | list[int] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = _UtteranceEncoder(n_mels, hidden, hidden, strides=(4, 2, 1), dropout=dropout)
@@ -135,9 +137,11 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
             self.voice = nn.Sequential(
                 nn.Dropout(0.2), nn.Linear(n_voice, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
             )
-            self.voice_attributes = nn.Sequential(
-                nn.Linear(n_voice_stats, 32), nn.GELU(), nn.Dropout(dropout), nn.Linear(32, n_genders + n_ages)
-            )
+            self.gender_index = list(gender_features if gender_features is not None else range(n_voice))
+            self.age_index = list(age_features if age_features is not None else range(n_voice))
+            self.voice_gender = nn.Sequential(nn.Linear(len(self.gender_index), 16), nn.GELU(), nn.Linear(16, n_genders))
+            self.voice_age = nn.Sequential(nn.Linear(len(self.age_index), 32), nn.GELU(), nn.Dropout(dropout),
+                                           nn.Linear(32, n_ages))
         self.trunk = nn.Sequential(nn.GELU(), nn.Dropout(dropout))
         self.embed_head = nn.Linear(hidden, embed_dim)
         self.shape_head = nn.Linear(hidden, n_shape)
@@ -164,7 +168,8 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
                 raise ValueError(f"IdentityEncoder: voice must be (B, n_voice) = ({mel.shape[0]}, {self.config.n_voice}), got {got}")
             standard = (voice.to(features.dtype) - self.voice_mean) / self.voice_std  # (B, n_voice)
             v = self.voice(standard)  # (B, hidden)
-            attributes = self.voice_attributes(standard[:, -self.config.n_voice_stats:])  # (B, n_genders + n_ages)
+            attributes = torch.cat([self.voice_gender(standard[:, self.gender_index]),  # (B, n_genders)
+                                    self.voice_age(standard[:, self.age_index])], dim=1)  # (B, n_ages)
             if self.training:
                 keep = (torch.rand(len(features), 1, device=features.device) >= self.config.mel_dropout)
                 features = features * keep.to(features.dtype)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imagineid.audio.voice_features import VOICE_DIM, VOICE_STATS_DIM
+from imagineid.audio.voice_features import STATS, VOICE_DIM
+from imagineid.audio.voice_stats import F0_STATS, PHYSICAL_STATS
 from imagineid.data.labels import AGE_GROUPS
 from imagineid.models import IdentityEncoder
 from imagineid.training.augment import augment_mel
@@ -43,7 +44,8 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed)
     model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden, n_voice=VOICE_DIM if ctx.bank is not None else 0,
-                            n_voice_stats=VOICE_STATS_DIM).to(ctx.device)
+                            gender_features=[STATS.start + i for i in F0_STATS],
+                            age_features=[STATS.start + i for i in PHYSICAL_STATS]).to(ctx.device)
     if ctx.bank is not None:
         mean, std = ctx.bank.voice_stats(ctx.split["train"])
         model.set_voice_stats(torch.from_numpy(mean).to(ctx.device), torch.from_numpy(std).to(ctx.device))
