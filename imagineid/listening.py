@@ -78,6 +78,10 @@ class Listener:
     def mel(self, raw: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.stats.normalize(raw)).float()[None].to(self.device)  # (1, 4T, 80)
 
+    def emotion_mel(self, raw: np.ndarray) -> torch.Tensor:
+        """The emotion stage's input: the normalised mel with the utterance's level added back."""
+        return self.mel(raw) + torch.from_numpy(self.stats.level(raw))[None, None].to(self.device)  # (1, 4T, 80)
+
     @property
     def uses_voice(self) -> bool:
         """True when the identity stage was trained with the voice front end."""
@@ -109,7 +113,7 @@ class Listener:
             raise ImagineIDError("heard features need the identity, content and emotion stages trained")
         mel = self.mel(utterance.mel)
         ident = self.identity(mel, voice=self.voice(utterance))
-        out = self.emotion(mel, ident.features, self.content(mel, ident.shape).features)
+        out = self.emotion(self.emotion_mel(utterance.mel), ident.features, self.content(mel, ident.shape).features)
         identity = torch.cat([ident.shape, ident.gender_logits.softmax(-1), ident.age_logits.softmax(-1)], dim=-1)
         return identity[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[0].float().cpu().numpy()
 
@@ -128,7 +132,7 @@ class Listener:
         }
         if self.emotion is not None:
             content = self.content(mel, ident.shape).features
-            out = self.emotion(mel, ident.features, content)
+            out = self.emotion(self.emotion_mel(utterance.mel), ident.features, content)
             result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
             result["emotion_embedding"] = out.embedding[0].cpu().numpy()
         return result

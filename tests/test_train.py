@@ -113,4 +113,9 @@ def test_listen_prints_one_json_object_per_input(run, data: Path, small_corpus: 
         assert set(entry["age"]) == {"child", "adult", "elder"}
         assert set(entry["emotion"]) == {"neutral", "happy", "sad", "angry"}
         assert len(entry["retrieved"]) == 2 and entry["retrieved"][0]["clip_id"]
+        measured = entry["measured"]  # what the voice front end measured, to see why it heard what it heard
+        assert abs(measured["duration_s"] - len(samples) / 16000) < 0.05 and 0 < measured["voiced_fraction"] <= 1
+        assert 60 < measured["f0_median_hz"] < 500 and measured["f0_p10_hz"] <= measured["f0_p90_hz"]
+        assert len(measured["formants_hz"]) == 4
+    assert abs(entries[0]["measured"]["f0_median_hz"] - entries[1]["measured"]["f0_median_hz"]) < 5  # wav vs mp3
     assert entries[2]["error"] and "not a readable media file" in entries[2]["error"]

@@ -91,6 +91,10 @@ class StageContext:
         """Normalised full-clip mel (1, 4T, 80) on the device."""
         return torch.from_numpy(self.stats.normalize(sample.mel)).float()[None].to(self.device)
 
+    def level(self, sample: ClipSample) -> torch.Tensor:
+        """The clip's level (1, 1, 80) on the device: added to `mel` for the emotion stage."""
+        return torch.from_numpy(self.stats.level(sample.mel))[None, None].to(self.device)
+
     def voice(self, sample: ClipSample) -> torch.Tensor | None:
         """The clip's voice vector (1, VOICE_DIM) on the device, or None without a voice bank."""
         return None if sample.voice is None else torch.from_numpy(sample.voice)[None].to(self.device)

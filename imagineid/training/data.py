@@ -201,6 +201,14 @@ class MelStats:
         centre = speech_mean(mel) if self.mode == "utterance" else self.mean
         return ((mel - centre) / self.std).astype(np.float32)
 
+    def level(self, mel: np.ndarray) -> np.ndarray:
+        """(80,) what utterance normalisation removed, in normalised units: the utterance's loudness and
+        spectral balance against the training set's. The emotion stage adds it back (loudness is how
+        anger and sadness are heard); identity and content never see it. Zeros in "global" mode."""
+        if self.mode != "utterance":
+            return np.zeros(len(self.mean), np.float32)
+        return ((speech_mean(mel) - self.mean) / self.std).astype(np.float32)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.write_text(json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist(), "mode": self.mode}))
@@ -249,8 +257,10 @@ def _arrays(sample: ClipSample, stats: MelStats, bank: "VoiceBank | None" = None
     if bank is not None:
         entry = bank.get(sample.clip_id)
         mels = np.stack([stats.normalize(m) for m in entry.mel])  # (V, 4T, 80)
-        extra = {"mels": mels, "voices": entry.voice, "voice": entry.voice[0]}
+        levels = np.stack([stats.level(m) for m in entry.mel])  # (V, 80)
+        extra = {"mels": mels, "voices": entry.voice, "voice": entry.voice[0], "levels": levels, "level": levels[0]}
     return {
+        "level": stats.level(sample.mel),
         **extra,
         "mel": extra["mels"][0] if extra else stats.normalize(sample.mel),
         "mouth": sample.mouth,
@@ -285,6 +295,7 @@ def _cut(clip: dict, start: int, window: int) -> dict[str, torch.Tensor]:
         "shape": torch.from_numpy(np.asarray(clip["shape"], np.float32)),  # (n_shape,)
         **{key: torch.tensor(clip[key], dtype=torch.long) for key in ("gender", "age", "emotion", "speaker")},
         **({"voice": torch.from_numpy(np.asarray(clip["voice"], np.float32))} if "voice" in clip else {}),  # (VOICE_DIM,)
+        **({"level": torch.from_numpy(np.asarray(clip["level"], np.float32))} if "level" in clip else {}),  # (80,)
     }
 
 
@@ -335,6 +346,7 @@ class WindowDataset(IterableDataset):
         start = int(rng.integers(0, max(1, len(clip["mouth"]) - self.window + 1)))
         if "mels" in clip:  # one augmented variant of the clip's audio per window
             v = int(rng.integers(len(clip["mels"])))
+            # the level stays the recording's own: a gain drawn by augmentation is not the speaker's loudness
             clip = {**clip, "mel": clip["mels"][v], "voice": clip["voices"][v]}
         return _cut(clip, start, self.window)
 

@@ -33,7 +33,8 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
         with torch.no_grad():
             ident = identity(batch["mel"], voice=batch.get("voice"))
             cont = content(batch["mel"], ident.shape).features  # (B, W, hidden)
-        out = model(augment_mel(batch["mel"], gain=0.0), ident.features, cont)  # loudness is an emotion cue: no gain shift
+        # loudness is an emotion cue: the utterance's level goes back in, and no gain shift
+        out = model(augment_mel(batch["mel"] + batch["level"][:, None, :], gain=0.0), ident.features, cont)
         expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
         emotion = labelled_ce(out.emotion_logits, batch["emotion"])
         known = batch["emotion"] >= 0
@@ -55,7 +56,7 @@ def validate_emotion(identity: IdentityEncoder, content: ContentEncoderDecoder, 
     for sample in ctx.val_clips():
         mel = ctx.mel(sample)
         ident = identity(mel, voice=ctx.voice(sample))
-        out = model(mel, ident.features, content(mel, ident.shape).features)
+        out = model(mel + ctx.level(sample), ident.features, content(mel, ident.shape).features)
         logits.append(out.emotion_logits[0].cpu().numpy())
         embeddings.append(out.embedding[0].cpu().numpy())
     labels = np.array([c.emotion for c in ctx.val_clips()])
