@@ -28,11 +28,12 @@ REFERENCE_F0_HZ = 150.0  # log-scale reference for the model inputs (between men
 VOICE_STATS_DIM = 12
 # Which measurements mean the same on any recording (indices into VoiceStats.vector()). F0 level is set
 # by the larynx and separates adult men from women on every recording; formants follow vocal-tract size
-# (a child's is short) but their measurement also follows the channel, so they inform age, not gender.
+# (a child's is short) but their measurement also follows the channel, so they inform age, not gender,
+# and only F1-F3: F4 (and the dispersion built on it) lies above a telephone or 8 kHz recording's band.
 # Intonation range, voiced fraction, jitter and HNR also follow the synthesiser, the channel and the
 # codec: inputs for the identity embedding only.
 F0_STATS = (0, 1, 2)  # median, 10th and 90th percentile of log F0
-PHYSICAL_STATS = (0, 1, 2, 7, 8, 9, 10, 11)  # F0 level plus F1-F4 and their dispersion
+PHYSICAL_STATS = (0, 1, 2, 7, 8, 9)  # F0 level plus F1-F3
 
 
 @dataclass(frozen=True)
