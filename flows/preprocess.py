@@ -18,6 +18,7 @@ from tasks.summary import publish_summary
 def preprocess_flow(
     sources: list[str], out: str, dataset: str = "auto", workers: int | None = None, detector: str = "dlib",
     crop_size: int = 256, refit_morphable: bool = False, ray_address: str | None = None,
+    subject: str = PreprocessConfig.subject, min_face_px: float = PreprocessConfig.min_face_px,
 ) -> dict:
     """Preprocess new or changed sources; finished clips are skipped, rejected and lost ones listed.
 
@@ -30,8 +31,10 @@ def preprocess_flow(
         crop_size: Aligned face crop size in pixels.
         refit_morphable: Fit a new morphable-model version from the new clips.
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
+        subject: one: the subject's face track per source; all: one clip per persistent face track.
+        min_face_px: A subject face narrower than this is rejected as face_too_small.
     """
-    config = PreprocessConfig(detector=detector, crop_size=crop_size)
+    config = PreprocessConfig(detector=detector, crop_size=crop_size, subject=subject, min_face_px=min_face_px)
     jobs, pending = plan_sources(sources, out, config, dataset)
     results = extract_clips(pending, out, config, workers, ray_address)
     staged = [r.clip_id for r in results if r.status == "staged"]
