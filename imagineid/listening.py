@@ -113,7 +113,8 @@ class Listener:
             raise ImagineIDError("heard features need the identity, content and emotion stages trained")
         mel = self.mel(utterance.mel)
         ident = self.identity(mel, voice=self.voice(utterance))
-        out = self.emotion(self.emotion_mel(utterance.mel), ident.features, self.content(mel, ident.shape).features)
+        content = self.content(mel, ident.shape).features
+        out = self.emotion(self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content)
         identity = torch.cat([ident.shape, ident.gender_logits.softmax(-1), ident.age_logits.softmax(-1)], dim=-1)
         return identity[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[0].float().cpu().numpy()
 
@@ -132,7 +133,7 @@ class Listener:
         }
         if self.emotion is not None:
             content = self.content(mel, ident.shape).features
-            out = self.emotion(self.emotion_mel(utterance.mel), ident.features, content)
+            out = self.emotion(self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content)
             result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
             result["emotion_embedding"] = out.embedding[0].cpu().numpy()
         return result

@@ -91,7 +91,8 @@ class Planner:
         ident = li.identify(identity)
         content_mel = li.mel(content.mel[: MEL_PER_FRAME * n_frames])  # (1, 4T, 80)
         heard = li.content(content_mel, ident.shape)
-        out = li.emotion(li.emotion_mel(fit_length(emotion.mel, MEL_PER_FRAME * n_frames)), ident.features, heard.features)
+        out = li.emotion(li.emotion_mel(fit_length(emotion.mel, MEL_PER_FRAME * n_frames)),
+                         ident.for_emotion(li.emotion.config.identity_dim), heard.features)
         shape = ident.shape[0].float().cpu().numpy()  # (n_shape,)
         expression = out.expression[0].float().cpu().numpy()  # (T, n_expression)
         pose = np.repeat(self.pose[None], n_frames, axis=0)  # (T, 4)

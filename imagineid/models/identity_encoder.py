@@ -40,6 +40,16 @@ class IdentityOutput(BaseOutput):
     shape: torch.Tensor  # (B, n_shape) 3DMM shape coefficients
     gender_logits: torch.Tensor  # (B, n_genders)
     age_logits: torch.Tensor  # (B, n_ages)
+    prosody: torch.Tensor | None = None  # (B, n_voice - 256) standardised voice measurements (voice branch only)
+
+    def for_emotion(self, identity_dim: int | None = None) -> torch.Tensor:
+        """What the emotion stage is told about the speaker: the pooled features and, with a voice
+        branch, the measured prosody (F0 level and range, voicing, voice quality): happy, sad and angry
+        speech differ in exactly these, relative to the speaker. (B, hidden [+ n_stats]). An emotion
+        stage trained without prosody (`identity_dim` = hidden) gets the features alone."""
+        if self.prosody is None or identity_dim == self.features.shape[-1]:
+            return self.features
+        return torch.cat([self.features, self.prosody], dim=-1)
 
 
 class _ChannelNorm(nn.Module):
@@ -127,6 +137,7 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         mel_dropout: float = 0.5,
         gender_features: tuple[int, ...] | list[int] | None = None,
         age_features: tuple[int, ...] | list[int] | None = None,
+        n_prosody: int = 12,
     ) -> None:
         super().__init__()
         self.encoder = _UtteranceEncoder(n_mels, hidden, hidden, strides=(4, 2, 1), dropout=dropout)
@@ -182,4 +193,5 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
             shape=self.shape_head(h),  # (B, n_shape)
             gender_logits=self.gender_head(h) if attributes is None else attributes[:, :n_genders],  # (B, n_genders)
             age_logits=self.age_head(h) if attributes is None else attributes[:, n_genders:],  # (B, n_ages)
+            prosody=None if attributes is None else standard[:, self.config.n_voice - self.config.n_prosody:],
         )

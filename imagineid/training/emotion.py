@@ -26,7 +26,8 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
     identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity")).to(ctx.device))
     content = freeze(ContentEncoderDecoder.from_pretrained(ctx.run.stage("content")).to(ctx.device))
     hidden = ctx.config.hidden
-    model = EmotionEncoderDecoder(identity_dim=hidden, content_dim=hidden, n_expression=ctx.n_expression,
+    identity_dim = hidden + (identity.config.n_prosody if identity.config.n_voice else 0)  # features (+ prosody)
+    model = EmotionEncoderDecoder(identity_dim=identity_dim, content_dim=hidden, n_expression=ctx.n_expression,
                                   hidden=hidden, dropout=0.3).to(ctx.device)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
@@ -34,7 +35,7 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
             ident = identity(batch["mel"], voice=batch.get("voice"))
             cont = content(batch["mel"], ident.shape).features  # (B, W, hidden)
         # loudness is an emotion cue: the utterance's level goes back in, and no gain shift
-        out = model(augment_mel(batch["mel"] + batch["level"][:, None, :], gain=0.0), ident.features, cont)
+        out = model(augment_mel(batch["mel"] + batch["level"][:, None, :], gain=0.0), ident.for_emotion(), cont)
         expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
         emotion = labelled_ce(out.emotion_logits, batch["emotion"])
         known = batch["emotion"] >= 0
@@ -56,7 +57,7 @@ def validate_emotion(identity: IdentityEncoder, content: ContentEncoderDecoder, 
     for sample in ctx.val_clips():
         mel = ctx.mel(sample)
         ident = identity(mel, voice=ctx.voice(sample))
-        out = model(mel + ctx.level(sample), ident.features, content(mel, ident.shape).features)
+        out = model(mel + ctx.level(sample), ident.for_emotion(), content(mel, ident.shape).features)
         logits.append(out.emotion_logits[0].cpu().numpy())
         embeddings.append(out.embedding[0].cpu().numpy())
     labels = np.array([c.emotion for c in ctx.val_clips()])

@@ -45,7 +45,8 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
     seed_everything(ctx.config.seed)
     model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden, n_voice=VOICE_DIM if ctx.bank is not None else 0,
                             gender_features=[STATS.start + i for i in F0_STATS],
-                            age_features=[STATS.start + i for i in PHYSICAL_STATS]).to(ctx.device)
+                            age_features=[STATS.start + i for i in PHYSICAL_STATS],
+                            n_prosody=STATS.stop - STATS.start).to(ctx.device)
     if ctx.bank is not None:
         mean, std = ctx.bank.voice_stats(ctx.split["train"])
         model.set_voice_stats(torch.from_numpy(mean).to(ctx.device), torch.from_numpy(std).to(ctx.device))
