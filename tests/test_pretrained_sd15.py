@@ -60,7 +60,8 @@ def test_train_sd15_adapters_then_generate_one_frame(sd15, data, tmp_path) -> No
 
     run = tmp_path / "run"
     result = imagineid("train", str(data), "--out", str(run), "--profile", "sd15", "--base-model", str(sd15),
-                       "--stages", "ldm,adapters", "--max-steps", "1", "--no-ray")
+                       "--stages", "identity,content,emotion,ldm,adapters", "--max-steps", "1", "--no-ray",
+                       "--voice-variants", "1")  # the adapters learn from what the disentangler hears
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ldm not trained" in result.stdout and "adapters trained" in result.stdout
     assert not (run / "ldm").exists() and (run / "adapters" / "done.json").exists()

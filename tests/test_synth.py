@@ -59,7 +59,9 @@ def test_faces_landmarks_mouth_and_voices_match_the_ground_truth(corpus: Path) -
     assert check.single_face_rate >= 0.95
     assert check.landmark_error <= 0.05
     assert check.mouth_rms_correlation >= 0.5
-    assert check.median_f0_female - check.median_f0_male >= 50
+    # recorded adults: men ~75-145 Hz, women ~160-215 Hz; elderly men sit a little higher, elderly women
+    # a little lower, so a corpus of adults and elders keeps a gap of at least ~40 Hz between the medians
+    assert check.median_f0_female - check.median_f0_male >= 40
 
 
 def test_same_seed_gives_identical_corpus_and_rerun_skips(tmp_path: Path) -> None:
