@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import hashlib
 import json
+import math
 import signal
 import subprocess
 import sys
