@@ -11,7 +11,6 @@ from imagineid.audio import (
     InvalidAudioError,
     ShortAudioError,
     SilentAudioError,
-    SpeakerEncoderUnavailableError,
     check_audio,
     log_mel,
     mel_filterbank,
@@ -19,8 +18,6 @@ from imagineid.audio import (
     mel_frames_per_video_frame,
     mel_frequencies,
     mfcc,
-    speaker_embedding,
-    speaker_embedding_available,
     video_frames_for,
 )
 
@@ -137,14 +134,6 @@ def test_invalid_audio_is_rejected() -> None:
 def test_video_frames_for_audio_only_input() -> None:
     assert video_frames_for(3 * SR) == 75
     assert video_frames_for(SR + 100) == 25
-
-
-def test_speaker_embedding_is_optional() -> None:
-    if speaker_embedding_available():
-        pytest.skip("Resemblyzer is installed here")
-    assert speaker_embedding(noise(1.0), SR) is None
-    with pytest.raises(SpeakerEncoderUnavailableError, match="pip install resemblyzer"):
-        speaker_embedding(noise(1.0), SR, required=True)
 
 
 def test_load_log_mel_reads_a_file(tmp_path) -> None:

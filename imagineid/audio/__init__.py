@@ -1,4 +1,4 @@
-"""Audio features: log-mel at 100 Hz aligned to 25 fps video, MFCC, input checks, speaker embedding.
+"""Audio features: log-mel at 100 Hz aligned to 25 fps video, MFCC, input checks.
 
     from imagineid.audio import check_audio, mel_for_frames, load_log_mel
     mel = load_log_mel("clip.mp4", n_frames=75)   # (300, 80) float32, 4 mel rows per video frame
@@ -27,8 +27,6 @@ from imagineid.audio.features import (
     mel_frames_per_video_frame,
     mel_frequencies,
     mfcc,
-    speaker_embedding,
-    speaker_embedding_available,
     video_frames_for,
 )
 
@@ -53,7 +51,5 @@ __all__ = [
     "mel_frames_per_video_frame",
     "mel_frequencies",
     "mfcc",
-    "speaker_embedding",
-    "speaker_embedding_available",
     "video_frames_for",
 ]

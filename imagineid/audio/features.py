@@ -1,4 +1,4 @@
-"""Audio features at video-frame resolution: log-mel (100 Hz, 80 bins), MFCC, checks, speaker embedding.
+"""Audio features at video-frame resolution: log-mel (100 Hz, 80 bins), MFCC, input checks.
 
 Every audio-driven stage (identity, content, emotion encoders; `listen`; `generate`) reads the same
 features, so they are defined once here (DESIGN §3: log-mel (T, 80) at 100 Hz, 4 mel frames per video
@@ -55,7 +55,7 @@ class InvalidAudioError(AudioFeatureError):
 
 
 class SpeakerEncoderUnavailableError(ImagineIDError):
-    """A speaker embedding was required but Resemblyzer is not installed."""
+    """The speaker encoder's weights (`imagineid.audio.speaker_encoder`) are missing or malformed."""
 
     kind = "missing_backend"
 
@@ -268,43 +268,3 @@ def load_log_mel(
     if n_frames is None:
         n_frames = video_frames_for(samples.size, fps)
     return mel_for_frames(samples, n_frames, fps)
-
-
-# --------------------------------------------------------------------------------------------------
-# Optional speaker embedding (Resemblyzer: a 256-d d-vector; weights ship in its wheel)
-# --------------------------------------------------------------------------------------------------
-
-
-def speaker_embedding_available() -> bool:
-    """True when Resemblyzer can be imported."""
-    try:
-        import resemblyzer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=1)
-def _voice_encoder():  # pragma: no cover - needs resemblyzer
-    from resemblyzer import VoiceEncoder
-
-    return VoiceEncoder(device="cpu", verbose=False)
-
-
-def speaker_embedding(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, required: bool = False) -> np.ndarray | None:
-    """Resemblyzer's (256,) float32 unit-norm speaker embedding, or None when it is not installed.
-
-    With `required=True` a missing Resemblyzer raises `SpeakerEncoderUnavailableError` instead.
-    """
-    if not speaker_embedding_available():
-        if required:
-            raise SpeakerEncoderUnavailableError(
-                "speaker embeddings need Resemblyzer, which is not installed: `pip install resemblyzer` "
-                "(its weights ship in the wheel; it also needs webrtcvad and setuptools<82)"
-            )
-        return None
-    from resemblyzer import preprocess_wav  # pragma: no cover - needs resemblyzer
-
-    check_audio(samples, sample_rate)  # pragma: no cover
-    wav = preprocess_wav(np.asarray(samples, np.float32), source_sr=sample_rate)  # pragma: no cover
-    return np.asarray(_voice_encoder().embed_utterance(wav), np.float32)  # pragma: no cover
