@@ -1,4 +1,4 @@
-"""Prefect flow `demo`: every flow in order on the embedded defaults (DESIGN §5).
+"""Prefect flow `demo`: every flow in order on the embedded defaults (docs/architecture.md §5).
 
     python -m flows.demo                # → work/demo-flow/gen/report.html
 

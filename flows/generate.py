@@ -1,4 +1,4 @@
-"""Prefect flow `generate`: audio corpora → talking-face videos + GEN/index.parquet (DESIGN §6).
+"""Prefect flow `generate`: audio corpora → talking-face videos + GEN/index.parquet (docs/architecture.md §6).
 
     python -m flows.generate            # work/demo/run + work/demo/synth_heldout/videos → work/demo/gen
 

@@ -1,4 +1,4 @@
-"""Prefect flow `preprocess`: videos → the Parquet dataset of DESIGN §3, incrementally.
+"""Prefect flow `preprocess`: videos → the Parquet dataset of docs/architecture.md §3, incrementally.
 
     python -m flows.preprocess          # work/s/videos → work/d
 
@@ -24,7 +24,7 @@ def preprocess_flow(
 
     Args:
         sources: Video files or folders.
-        out: Dataset folder (DESIGN §3); reruns skip clips already in it.
+        out: Dataset folder (docs/architecture.md §3); reruns skip clips already in it.
         dataset: Layout of the sources: auto, synthetic, mead, voxceleb2, hdtf or generic.
         workers: Parallel clip workers (default: all cores; 1 = in process, no Ray).
         detector: Face landmarks backend: dlib or fan.

@@ -1,4 +1,4 @@
-"""The `imagineid` command line (DESIGN §6).
+"""The `imagineid` command line (docs/architecture.md §6).
 
     imagineid synth work/s --speakers 4 --clips-per-speaker 2 --seconds 3 --seed 1
 
@@ -99,7 +99,7 @@ def _by_rule(counts: dict[str, int]) -> str:
 @app.command()
 def preprocess(
     src: List[Path] = typer.Argument(..., help="Video files or folders."),
-    out: Path = typer.Option(..., "--out", help="Dataset folder (DESIGN §3)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder (docs/architecture.md §3)."),
     workers: Optional[int] = typer.Option(None, help="Parallel clip workers (default: all cores; 1 = no Ray)."),
     detector: str = typer.Option("dlib", help="dlib | fan"),
     morphable: str = typer.Option("pca", help="pca | flame"),

@@ -1,4 +1,4 @@
-"""What the trained disentangler hears in an audio file (`imagineid listen`, DESIGN §6).
+"""What the trained disentangler hears in an audio file (`imagineid listen`, docs/architecture.md §6).
 
 Per audio: gender, age-group and emotion probabilities, what the voice front end measured (F0, voiced
 fraction, formants, the seconds used); with a dataset, the K clips whose identity embedding is nearest.

@@ -1,7 +1,7 @@
 """Fan-out of independent work items: serial in-process, or Ray (local by default, or a cluster).
 
 Why one helper: preprocessing, training and generation all map a function over items; they share
-the Ray start-up rules of DESIGN §5 (dashboard off, capped object store, `RAY_ADDRESS` joins a cluster).
+the Ray start-up rules of docs/architecture.md §5 (dashboard off, capped object store, `RAY_ADDRESS` joins a cluster).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@
   - AMD Zen 4: the UNet at 32 samples costs 1.6–1.8 ms per sample instead of 2.3–2.5. The blended VAE
     decode at 16 frames costs 9.2 ms per frame instead of 16.2.
   So the per-clip loop (B = 1) stays in fp32, its fastest setting.
-- Any other CPU: fp32. Without native bf16, torch emulates it and bf16 matmuls crawl (DESIGN §7).
+- Any other CPU: fp32. Without native bf16, torch emulates it and bf16 matmuls crawl (docs/architecture.md §7).
 
 "auto" is resolved where the model runs (a Ray worker may sit on a GPU node), and the resolved name
 goes into every video's record.

@@ -1,4 +1,4 @@
-"""The three imagining adapters (DESIGN §1) on tiny diffusers components: shapes, save/load, wiring."""
+"""The three imagining adapters (docs/architecture.md §1) on tiny diffusers components: shapes, save/load, wiring."""
 
 from __future__ import annotations
 

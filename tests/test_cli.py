@@ -1,4 +1,4 @@
-"""The command-line contract (DESIGN §6) as a user meets it: a real subprocess per call."""
+"""The command-line contract (docs/architecture.md §6) as a user meets it: a real subprocess per call."""
 
 from __future__ import annotations
 

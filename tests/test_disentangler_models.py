@@ -1,4 +1,4 @@
-"""The listening models (progressive audio disentangler, DESIGN §1) and their losses, on tiny problems.
+"""The listening models (progressive audio disentangler, docs/architecture.md §1) and their losses, on tiny problems.
 
     .venv/bin/python -m pytest tests/test_disentangler_models.py -q -s   # -s prints the step times
 """

@@ -152,7 +152,7 @@ def test_load_sd15_missing(tmp_path):
 
 
 def test_unet_train_step_timing(tiny):
-    """One UNet forward + backward at batch 8 (printed; DESIGN §7 says ≈ 0.25 s for a full step)."""
+    """One UNet forward + backward at batch 8 (printed)."""
     unet = tiny.unet
     unet.train().requires_grad_(True)
     threads = torch.get_num_threads()

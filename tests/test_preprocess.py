@@ -1,4 +1,4 @@
-"""Preprocess: the DESIGN §3 dataset from synthetic videos, bad inputs, idempotent reruns (issue 3)."""
+"""Preprocess: the docs/architecture.md §3 dataset from synthetic videos, bad inputs, idempotent reruns (issue 3)."""
 
 from __future__ import annotations
 

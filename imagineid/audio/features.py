@@ -1,7 +1,7 @@
 """Audio features at video-frame resolution: log-mel (100 Hz, 80 bins), MFCC, input checks.
 
 Every audio-driven stage (identity, content, emotion encoders; `listen`; `generate`) reads the same
-features, so they are defined once here (DESIGN §3: log-mel (T, 80) at 100 Hz, 4 mel frames per video
+features, so they are defined once here (docs/architecture.md §3: log-mel (T, 80) at 100 Hz, 4 mel frames per video
 frame at 25 fps).
 
     from imagineid.audio import check_audio, mel_for_frames

@@ -1,4 +1,4 @@
-"""Optional self-supervised speech features (wav2vec2 / HuBERT) from a local transformers folder (DESIGN §4).
+"""Optional self-supervised speech features (wav2vec2 / HuBERT) from a local transformers folder (docs/architecture.md §4).
 
     encoder = SpeechEncoder.load("models/wav2vec2-base-960h")     # local files only, never downloads
     feats = encoder.features_for_frames(wave, n_frames=75)         # (300, 768): 100 Hz, rows 4i..4i+3 = frame i

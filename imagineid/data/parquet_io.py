@@ -1,4 +1,4 @@
-"""Parquet I/O shared by every stage: atomic writes and fixed-size vector columns (DESIGN §3)."""
+"""Parquet I/O shared by every stage: atomic writes and fixed-size vector columns (docs/architecture.md §3)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The synthetic corpus needs speech whose factors are ground truth (who speaks, how old, in what mood)
 and whose timing is known to the millisecond, so a rendered mouth can move with it. eSpeak NG gives
 both: formant synthesis with voice variants (`espeak-ng-data/voices/!v`) and PHONEME events with audio
-positions. It runs through ctypes on the `libespeak-ng.so` that `espeakng-loader` ships (DESIGN §7).
+positions. It runs through ctypes on the `libespeak-ng.so` that `espeakng-loader` ships (docs/architecture.md §7).
 
     import numpy as np
     from imagineid.data.speech import sample_voice, synthesize, fit_to_duration, viseme_track

@@ -1,4 +1,4 @@
-"""The preprocessed dataset on disk (DESIGN §3): layout, Parquet schemas, shard commits and readers.
+"""The preprocessed dataset on disk (docs/architecture.md §3): layout, Parquet schemas, shard commits and readers.
 
     DATA/clips/<clip_id>.parquet      one row per clip (written last: it marks the clip as done)
     DATA/frames/<clip_id>.parquet     one row per frame, sorted by frame_idx

@@ -1,4 +1,4 @@
-"""dlib face detection + 68 landmarks: the offline default backend (DESIGN §4).
+"""dlib face detection + 68 landmarks: the offline default backend (docs/architecture.md §4).
 
 The models ship inside the `face-recognition-models` wheel, so nothing is downloaded. dlib's HOG
 detector wants faces of ~80 px or more; `upsample=1` doubles the image first for smaller faces.

@@ -1,4 +1,4 @@
-"""face-alignment FAN landmarks (DESIGN §4), from local checkpoints only.
+"""face-alignment FAN landmarks (docs/architecture.md §4), from local checkpoints only.
 
 face-alignment downloads its weights through torch.hub into `$TORCH_HOME/hub/checkpoints`; we never
 let it: the files must already be there, otherwise a clear error names each missing file and its source

@@ -1,4 +1,4 @@
-"""FLAME (Li et al. 2017), the paper-scale 3DMM (DESIGN §4): parameters → mesh by linear blend skinning.
+"""FLAME (Li et al. 2017), the paper-scale 3DMM (docs/architecture.md §4): parameters → mesh by linear blend skinning.
 
     flame = FLAME.from_files("models/flame")  # generic_model.pkl + landmark_embedding.npy, local files only
     out = flame(shape, expression, global_pose=g, jaw_pose=j)  # shape (B, 100), expression (B, 50)

@@ -1,4 +1,4 @@
-"""FLAME + DECA as a dataset's morphable model (`imagineid preprocess --morphable flame`, DESIGN §4).
+"""FLAME + DECA as a dataset's morphable model (`imagineid preprocess --morphable flame`, docs/architecture.md §4).
 
     model = FlameMorphableModel.load(flame="models/flame", deca="models/deca/deca_model.tar")
     coeffs = model.project(crop_landmarks, crop_frames)  # FlameCoefficients of one clip

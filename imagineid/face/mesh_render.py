@@ -1,4 +1,4 @@
-"""The spatial condition image: 68 landmarks drawn as a depth-shaded pseudo-3D face mesh (DESIGN §1, §4).
+"""The spatial condition image: 68 landmarks drawn as a depth-shaded pseudo-3D face mesh (docs/architecture.md §1, §4).
 
 The spatial condition adapter sees the face geometry the listener predicted — shape, lips, expression —
 as this picture: a fixed triangulation of the 68 points, lifted to 3D by a fixed depth template (nose

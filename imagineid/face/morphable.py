@@ -1,4 +1,4 @@
-"""The offline 3DMM (DESIGN §4): a statistical 2D shape model of the 68 landmarks, learned from a corpus.
+"""The offline 3DMM (docs/architecture.md §4): a statistical 2D shape model of the 68 landmarks, learned from a corpus.
 
 It plays FLAME's part for the listener: per clip, **shape** coefficients (identity, stage 1); per frame,
 **mouth** coefficients that can only move the lips and lower jaw (stage 2) and full **expression**

@@ -1,4 +1,4 @@
-"""The generate output folder (DESIGN §6) and its bookkeeping.
+"""The generate output folder (docs/architecture.md §6) and its bookkeeping.
 
     GEN/videos/<audio-stem>__seed<k>.mp4   finished videos only (written under a hidden temp name, renamed)
     GEN/records/<key>.json                 one record per finished or failed video, written atomically

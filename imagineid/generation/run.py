@@ -1,4 +1,4 @@
-"""The generate job: audio files × seeds → talking-face videos + an index (DESIGN §6, issue 6).
+"""The generate job: audio files × seeds → talking-face videos + an index (docs/architecture.md §6, issue 6).
 
     summary = generate(RUN, ["speech/"], GEN, GenerateConfig(seeds=2, batch_size=16))
 

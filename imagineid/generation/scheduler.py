@@ -1,4 +1,4 @@
-"""Continuous batching for autoregressive frame generation (DESIGN §5).
+"""Continuous batching for autoregressive frame generation (docs/architecture.md §5).
 
 B slots. Each tick runs the *current* frame of every active clip through one pipeline call, so all
 denoising steps of the tick share one UNet batch: a clip's first frame in variable mode (no reference:

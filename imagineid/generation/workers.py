@@ -1,5 +1,5 @@
 """Scale-out of the generate job on Ray: one worker actor per GPU, each running the continuous batcher
-on its share of the audio files (DESIGN §5). On a cluster without GPUs, one CPU worker; requesting a GPU
+on its share of the audio files (docs/architecture.md §5). On a cluster without GPUs, one CPU worker; requesting a GPU
 there would wait forever, so the decision is made before anything is submitted."""
 
 from __future__ import annotations

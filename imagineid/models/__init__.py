@@ -1,6 +1,6 @@
 """Trainable modules (diffusers `ModelMixin` + `ConfigMixin`: `save_pretrained` / `from_pretrained`).
 
-Listening (the progressive audio disentangler of DESIGN §1), one file per stage: `IdentityEncoder`,
+Listening (the progressive audio disentangler of docs/architecture.md §1), one file per stage: `IdentityEncoder`,
 `ContentEncoderDecoder`, `EmotionEncoderDecoder`. Imagining: the latent-diffusion base (`ldm.py`: tiny
 profile built from configs, or a local Stable Diffusion 1.5 folder) and its three adapters:
 `TextualInversionAdapter`, `SpatialConditionAdapter`, `MaskBlendingAdapter`.

@@ -1,4 +1,4 @@
-"""The CLIPTokenizer of a Stable Diffusion 1.5 folder, plus the textual-inversion pseudo-words (DESIGN §4).
+"""The CLIPTokenizer of a Stable Diffusion 1.5 folder, plus the textual-inversion pseudo-words (docs/architecture.md §4).
 
 The frame generator splices identity / emotion embeddings into a prompt at reserved tokens `<id0>..`,
 `<emo0>..` (see `prompt_encoding.py`). SD 1.5's vocabulary has no such tokens, so, as diffusers'

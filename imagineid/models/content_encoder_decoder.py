@@ -1,4 +1,4 @@
-"""Stage 2 of the progressive audio disentangler (DESIGN §1): what is being said → mouth motion.
+"""Stage 2 of the progressive audio disentangler (docs/architecture.md §1): what is being said → mouth motion.
 
 Identity is frozen. The encoder turns log-mel (4 mel frames per 25 fps video frame) into one feature
 per video frame, then non-causal dilated temporal convolutions see about ±`context` frames of audio

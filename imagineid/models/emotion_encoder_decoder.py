@@ -1,4 +1,4 @@
-"""Stage 3 of the progressive audio disentangler (DESIGN §1): how it is said → full expression.
+"""Stage 3 of the progressive audio disentangler (docs/architecture.md §1): how it is said → full expression.
 
 Identity and content are frozen. The emotion encoder reads the utterance's prosody (pitch level and
 range, speaking rate, loudness): per-frame conv features pooled with mean + std over the whole clip,

@@ -1,4 +1,4 @@
-"""Stage 1 of the progressive audio disentangler (DESIGN §1): who is speaking.
+"""Stage 1 of the progressive audio disentangler (docs/architecture.md §1): who is speaking.
 
 An utterance-level encoder over log-mel: strided 1-D convolutions over time with the 80 mel bins as
 input channels (pitch is kept at full resolution), masked mean + std statistics pooling, an MLP, and

@@ -1,4 +1,4 @@
-"""The frozen latent-diffusion base of the frame generator (DESIGN §1 "Imagining", §4 "LDM" row).
+"""The frozen latent-diffusion base of the frame generator (docs/architecture.md §1 "Imagining", §4 "LDM" row).
 
 Two profiles give the same `LDMComponents` (unet, vae, text_encoder, tokenizer, scheduler):
 

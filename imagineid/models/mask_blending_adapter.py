@@ -1,4 +1,4 @@
-"""Mask-guided blending adapter of the imagining stage (DESIGN §1): the background stays exactly put.
+"""Mask-guided blending adapter of the imagining stage (docs/architecture.md §1): the background stays exactly put.
 
 Inside the frozen VAE, the decoder's features of the generated frame are fused with the encoder's
 features of the background frame under a dilated face mask. Fusion happens in the last

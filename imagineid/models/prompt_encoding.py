@@ -1,4 +1,4 @@
-"""Prompt encoding with pseudo-word splicing for the textual-inversion adapter (DESIGN §1, §7).
+"""Prompt encoding with pseudo-word splicing for the textual-inversion adapter (docs/architecture.md §1, §7).
 
 transformers 5's `CLIPTextModel.forward` takes no `inputs_embeds`, so we run its parts by hand, exactly as
 `CLIPTextModel.forward` does: token embeddings → (splice the per-sample pseudo-word embeddings) → add position

@@ -1,4 +1,4 @@
-"""Spatial condition adapter of the imagining stage (DESIGN §1): where the face is and how it moves.
+"""Spatial condition adapter of the imagining stage (docs/architecture.md §1): where the face is and how it moves.
 
 A T2I-Adapter (diffusers `T2IAdapter`) over the channel concatenation of
   mesh        (B, 3, H, W)   the 3DMM mesh rendered from the audio-predicted coefficients,

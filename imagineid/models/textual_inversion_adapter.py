@@ -1,4 +1,4 @@
-"""Textual inversion adapter of the imagining stage (DESIGN §1): who and in which mood, as words.
+"""Textual inversion adapter of the imagining stage (docs/architecture.md §1): who and in which mood, as words.
 
 Two small MLPs map the disentangler's identity and emotion embeddings to pseudo-word token embeddings.
 They replace the placeholder tokens of a prompt such as "a photo of <id> person, <emo> expression"

@@ -1,4 +1,4 @@
-"""A small word-level tokenizer for the tiny LDM profile (DESIGN §4: "tokenizer" row).
+"""A small word-level tokenizer for the tiny LDM profile (docs/architecture.md §4: "tokenizer" row).
 
 The paper-scale profile uses the CLIPTokenizer of the Stable Diffusion 1.5 folder; offline we ship this one
 with the code. Its vocabulary covers the frame-generator prompts ("a photo of a <id0> person with a <emo0>

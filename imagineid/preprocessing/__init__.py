@@ -1,4 +1,4 @@
-"""Videos → landmarks, morphable-model coefficients, masks, crops and audio features (DESIGN §3).
+"""Videos → landmarks, morphable-model coefficients, masks, crops and audio features (docs/architecture.md §3).
 
     from imagineid.preprocessing import PreprocessConfig, preprocess
     summary = preprocess(["work/s/videos"], "work/d", PreprocessConfig())

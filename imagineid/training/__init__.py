@@ -1,1 +1,1 @@
-"""Training: one module per stage of the method (DESIGN §1), plus shared losses."""
+"""Training: one module per stage of the method (docs/architecture.md §1), plus shared losses."""

@@ -7,7 +7,7 @@
     for sample in iter_clips(store, splits["val"]):       # whole clips for validation / inference
         batch = clip_tensors(sample, stats)
 
-Every reader projects columns and reads one clip's shards at a time (DESIGN §3): the clips table (one
+Every reader projects columns and reads one clip's shards at a time (docs/architecture.md §3): the clips table (one
 small row per clip) is the only table read as a whole. `ray_dataset` hands a table to Ray Data for
 cluster-scale passes.
 """

@@ -1,4 +1,4 @@
-"""Losses of the listening stages (DESIGN §1), and a differentiable copy of the offline 3DMM.
+"""Losses of the listening stages (docs/architecture.md §1), and a differentiable copy of the offline 3DMM.
 
 - `supervised_contrastive`: SupCon over L2-normalised embeddings (identity by speaker, emotion by label).
 - `temporal_smoothness`: first differences of predicted coefficients follow the target's.
