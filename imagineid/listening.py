@@ -115,8 +115,7 @@ class Listener:
         ident = self.identity(mel, voice=self.voice(utterance))
         content = self.content(mel, ident.shape).features
         out = self.emotion(self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content)
-        identity = torch.cat([ident.shape, ident.gender_logits.softmax(-1), ident.age_logits.softmax(-1)], dim=-1)
-        return identity[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[0].float().cpu().numpy()
+        return identity_features(ident)[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[0].float().cpu().numpy()
 
     @torch.no_grad()
     def hear(self, utterance: Utterance) -> dict:
@@ -137,6 +136,11 @@ class Listener:
             result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
             result["emotion_embedding"] = out.embedding[0].cpu().numpy()
         return result
+
+
+def identity_features(ident) -> torch.Tensor:
+    """The generator's identity input from an IdentityOutput: (B, n_shape + 5) shape, gender, age probabilities."""
+    return torch.cat([ident.shape, ident.gender_logits.softmax(-1), ident.age_logits.softmax(-1)], dim=-1)
 
 
 def heard_identity_dim(n_shape: int) -> int:

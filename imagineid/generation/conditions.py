@@ -26,7 +26,7 @@ from imagineid.face.masks import blend_mask, mouth_mask
 from imagineid.face.mesh_render import render_mesh
 from imagineid.face.morphable import PCAMorphableModel
 from imagineid.training.run_assets import load_run_assets, pose_at
-from imagineid.listening import Listener, Utterance
+from imagineid.listening import Listener, Utterance, identity_features
 
 MEL_PER_FRAME = 4  # 100 Hz log-mel, 25 fps video
 
@@ -97,7 +97,6 @@ class Planner:
         expression = out.expression[0].float().cpu().numpy()  # (T, n_expression)
         pose = np.repeat(self.pose[None], n_frames, axis=0)  # (T, 4)
         points = self.model.reconstruct(shape, expression=expression, pose=pose).astype(np.float32)
-        identity_features = torch.cat([ident.shape, ident.gender_logits.softmax(-1), ident.age_logits.softmax(-1)], -1)
-        return ClipPlan(points=points, identity=identity_features[0].float().cpu().numpy()[: self.identity_dim],
+        return ClipPlan(points=points, identity=identity_features(ident)[0].float().cpu().numpy()[: self.identity_dim],
                         emotion=out.emotion_logits.softmax(-1)[0].float().cpu().numpy(),
                         size=self.size, gender=GENDERS[int(ident.gender_logits[0].argmax())])
