@@ -89,6 +89,23 @@ def test_tables_load_with_pandas_pyarrow_and_duckdb(dataset) -> None:
     assert sum(b.num_rows for b in store.iter_frame_batches(["clip_id"], batch_size=64)) == n
 
 
+def test_shards_of_an_earlier_pipeline_version_read_beside_newer_ones(dataset, tmp_path: Path) -> None:
+    """A dataset grown across a pipeline upgrade: old clips/ shards lack the subject columns. Whichever
+    shard sorts first, every row reads, the new columns stay visible and are null on the old rows."""
+    import shutil
+
+    out, _ = dataset
+    copy = tmp_path / "data"
+    shutil.copytree(out, copy)
+    shards = sorted((copy / "clips").glob("*.parquet"))
+    old = pq.read_table(shards[0]).drop_columns(["subject_track", "subject_reason", "runner_up", "source_clip_id"])
+    pq.write_table(old, shards[0])
+    clips = Store(copy).read_table("clips")
+    assert clips.num_rows == len(shards)
+    assert clips["subject_track"].null_count == 1 and clips["subject_reason"].null_count == 1
+    assert Store(copy).read_table("clips", ["clip_id", "source_clip_id"]).num_rows == len(shards)
+
+
 def test_rerun_skips_new_file_only_and_new_config_new_ids(small_corpus: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     copy_videos(small_corpus, src, [p.name for p in sorted((small_corpus / "videos").glob("*.mp4"))[:2]])

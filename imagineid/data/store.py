@@ -173,8 +173,14 @@ class Store:
     # -- readers: project columns, stream, never load the whole dataset --------------------------------
 
     def dataset(self, table: str) -> ds.Dataset:
-        """A pyarrow dataset over one table's shards (hidden temp files are ignored by pyarrow)."""
-        return ds.dataset(self.root / table, format="parquet")
+        """A pyarrow dataset over one table's shards, with the union of their schemas: shards written
+        by an earlier pipeline version (fewer columns) read as nulls in the newer columns instead of
+        hiding the newer shards' columns. Hidden temp files are left out."""
+        shards = sorted(p for p in (self.root / table).glob("*.parquet") if not p.name.startswith((".", "_")))
+        if not shards:
+            return ds.dataset(self.root / table, format="parquet")
+        schema = pa.unify_schemas([pq.read_schema(p) for p in shards], promote_options="permissive")
+        return ds.dataset([str(p) for p in shards], format="parquet", schema=schema)
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
         if not any((self.root / table).glob("*.parquet")):

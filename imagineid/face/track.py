@@ -11,8 +11,11 @@ How it works, in one streaming pass (only the current frame is held):
 2. In between, track: the shape predictor (~2 ms) runs on a box derived from the previous frame's
    landmarks. Each tracklet learns how the detector's box sits on its landmarks, so the derived box
    looks like a detection and the predictor behaves as it does on one. A step whose landmarks jump,
-   shrink or grow too much, or whose face patch no longer looks like the last detected one, loses the
-   tracklet and triggers a detection on the same frame.
+   shrink or grow too much, or whose face patch no longer looks like the last detected one, is
+   re-anchored: the last detection's pixels are searched for near the last box (template matching) and
+   the predictor runs on the box found there, as on a detection, so a face the predictor fits poorly
+   (half hidden, turned) does not drift away. If the pixels are gone too, the tracklet is lost and a
+   detection runs on the same frame.
    Where two faces are in view at once, a few detection frames per tracklet also keep an aligned face
    chip; dlib's 128-d descriptor (a slow ResNet) runs on them at the end, only if identity decides.
 3. At the end, subject.py decides on whole tracks: persistent, with a face-like landmark fit,
@@ -114,6 +117,7 @@ class TrackConfig:
     max_shift: float = 0.15  # tracking step: landmark centre may move at most this fraction of the box width
     max_scale_change: float = 0.15  # tracking step: landmark scale may change at most this much (relative)
     min_appearance: float = 0.5  # tracking step: correlation of the face patch with the last detected one
+    reanchor_appearance: float = 0.7  # a failed step is re-anchored on the last detection's pixels if they match this well
     probe_face_px: float = 20.0  # a frame without faces is searched again upscaled to find faces this small ...
     probe_max_pixels: int = 5_000_000  # ... unless the upscaled frame would exceed this (then at least 2x)
     probe_every_s: float = 1.0  # at most one such probe per this many seconds, and only until a face is seen
@@ -149,6 +153,7 @@ class _Tracklet:
     box: np.ndarray  # (4,) last known detector-style box
     points: np.ndarray | None = None  # (68, 2) landmarks on the current frame; None = not tracked now
     patch: np.ndarray | None = None  # normalised grey patch of the last detection, for the appearance check
+    template: np.ndarray | None = None  # grey pixels of the last detection's box, to re-anchor a drifting fit
     weight: float = 0.0  # sum of box areas over frames with landmarks: large and persistent wins
     raw: dict[int, np.ndarray] = field(default_factory=dict)  # frame index → (68, 2) landmarks
     scores: list[float] = field(default_factory=list)  # detector score of each detection matched to it
@@ -203,12 +208,30 @@ def _facebox(box: np.ndarray) -> FaceBox:
     return FaceBox(x0, y0, x1, y1, float("nan"))
 
 
+def _crop(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The box's grey pixels (borders replicate), float32."""
+    w = max(round(float(box[2] - box[0])), 2)
+    return cv2.getRectSubPix(grey, (w, w), ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)).astype(np.float32)
+
+
+def _match_template(grey: np.ndarray, template: np.ndarray, box: np.ndarray, max_shift: float) -> np.ndarray | None:
+    """Where the template (a detection's pixels) sits best within max_shift box widths of box: the box
+    moved there, keeping the template's size; None when the search window leaves the frame entirely."""
+    w = template.shape[0]
+    margin = max(2, round(max_shift * w))
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    window = cv2.getRectSubPix(grey, (w + 2 * margin, w + 2 * margin), (cx, cy)).astype(np.float32)
+    if window.std() < 1e-3 or template.std() < 1e-3:
+        return None
+    score = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
+    _, _, _, (dx, dy) = cv2.minMaxLoc(score)
+    cx, cy = cx + dx - margin, cy + dy - margin
+    return np.array([cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2])
+
+
 def _patch(grey: np.ndarray, box: np.ndarray, n: int = 24) -> np.ndarray:
     """The box resampled to n × n, zero mean and unit variance (borders replicate)."""
-    w = max(round(float(box[2] - box[0])), 2)
-    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-    roi = cv2.getRectSubPix(grey, (w, w), centre)
-    p = cv2.resize(roi, (n, n), interpolation=cv2.INTER_AREA).astype(np.float32)
+    p = cv2.resize(_crop(grey, box), (n, n), interpolation=cv2.INTER_AREA)
     p -= p.mean()
     return p / (p.std() + 1e-6)
 
@@ -321,6 +344,7 @@ class _Tracker:
             calib = _calibrate(box, points)
             tr.calib = calib if not tr.weight else 0.5 * tr.calib + 0.5 * calib
             tr.patch = _patch(grey, box)
+            tr.template = _crop(grey, box)
             self._keep(tr, points, t)
         self._sample_chips(frame, t)
 
@@ -353,9 +377,21 @@ class _Tracker:
         if ok:
             tr.box = new_box
             self._keep(tr, points, t)
-        else:
+            return True
+        return self._reanchor(tr, frame, grey, t)
+
+    def _reanchor(self, tr: _Tracklet, frame: np.ndarray, grey: np.ndarray, t: int) -> bool:
+        """When the predictor drifts from its own last fit (faces it fits poorly: half hidden, turned,
+        seen only by the CNN detector), find the last detection's pixels again near the last box and fit
+        the landmarks on that box, as on a detection. False (and the tracklet dropped) if they are gone."""
+        box = _match_template(grey, tr.template, tr.box, self.config.max_shift) if tr.template is not None else None
+        if box is None or float((_patch(grey, box) * tr.patch).mean()) < self.config.reanchor_appearance:
             tr.points = None
-        return ok
+            return False
+        points = self.landmarker.landmarks(frame, _facebox(box)).astype(np.float64)
+        tr.box = box
+        self._keep(tr, points, t)
+        return True
 
     def _keep(self, tr: _Tracklet, points: np.ndarray, t: int) -> None:
         if t not in tr.raw:
