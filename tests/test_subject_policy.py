@@ -238,6 +238,15 @@ def test_cnn_detector_finds_a_face_hog_misses_within_its_budget(clips) -> None:
         track_face(iter(list(frames) * 2), landmarker=_HogMisses(), config=TrackConfig(cnn_budget_s=0.0))
 
 
+def test_cnn_detector_zooms_in_for_a_small_face_hog_cannot_see(clips) -> None:
+    """A ~55 px face that only the CNN detector sees: zoom 1 misses it, zoom 2 (within the budget) finds it,
+    and tracking (re-anchored where the predictor drifts) carries it through frames no detector sees."""
+    frames = [_small(x, (256, 256), 144) for x in clips[0]["frames"][:30]]
+    track = track_face(iter(frames), landmarker=_HogMisses())
+    assert track.found.mean() >= 0.9
+    assert 45 <= np.median(track.boxes[:, 2] - track.boxes[:, 0]) < 65
+
+
 # -- through preprocess: the kept-track columns, the rule in failures/, --subject all ---------------
 
 

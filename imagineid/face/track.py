@@ -121,7 +121,7 @@ class TrackConfig:
     probe_face_px: float = 20.0  # a frame without faces is searched again upscaled to find faces this small ...
     probe_max_pixels: int = 5_000_000  # ... unless the upscaled frame would exceed this (then at least 2x)
     probe_every_s: float = 1.0  # at most one such probe per this many seconds, and only until a face is seen
-    cnn_budget_s: float = 3.0  # CPU seconds per clip the CNN detector may take when HOG finds nothing
+    cnn_budget_s: float = 12.0  # CPU seconds per clip the CNN detector may take when HOG finds nothing
     smooth_window: int = 5  # frames of the Savitzky–Golay filter on landmarks (odd; 1 = no smoothing)
     smooth_order: int = 2  # its polynomial order (2 keeps the peaks of mouth opening)
 
@@ -262,21 +262,23 @@ class _Tracker:
                 for b in self.landmarker.detect(image)]
 
     def _cnn(self, frame: np.ndarray, max_zoom: int) -> list[tuple[np.ndarray, float]]:
-        """dlib's CNN detector at the largest zoom (<= max_zoom) whose expected time fits the budget left."""
+        """dlib's CNN detector at zoom 1, 2, 4 … (<= max_zoom) until it finds a face or the next zoom's
+        expected time no longer fits the budget left: a face HOG cannot see is usually found at zoom 1
+        (cheap), a small one needs the costlier zooms."""
         pixels = frame.shape[0] * frame.shape[1]
-        zoom = max_zoom
-        while zoom > 1 and pixels * zoom**2 * self.cnn_s_per_px > self.cnn_left_s:
-            zoom //= 2
-        if pixels * zoom**2 * self.cnn_s_per_px > self.cnn_left_s:
-            return []
-        start = time.perf_counter()
-        self.n_detections += 1
-        found = cnn_detect(_zoomed(frame, zoom))
-        spent = time.perf_counter() - start
-        self.cnn_left_s -= spent
-        self.cnn_s_per_px = spent / (pixels * zoom**2)
-        self.probes.append(f"CNN detector x{zoom}")
-        return [(np.array([b.left, b.top, b.right, b.bottom], np.float64) / zoom, b.score) for b in found]
+        zoom = 1
+        while zoom <= max_zoom and pixels * zoom**2 * self.cnn_s_per_px <= self.cnn_left_s:
+            start = time.perf_counter()
+            self.n_detections += 1
+            found = cnn_detect(_zoomed(frame, zoom))
+            spent = time.perf_counter() - start
+            self.cnn_left_s -= spent
+            self.cnn_s_per_px = spent / (pixels * zoom**2)
+            self.probes.append(f"CNN detector x{zoom}")
+            if found:
+                return [(np.array([b.left, b.top, b.right, b.bottom], np.float64) / zoom, b.score) for b in found]
+            zoom *= 2
+        return []
 
     def _probe(self, frame: np.ndarray, t: int) -> list[tuple[np.ndarray, float]]:
         """Search a face-less frame upscaled, then with the CNN, while no face has been seen; may raise
@@ -533,7 +535,7 @@ def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDe
     raw[found] = np.stack([tr.raw[t] for t in sorted(tr.raw)])
     width = float(np.median(_track_widths(tr)))
     if width < config.min_face_px:
-        raise FaceTooSmallError(f"face too small ({width:.0f} px < {config.min_face_px:g} px, median box width)",
+        raise FaceTooSmallError(f"face too small ({_px(width, config.min_face_px)} px < {config.min_face_px:g} px, median box width)",
                                 {"face_px": round(width, 1), "min_face_px": config.min_face_px, "track": tr.id})
 
     # Lost frames: too many, or too long a run, reject; otherwise interpolate.
@@ -559,12 +561,17 @@ def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDe
     )
 
 
+def _px(width: float, limit: float) -> str:
+    """A width below limit, in whole pixels unless rounding would make it read as the limit itself."""
+    return f"{width:.0f}" if round(width) < limit else f"{math.floor(width * 10) / 10:.1f}"
+
+
 def _raise_none_found(tracker: _Tracker, n: int, where: str) -> None:
     tried = f"; also tried {', '.join(dict.fromkeys(tracker.probes))}" if tracker.probes else ""
     if tracker.tiny_widths:
         width = float(np.median(tracker.tiny_widths))
         raise FaceTooSmallError(
-            f"face too small ({width:.0f} px < {tracker.config.min_face_px:g} px; found only upscaled, {where})",
+            f"face too small ({_px(width, tracker.config.min_face_px)} px < {tracker.config.min_face_px:g} px; found only upscaled, {where})",
             {"face_px": round(width, 1), "min_face_px": tracker.config.min_face_px, "tried": tracker.probes},
         )
     raise NoFaceError(f"no face found {where} ({tracker.n_detections} detector runs{tried})",
