@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from imagineid.audio.features import check_audio, log_mel
+from imagineid.audio.features import check_audio, log_mel, mel_envelope
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.errors import ImagineIDError
 from imagineid.media import load_audio
@@ -78,6 +78,10 @@ class Listener:
     def mel(self, raw: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.stats.normalize(raw)).float()[None].to(self.device)  # (1, 4T, 80)
 
+    def envelope(self, raw: np.ndarray) -> torch.Tensor:
+        """The content stage's amplitude envelope of a raw log-mel: (1, 4T, 2)."""
+        return torch.from_numpy(mel_envelope(raw))[None].to(self.device)
+
     def emotion_mel(self, raw: np.ndarray) -> torch.Tensor:
         """The emotion stage's input: the normalised mel with the utterance's level added back."""
         return self.mel(raw) + torch.from_numpy(self.stats.level(raw))[None, None].to(self.device)  # (1, 4T, 80)
@@ -113,7 +117,7 @@ class Listener:
             raise ImagineIDError("heard features need the identity, content and emotion stages trained")
         mel = self.mel(utterance.mel)
         ident = self.identity(mel, voice=self.voice(utterance))
-        content = self.content(mel, ident.shape).features
+        content = self.content(mel, ident.shape, self.envelope(utterance.mel)).features
         out = self.emotion(self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content)
         return identity_features(ident)[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[0].float().cpu().numpy()
 
@@ -131,7 +135,7 @@ class Listener:
             "emotion_embedding": None,
         }
         if self.emotion is not None:
-            content = self.content(mel, ident.shape).features
+            content = self.content(mel, ident.shape, self.envelope(utterance.mel)).features
             out = self.emotion(self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content)
             result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
             result["emotion_embedding"] = out.embedding[0].cpu().numpy()

@@ -13,6 +13,7 @@ from imagineid.audio import (
     SilentAudioError,
     check_audio,
     log_mel,
+    mel_envelope,
     mel_filterbank,
     mel_for_frames,
     mel_frames_per_video_frame,
@@ -146,3 +147,20 @@ def test_load_log_mel_reads_a_file(tmp_path) -> None:
     write_audio(tmp_path / "quiet.wav", np.zeros(SR, np.float32), SR)
     with pytest.raises(SilentAudioError):
         load_log_mel(tmp_path / "quiet.wav")
+
+
+def test_mel_envelope_follows_the_waveform_loudness_whatever_the_recording_level() -> None:
+    """A 3 Hz amplitude-modulated vowel-like tone: the envelope's first channel follows the frame RMS of
+    the samples, and a 20 dB quieter copy of the same sound gives the same envelope."""
+    from imagineid.data.speech import frame_rms
+
+    t = np.arange(2 * SR) / SR
+    carrier = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((150, 300, 450, 700, 1200), 1))
+    loud = (0.3 * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t)) * carrier / 3).astype(np.float32)
+    env = mel_envelope(log_mel(loud))  # (200, 2)
+    assert env.shape == (len(log_mel(loud)), 2) and env.dtype == np.float32
+    rms = frame_rms(loud, 50)  # 25 fps frames
+    per_frame = env[: 200, 0].reshape(50, 4).mean(axis=1)
+    assert np.corrcoef(per_frame, rms)[0, 1] > 0.95
+    np.testing.assert_allclose(mel_envelope(log_mel(0.1 * loud)), env, rtol=0.02, atol=0.01)
+    assert np.allclose(np.log(np.maximum(env[:, 0], 1e-4)), env[:, 1], atol=1e-5)

@@ -183,6 +183,25 @@ def test_content_model_learns_frame_energy():
     assert last < 0.3 * first
 
 
+def test_content_model_moves_the_mouth_with_the_envelope_when_the_spectrum_says_nothing():
+    """With n_envelope, the envelope beside the mel is a usable cue on its own: here the mel is noise
+    and only the envelope carries the target. Without an envelope such a model refuses to run."""
+    torch.manual_seed(0)
+    model = ContentEncoderDecoder(**SMALL, n_envelope=2).train()
+    g = torch.Generator().manual_seed(4)
+    t = 16
+    energy = torch.rand(8, t, generator=g)  # (B, T)
+    envelope = torch.stack([energy, energy.clamp_min(1e-4).log()], -1).repeat_interleave(4, dim=1)  # (B, 4T, 2)
+    mel = torch.randn(8, 4 * t, 80, generator=g) * 0.3
+    shape = torch.randn(8, 10, generator=g)
+    target = energy[..., None].expand(8, t, 6)
+
+    first, last = _fit(model, lambda: F.mse_loss(model(mel, shape, envelope).mouth, target), 40)
+    assert last < 0.3 * first
+    with pytest.raises(ValueError, match="envelope must be"):
+        model(mel, shape)
+
+
 def test_emotion_model_learns_loudness():
     torch.manual_seed(0)
     model = EmotionEncoderDecoder(hidden=32, identity_dim=8, content_dim=8).train()

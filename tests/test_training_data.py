@@ -10,10 +10,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from imagineid.audio.features import mel_envelope
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.data.parquet_io import write_table_atomic
 from imagineid.data.store import Store
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.training.augment import flatten_spectrum
 from imagineid.training.data import (
     MelStats,
     WindowDataset,
@@ -154,6 +156,18 @@ def test_windows_are_sliced_from_their_clip(data, stats):
     # the whole clip is normalised (its own speech mean), then cut
     np.testing.assert_allclose(window["mel"].numpy(), stats.normalize(sample.mel)[4 * start:4 * start + 32])
     np.testing.assert_allclose(window["opening"].numpy(), sample.opening[start:start + 8])
+    # the envelope is the whole clip's, cut with the mel: relative to the clip's loud frames, not the window's
+    np.testing.assert_allclose(window["envelope"].numpy(), mel_envelope(sample.mel)[4 * start:4 * start + 32], rtol=1e-6)
+
+
+def test_flatten_spectrum_keeps_only_the_loudness_contour():
+    mel = torch.randn(64, 20, 80)
+    flat = flatten_spectrum(mel, p=1.0)
+    assert torch.allclose(flat, mel.mean(-1, keepdim=True).expand_as(mel))
+    assert torch.equal(flatten_spectrum(mel, p=0.0), mel)
+    some = flatten_spectrum(mel, p=0.5)
+    flattened = (some.std(-1) < 1e-6).all(-1)  # (B,) whole utterances, never part of one
+    assert 10 < int(flattened.sum()) < 54 and ((some.std(-1) < 1e-6).any(-1) == flattened).all()
 
 
 def test_valid_masks_padding_on_short_clips(data, clips, stats):

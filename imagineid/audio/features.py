@@ -194,6 +194,23 @@ def log_mel(
     return out
 
 
+ENVELOPE_CHANNELS = 2  # mel_envelope's channels: amplitude relative to the utterance's loud frames, and its log
+
+
+def mel_envelope(mel: np.ndarray) -> np.ndarray:
+    """The amplitude envelope of a raw log-mel, relative to the utterance: (N, 80) → (N, 2) float32.
+
+    Per mel frame the summed mel magnitude, divided by its 90th percentile over the utterance, and the
+    log of that ratio. It follows the speech waveform's loudness whoever speaks and whatever the
+    recording level, which is what carries mouth opening from synthetic to recorded speech: a stage
+    that reads only spectral detail learns the synthesiser's spectra.
+    """
+    amplitude = np.exp(mel.astype(np.float64)).sum(axis=1) if len(mel) else np.zeros(0)  # (N,)
+    ref = float(np.percentile(amplitude, 90)) if len(amplitude) else 1.0
+    ratio = amplitude / max(ref, 1e-8)
+    return np.stack([np.minimum(ratio, 4.0), np.log(np.maximum(ratio, 1e-4))], axis=1).astype(np.float32)
+
+
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
     """Float samples in [-1, 1] → int16 PCM (clipped): half the bytes of float32, lossless for decoded audio."""
     return np.round(np.clip(_mono(samples), -1.0, 1.0) * 32767.0).astype(np.int16)

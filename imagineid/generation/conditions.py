@@ -90,7 +90,7 @@ class Planner:
         li = self.listener
         ident = li.identify(identity)
         content_mel = li.mel(content.mel[: MEL_PER_FRAME * n_frames])  # (1, 4T, 80)
-        heard = li.content(content_mel, ident.shape)
+        heard = li.content(content_mel, ident.shape, li.envelope(content.mel[: MEL_PER_FRAME * n_frames]))
         out = li.emotion(li.emotion_mel(fit_length(emotion.mel, MEL_PER_FRAME * n_frames)),
                          ident.for_emotion(li.emotion.config.identity_dim), heard.features)
         shape = ident.shape[0].float().cpu().numpy()  # (n_shape,)

@@ -21,3 +21,15 @@ def augment_mel(mel: torch.Tensor, gain: float = 0.25, freq_mask: int = 8, time_
     t = torch.arange(length, device=mel.device)[None, :, None]
     masked = ((f >= f0) & (f < f0 + fw)) | ((t >= t0) & (t < t0 + tw))
     return out.masked_fill(masked, 0.0)
+
+
+
+def flatten_spectrum(mel: torch.Tensor, p: float = 0.3) -> torch.Tensor:
+    """With probability p per utterance, replace every frame's spectrum by its mean over the bins.
+
+    mel: (B, L, 80) normalised log-mel → same shape. What is left is the loudness contour, so the
+    content stage must also learn mouth motion from it and the amplitude envelope beside the mel, cues
+    every voice shares, instead of only the spectral detail of the synthetic voices it trains on.
+    """
+    drop = (torch.rand(mel.shape[0], 1, 1, device=mel.device) < p).to(mel.dtype)  # (B, 1, 1)
+    return mel * (1 - drop) + drop * mel.mean(-1, keepdim=True)

@@ -1,5 +1,9 @@
 """Stage 2, content: audio window around each frame + the frozen stage-1 shape → mouth-only coefficients.
 
+Inputs: the normalised mel and its amplitude envelope (`audio.features.mel_envelope`); in training a
+share of the utterances have their spectrum flattened (`training.augment.flatten_spectrum`), so the stage
+moves the mouth with the loudness contour real voices share, not only with the synthetic voices' spectra.
+
 Losses: mouth-coefficient regression + a landmark-space loss through the morphable model (the mouth
 points the coefficients produce) + temporal smoothness.
 """
@@ -9,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imagineid.audio.features import ENVELOPE_CHANNELS
 from imagineid.face import landmarks68 as lm
 from imagineid.models import ContentEncoderDecoder, IdentityEncoder
+from imagineid.training.augment import flatten_spectrum
 from imagineid.training.context import StageContext
 from imagineid.training.loop import fit, freeze, seed_everything
 from imagineid.training.losses import MorphableLandmarks, masked_mse, temporal_smoothness
@@ -24,13 +30,14 @@ def train_content(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed + 1)
     identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity")).to(ctx.device))
-    model = ContentEncoderDecoder(n_shape=ctx.n_shape, n_mouth=ctx.n_mouth, hidden=ctx.config.hidden).to(ctx.device)
+    model = ContentEncoderDecoder(n_shape=ctx.n_shape, n_mouth=ctx.n_mouth, hidden=ctx.config.hidden,
+                                  n_envelope=ENVELOPE_CHANNELS).to(ctx.device)
     morph = MorphableLandmarks(ctx.morphable).to(ctx.device)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
             shape = identity(batch["mel"], voice=batch.get("voice")).shape  # (B, n_shape), frozen stage 1
-        out = model(batch["mel"], shape)  # mouth (B, W, n_mouth)
+        out = model(flatten_spectrum(batch["mel"]), shape, batch["envelope"])  # mouth (B, W, n_mouth)
         valid = batch["valid"]  # (B, W)
         coeff = masked_mse(out.mouth.float(), batch["mouth"], valid)
         pred_pts = morph(batch["shape"], mouth=out.mouth.float())[:, :, MOUTH_POINTS]  # (B, W, 20, 2)
@@ -52,7 +59,8 @@ def validate_content(identity: IdentityEncoder, model: ContentEncoderDecoder, ct
     predicted, truth = [], []
     for sample in ctx.val_clips():
         mel = ctx.mel(sample)
-        mouth = model(mel, identity(mel, voice=ctx.voice(sample)).shape).mouth[0].cpu().numpy()  # (T, n_mouth)
+        shape = identity(mel, voice=ctx.voice(sample)).shape
+        mouth = model(mel, shape, ctx.envelope(sample)).mouth[0].cpu().numpy()  # (T, n_mouth)
         points = ctx.morphable.reconstruct(sample.shape, mouth=mouth)  # (T, 68, 2)
         predicted.append(lm.mouth_opening(points))
         truth.append(sample.opening)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from imagineid.audio.features import mel_envelope
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError
@@ -90,6 +91,10 @@ class StageContext:
     def mel(self, sample: ClipSample) -> torch.Tensor:
         """Normalised full-clip mel (1, 4T, 80) on the device."""
         return torch.from_numpy(self.stats.normalize(sample.mel)).float()[None].to(self.device)
+
+    def envelope(self, sample: ClipSample) -> torch.Tensor:
+        """The clip's amplitude envelope (1, 4T, 2) on the device: the content stage's second input."""
+        return torch.from_numpy(mel_envelope(sample.mel))[None].to(self.device)
 
     def level(self, sample: ClipSample) -> torch.Tensor:
         """The clip's level (1, 1, 80) on the device: added to `mel` for the emotion stage."""

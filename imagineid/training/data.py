@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from imagineid.audio.features import mel_envelope
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.data.parquet_io import to_numpy_vectors
 from imagineid.data.store import N_MELS, Store
@@ -258,11 +259,14 @@ def _arrays(sample: ClipSample, stats: MelStats, bank: "VoiceBank | None" = None
         entry = bank.get(sample.clip_id)
         mels = np.stack([stats.normalize(m) for m in entry.mel])  # (V, 4T, 80)
         levels = np.stack([stats.level(m) for m in entry.mel])  # (V, 80)
-        extra = {"mels": mels, "voices": entry.voice, "voice": entry.voice[0], "levels": levels, "level": levels[0]}
+        envelopes = np.stack([mel_envelope(m) for m in entry.mel])  # (V, 4T, 2)
+        extra = {"mels": mels, "voices": entry.voice, "voice": entry.voice[0], "levels": levels, "level": levels[0],
+                 "envelopes": envelopes}
     return {
         "level": stats.level(sample.mel),
         **extra,
         "mel": extra["mels"][0] if extra else stats.normalize(sample.mel),
+        "envelope": extra["envelopes"][0] if extra else mel_envelope(sample.mel),
         "mouth": sample.mouth,
         "expression": sample.expression,
         "opening": sample.opening,
@@ -288,6 +292,7 @@ def _cut(clip: dict, start: int, window: int) -> dict[str, torch.Tensor]:
 
     return {
         "mel": pad(clip["mel"], MELS_PER_FRAME * window, MELS_PER_FRAME * start, MELS_PER_FRAME * stop),  # (4W, 80)
+        "envelope": pad(clip["envelope"], MELS_PER_FRAME * window, MELS_PER_FRAME * start, MELS_PER_FRAME * stop),  # (4W, 2)
         "mouth": pad(clip["mouth"], window, start, stop),  # (W, n_mouth)
         "expression": pad(clip["expression"], window, start, stop),  # (W, n_expr)
         "opening": pad(clip["opening"], window, start, stop),  # (W,)
@@ -347,7 +352,7 @@ class WindowDataset(IterableDataset):
         if "mels" in clip:  # one augmented variant of the clip's audio per window
             v = int(rng.integers(len(clip["mels"])))
             # the level stays the recording's own: a gain drawn by augmentation is not the speaker's loudness
-            clip = {**clip, "mel": clip["mels"][v], "voice": clip["voices"][v]}
+            clip = {**clip, "mel": clip["mels"][v], "voice": clip["voices"][v], "envelope": clip["envelopes"][v]}
         return _cut(clip, start, self.window)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

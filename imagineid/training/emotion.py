@@ -33,7 +33,7 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
             ident = identity(batch["mel"], voice=batch.get("voice"))
-            cont = content(batch["mel"], ident.shape).features  # (B, W, hidden)
+            cont = content(batch["mel"], ident.shape, batch["envelope"]).features  # (B, W, hidden)
         # loudness is an emotion cue: the utterance's level goes back in, and no gain shift
         out = model(augment_mel(batch["mel"] + batch["level"][:, None, :], gain=0.0), ident.for_emotion(), cont)
         expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
@@ -57,7 +57,7 @@ def validate_emotion(identity: IdentityEncoder, content: ContentEncoderDecoder, 
     for sample in ctx.val_clips():
         mel = ctx.mel(sample)
         ident = identity(mel, voice=ctx.voice(sample))
-        out = model(mel + ctx.level(sample), ident.for_emotion(), content(mel, ident.shape).features)
+        out = model(mel + ctx.level(sample), ident.for_emotion(), content(mel, ident.shape, ctx.envelope(sample)).features)
         logits.append(out.emotion_logits[0].cpu().numpy())
         embeddings.append(out.embedding[0].cpu().numpy())
     labels = np.array([c.emotion for c in ctx.val_clips()])
