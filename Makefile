@@ -33,8 +33,9 @@ test-all: setup
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# Only what `make demo` and the tests leave: work/ also holds the deployments' data, runs and videos.
 clean:
-	rm -rf work .pytest_cache
+	rm -rf work/demo .pytest_cache
 
 # --- Operations (docs/operations.md): Prefect server, process worker, deployments, Ray cluster ---------
 # Without PREFECT_API_URL, flows run on Prefect's embedded ephemeral API; these targets talk to a server.

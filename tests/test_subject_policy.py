@@ -328,6 +328,8 @@ def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) ->
     # the shape predictor drifts from its own last fit; squeezed to 640x480 as a webcam would deliver it.
     camera = np.repeat(skdata.camera()[..., None], 3, axis=2)
     write_video(src / "camera_640x480.mp4", _slow_head_motion(cv2.resize(camera, (640, 480))), fps=25, audio=audio)
+    write_video(src / "camera_512.mp4", _slow_head_motion(camera), fps=25, audio=audio)
+    _vp9_opus(src / "camera_512.mp4")
     small = [cv2.copyMakeBorder(cv2.resize(f, (200, 200), interpolation=cv2.INTER_AREA), 140, 140, 220, 220,
                                 cv2.BORDER_REPLICATE) for f in moving]  # 640x480, face ~37 px
     write_video(src / "small_face.mp4", small, fps=25, audio=audio)
@@ -339,7 +341,7 @@ def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) ->
     store = Store(tmp_path / "data")
     kept = {Path(r["source"]).name: r for r in store.read_table("clips").to_pylist()}
     failed = {Path(r["source"]).name: r for r in store.read_table("failures").to_pylist()}
-    assert set(kept) == {"astronaut_512.mp4", "astronaut_640x480.webm", "camera_640x480.mp4"}, \
+    assert set(kept) == {"astronaut_512.mp4", "astronaut_640x480.webm", "camera_640x480.mp4", "camera_512.webm"}, \
         [f["message"] for f in failed.values()]
     patch = json.loads(kept["astronaut_512.mp4"]["runner_up"])  # the mission patch: a track, dismissed for its fit
     assert patch["why_not"].startswith("no face-like landmark fit") and patch["presence"] >= 0.5
@@ -353,7 +355,7 @@ def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) ->
 
     result = cli("preprocess", src, "--out", tmp_path / "cli", "--workers", "1")
     assert result.exit_code == 0, result.stdout
-    assert "3 processed, 2 rejected (ambiguous_subject 1, face_too_small 1)" in result.stdout
+    assert "4 processed, 2 rejected (ambiguous_subject 1, face_too_small 1)" in result.stdout
     assert "side_by_side.mp4: [ambiguous_subject] ambiguous subject" in result.stdout
     assert "small_face.mp4: [face_too_small] face too small (3" in result.stdout
     split = cli("preprocess", src / "side_by_side.mp4", "--out", tmp_path / "all", "--workers", "1", "--subject", "all")
