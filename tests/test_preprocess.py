@@ -89,6 +89,28 @@ def test_tables_load_with_pandas_pyarrow_and_duckdb(dataset) -> None:
     assert sum(b.num_rows for b in store.iter_frame_batches(["clip_id"], batch_size=64)) == n
 
 
+def test_a_crash_left_temp_shard_breaks_no_reader(dataset, tmp_path: Path) -> None:
+    """A run killed mid-write leaves its temp shard behind: pyarrow, DuckDB and pandas still read the
+    table through the README's globs, and the next run's cleanup removes the temp."""
+    import shutil
+
+    import duckdb
+    import pandas as pd
+
+    from imagineid.data.parquet_io import temp_path
+
+    out, _ = dataset
+    copy = tmp_path / "data"
+    shutil.copytree(out, copy)
+    n = ds.dataset(copy / "frames", format="parquet").count_rows()
+    torn = temp_path(next((copy / "frames").glob("*.parquet")))
+    torn.write_bytes(b"PAR1 half a row group")
+    assert duckdb.sql(f"select count(*) from read_parquet('{copy}/frames/*.parquet')").fetchall()[0][0] == n
+    assert Store(copy).dataset("frames").count_rows() == n and len(pd.read_parquet(copy / "clips")) == 6
+    Store(copy).remove_orphans()
+    assert not torn.exists()
+
+
 def test_shards_of_an_earlier_pipeline_version_read_beside_newer_ones(dataset, tmp_path: Path) -> None:
     """A dataset grown across a pipeline upgrade: old clips/ shards lack the subject columns. Whichever
     shard sorts first, every row reads, the new columns stay visible and are null on the old rows."""

@@ -39,10 +39,17 @@ def to_numpy_vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
 
 
+def temp_path(path: Path) -> Path:
+    """Where a file is written before its atomic rename: hidden, and not ending in the final suffix, so
+    neither pyarrow (skips dot-files) nor DuckDB or Polars globs such as `DATA/frames/*.parquet` (which
+    match dot-files) read a half-written or crash-left temp. `Store.remove_orphans` deletes them."""
+    return path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}.partial")
+
+
 def write_table_atomic(table: pa.Table, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write `table` to `path` through a temp name in the same folder and an atomic rename.
 
-    Readers never see a half-written file; a crash leaves only a `.tmp-*` file that the next run ignores.
+    Readers never see a half-written file; a crash leaves only a `temp_path` file that no reader matches.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +58,7 @@ def write_table_atomic(table: pa.Table, path: str | Path, metadata: dict[str, st
     for key, value in (metadata or {}).items():
         meta[key.encode()] = value.encode()
     table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    tmp = temp_path(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
@@ -64,7 +71,7 @@ def write_json_atomic(path: str | Path, payload: dict) -> Path:
     """Write JSON through a temp name and an atomic rename (manifests, configs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    tmp = temp_path(path)
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     os.replace(tmp, path)
     return path
