@@ -237,3 +237,51 @@ def test_a_folder_refuses_videos_from_another_generator_or_settings(trained_run:
     with pytest.raises(ImagineIDError, match="generator differ"):
         generate(retrained, [speech["wav0"]], gen, cfg, use_ray=False, progress=False)
     assert len(list((gen / "videos").glob("*.mp4"))) == 2  # nothing written or removed by the refusals
+
+
+# -- GEN bookkeeping across runs: temp files, stable names, changed audio (no model needed) -------------
+
+
+def _finished(folder, key: str, audio: Path, sha: str | None) -> None:
+    folder.video(key).write_bytes(b"a finished video")
+    folder.record({"key": key, "audio": str(audio.resolve()), "stem": key.split("__seed")[0], "audio_sha256": sha,
+                   "status": "ok", "seed": 0})
+
+
+def test_a_dot_named_audio_keeps_its_video_while_temps_go(tmp_path: Path) -> None:
+    from imagineid.generation.outputs import GenFolder
+    from imagineid.media.atomic import temp_sibling
+
+    with GenFolder(tmp_path / "gen") as folder:
+        mine = folder.video(".intro__seed0")
+        mine.write_bytes(b"video of .intro.wav")
+        temp = temp_sibling(folder.video("talk__seed0"))
+        temp.write_bytes(b"half")
+        pcm = temp_sibling(folder.video("talk__seed0"), "pcm").with_suffix(".f32")
+        pcm.write_bytes(b"half")
+    GenFolder(tmp_path / "gen").open().close()  # the next run's cleanup
+    assert mine.exists() and not temp.exists() and not pcm.exists()
+
+
+def test_changed_audio_is_regenerated_unchanged_skipped_and_names_stay_stable(tmp_path: Path) -> None:
+    from imagineid.generation.outputs import GenFolder, file_sha256
+    from imagineid.generation.run import plan_sources
+
+    a, b = tmp_path / "in" / "talk.wav", tmp_path / "other" / "talk.wav"
+    for path, freq in ((a, 220), (b, 330)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_audio(path, (0.3 * np.sin(2 * np.pi * freq * np.arange(16000) / 16000)).astype(np.float32))
+    cfg = GenerateConfig()
+    with GenFolder(tmp_path / "gen") as folder:
+        sources, skipped = plan_sources([a], folder, 1, cfg)
+        assert [s.stem for s in sources] == ["talk"] and skipped == 0
+        _finished(folder, "talk__seed0", a, file_sha256(a))
+        assert plan_sources([a], folder, 1, cfg) == ([], 1)  # unchanged: skipped
+        # a second file with the same stem joins: the old output keeps its name, the new one is hashed
+        sources, skipped = plan_sources([a, b], folder, 1, cfg)
+        assert skipped == 1 and len(sources) == 1 and sources[0].path == str(b.resolve())
+        assert sources[0].stem.startswith("talk-") and sources[0].keys == [f"{sources[0].stem}__seed0"]
+        # the audio changes: its video is made again under the same name
+        write_audio(a, (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32))
+        sources, skipped = plan_sources([a], folder, 1, cfg)
+        assert skipped == 0 and sources[0].keys == ["talk__seed0"] and sources[0].sha256 == file_sha256(a)

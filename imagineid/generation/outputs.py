@@ -4,6 +4,8 @@
     GEN/records/<key>.json                 one record per finished or failed video, written atomically
     GEN/index.parquet                      all records as one table (rebuilt from records/ after each run)
 
+A record names the audio, its sha256 and the stem its videos carry: a changed audio file is generated
+again, and a new file whose stem is already taken gets a hashed stem instead of renaming older outputs.
 Records, not the index, are the source of truth: a run killed at any point leaves whole videos and whole
 records, and the next run rebuilds the index, skips what is finished and redoes the rest. One run at a
 time writes to a GEN folder (an advisory lock; the OS drops it when a process dies).
@@ -23,21 +25,40 @@ import pyarrow as pa
 
 from imagineid.data.parquet_io import write_json_atomic, write_table_atomic
 from imagineid.errors import ImagineIDError
+from imagineid.media.atomic import is_temp_sibling
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("audio", pa.string()), ("seed", pa.int32()), ("video", pa.string()),
     ("frames", pa.int32()), ("seconds", pa.float64()), ("status", pa.string()), ("error", pa.string()),
     ("identity_audio", pa.string()), ("emotion_audio", pa.string()), ("predicted_gender", pa.string()),
     ("predicted_emotion", pa.string()), ("first_frame_attempts", pa.int32()), ("precision", pa.string()),
-    ("mesh_mouth_opening", pa.list_(pa.float32())),
+    ("mesh_mouth_opening", pa.list_(pa.float32())), ("audio_sha256", pa.string()),
 ])
 
 
-def video_stems(paths: list[Path]) -> dict[Path, str]:
-    """Audio path → output stem: its file stem, plus a short hash of the path where two files share one."""
+def video_stems(paths: list[Path], owners: dict[str, str] | None = None) -> dict[Path, str]:
+    """Audio path → output stem, stable across runs: the file stem, unless another audio already owns it
+    in this folder (`owners`: stem → audio path, from the records) or shares it in this run without an
+    owner; then the stem plus a short hash of the path. Adding a file never renames older outputs."""
+    owners = owners or {}
     counts = Counter(p.stem for p in paths)
-    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
-            for p in paths}
+
+    def stem(p: Path) -> str:
+        owner = owners.get(p.stem)
+        if owner == str(p.resolve()) or (owner is None and counts[p.stem] == 1):
+            return p.stem
+        return f"{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
+
+    return {p: stem(p) for p in paths}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def video_key(stem: str, seed: int, identity: str | None = None, emotion: str | None = None) -> str:
@@ -70,7 +91,7 @@ class GenFolder:
             os.close(fd)
             raise ImagineIDError(f"another `imagineid generate` is writing to {self.root}; wait for it or use another --out")
         self._lock = fd
-        for stale in list(self.videos.glob(".*")) + list(self.records.glob(".tmp-*")):
+        for stale in [p for p in self.videos.glob(".*") if is_temp_sibling(p)] + list(self.records.glob(".tmp-*")):
             stale.unlink(missing_ok=True)
         return self
 
@@ -100,11 +121,25 @@ class GenFolder:
         else:
             write_json_atomic(path, provenance)
 
-    def is_finished(self, key: str) -> bool:
+    def is_finished(self, key: str, audio_sha256: str | None = None) -> bool:
+        """A finished video of this key, made from audio with this sha256 (records from before audio
+        hashes were kept count as made from it)."""
         path = self.records / f"{key}.json"
         if not path.exists() or not self.video(key).exists():
             return False
-        return json.loads(path.read_text()).get("status") == "ok"
+        record = json.loads(path.read_text())
+        made_from = record.get("audio_sha256")
+        return record.get("status") == "ok" and (audio_sha256 is None or made_from in (None, audio_sha256))
+
+    def stem_owners(self) -> dict[str, str]:
+        """Output stem → the audio path whose videos carry it, from the records (keeps names stable)."""
+        owners: dict[str, str] = {}
+        for path in self.records.glob("*.json"):
+            record = json.loads(path.read_text())
+            stem = record.get("stem") or Path(record.get("audio") or "").stem
+            if stem and record.get("key", "").startswith(f"{stem}__"):
+                owners.setdefault(stem, record.get("audio"))
+        return owners
 
     def record(self, record: dict) -> None:
         write_json_atomic(self.records / f"{record['key']}.json", record)

@@ -26,7 +26,7 @@ from imagineid.data.parquet_io import write_json_atomic
 from imagineid.data.labels import EMOTIONS
 from imagineid.errors import ImagineIDError
 from imagineid.generation.conditions import ClipPlan, Planner
-from imagineid.generation.outputs import GenFolder, video_key, video_stems
+from imagineid.generation.outputs import GenFolder, file_sha256, video_key, video_stems
 from imagineid.generation.prefetch import prefetched
 from imagineid.generation.scheduler import ContinuousBatcher, Job
 from imagineid.listening import discover_audio
@@ -62,6 +62,7 @@ class Source:
     stem: str
     seeds: list[int]
     keys: list[str] = field(default_factory=list)
+    sha256: str | None = None  # of the audio file: a changed file is regenerated
 
 
 def _mel(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +75,7 @@ def _mel(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def _record(source: Source, seed: int, key: str, cfg: GenerateConfig, plan: ClipPlan | None = None,
             frames: int = 0, error: str | None = None) -> dict:
     return {
-        "key": key, "audio": source.path, "seed": seed, "video": f"videos/{key}.mp4" if error is None else None,
+        "key": key, "audio": source.path, "stem": source.stem, "audio_sha256": source.sha256, "seed": seed, "video": f"videos/{key}.mp4" if error is None else None,
         "frames": frames, "seconds": frames / FPS, "status": "ok" if error is None else "failed", "error": error,
         "identity_audio": cfg.identity_from or source.path, "emotion_audio": cfg.emotion_from or source.path,
         "predicted_gender": plan.gender if plan else None,
@@ -200,14 +201,18 @@ def plan_sources(audio: Sequence[str | Path], folder: GenFolder, seeds: int,
     paths = discover_audio(audio)
     if not paths:
         raise ImagineIDError(f"no audio found in {', '.join(map(str, audio))}")
-    stem_of = video_stems(paths)
+    stem_of = video_stems(paths, folder.stem_owners())
     swap = {k: Path(v).stem if v else None for k, v in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from))}
     sources, skipped = [], 0
     for path in paths:
-        source = Source(str(path.resolve()), stem_of[path], [])  # absolute: Ray workers may run elsewhere
+        try:
+            sha = file_sha256(path)
+        except OSError:
+            sha = None  # unreadable: decoding records the error
+        source = Source(str(path.resolve()), stem_of[path], [], sha256=sha)  # absolute: Ray workers may run elsewhere
         for seed in range(seeds):
             key = video_key(source.stem, seed, swap["identity"], swap["emotion"])
-            if folder.is_finished(key):
+            if folder.is_finished(key, sha):
                 skipped += 1
             else:
                 source.seeds.append(seed)

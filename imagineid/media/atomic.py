@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,15 @@ def temp_sibling(path: Path, tag: str = "tmp") -> Path:
     """`.NAME.<random>.<tag>.SUFFIX` next to `path`: same file system (rename is atomic), same suffix
     (ffmpeg picks the format from it), hidden, and unique so two writers never collide."""
     return path.with_name(f".{path.stem}.{secrets.token_hex(4)}.{tag}{path.suffix}")
+
+
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.[a-z]+(\.[A-Za-z0-9]+)?$")
+
+
+def is_temp_sibling(path: Path) -> bool:
+    """True for names `temp_sibling` makes (a killed writer's leftovers), not for a final file that is
+    merely hidden: `.intro__seed0.mp4`, the video of an audio named `.intro.wav`, is kept."""
+    return bool(_TEMP.match(path.name))
 
 
 @contextlib.contextmanager
