@@ -285,3 +285,23 @@ def test_changed_audio_is_regenerated_unchanged_skipped_and_names_stay_stable(tm
         write_audio(a, (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32))
         sources, skipped = plan_sources([a], folder, 1, cfg)
         assert skipped == 0 and sources[0].keys == ["talk__seed0"] and sources[0].sha256 == file_sha256(a)
+
+
+def test_a_torn_pipeline_folder_is_refused_and_a_failed_save_keeps_the_old_one(tmp_path: Path) -> None:
+    from imagineid.errors import ImagineIDError
+    from imagineid.generation.run import check_run
+    from imagineid.media.atomic import atomic_dir
+
+    run = tmp_path / "run"
+    (run / "pipeline").mkdir(parents=True)
+    (run / "pipeline" / "model_index.json").write_text("{}")  # saved, but the stage never finished
+    with pytest.raises(ImagineIDError, match="no trained frame generator"):
+        check_run(run)
+    with pytest.raises(RuntimeError):
+        with atomic_dir(run / "pipeline") as tmp:
+            (tmp / "model_index.json").write_text('{"new": 1}')
+            raise RuntimeError("killed mid-save")
+    assert (run / "pipeline" / "model_index.json").read_text() == "{}" and len(list(run.iterdir())) == 1
+    with atomic_dir(run / "pipeline") as tmp:
+        (tmp / "model_index.json").write_text('{"new": 1}')
+    assert (run / "pipeline" / "model_index.json").read_text() == '{"new": 1}' and len(list(run.iterdir())) == 1

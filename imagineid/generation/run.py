@@ -34,6 +34,7 @@ from imagineid.media import VideoStream, load_audio
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
 from imagineid.precision import check as check_precision
 from imagineid.training.loop import pick_device
+from imagineid.training.run_dir import RunDir
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -153,7 +154,7 @@ def provenance(run: Path, cfg: GenerateConfig) -> dict:
 
 def check_run(run: Path) -> None:
     """Fail before any work when the run lacks the frame generator (cheap: no weights are read)."""
-    if not (run / "pipeline" / "model_index.json").exists():
+    if not (run / "pipeline" / "model_index.json").exists() or not RunDir(run).is_done("adapters"):
         raise ImagineIDError(f"{run} has no trained frame generator (RUN/pipeline); train it with "
                              f"`imagineid train DATA --out {run} --stages ldm,adapters`")
 

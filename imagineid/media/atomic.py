@@ -37,3 +37,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a hidden temp folder beside `path` to fill; on success it takes `path`'s place (an older
+    folder there is moved aside first, then deleted), on any error it is removed. Readers see the old
+    folder or the new one, never a torn mix; a crash between the two renames leaves the old one aside
+    under a hidden name, not deleted."""
+    import shutil
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = final.with_name(f".{final.name}.{secrets.token_hex(4)}.old")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

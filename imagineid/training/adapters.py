@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from imagineid.data.labels import EMOTIONS
 from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError, see_docs
+from imagineid.media.atomic import atomic_dir
 from imagineid.listening import heard_identity_dim
 from imagineid.models.ldm import (
     SD15_SECTION,
@@ -153,7 +154,8 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
     logs = fit(STAGE, bundle, loader, step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
     for name in ("textual_inversion", "spatial_adapter", "blending_adapter"):
         getattr(pipe, name).save_pretrained(ctx.run.stage(STAGE) / name)
-    pipe.eval().save_pretrained(ctx.run.root / "pipeline")
+    with atomic_dir(ctx.run.root / "pipeline") as tmp:  # generation never loads a half-saved pipeline
+        pipe.eval().save_pretrained(tmp)
     return {**{f"train_{k}": v for k, v in logs.items()}, **validate_adapters(pipe, ctx, heard)}
 
 
