@@ -307,3 +307,28 @@ def test_parse_ffmpeg_info_handles_real_world_lines() -> None:
     assert (info.audio_index, info.audio_rate, info.audio_channels) == (0, 48000, 6)
     no_fps = parse_ffmpeg_info("x.mkv", "  Duration: N/A\n  Stream #0:0: Video: vp9, yuv420p, 64x48, 1k tbr\n")
     assert (no_fps.fps, no_fps.duration_s, no_fps.n_frames, no_fps.has_audio) == (1000.0, None, None, False)
+
+
+@pytest.mark.parametrize("listing", [
+    "ffconcat version 1.0\nfile secret.wav\n",  # a concat list: ffmpeg would play secret.wav
+    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nsecret.wav\n#EXT-X-ENDLIST\n",  # an HLS playlist
+])
+def test_a_list_of_other_files_named_mp4_is_refused_not_followed(tmp_path: Path, listing: str) -> None:
+    from imagineid.media import load_audio, write_audio
+    from imagineid.media.errors import UnreadableMediaError
+
+    write_audio(tmp_path / "secret.wav", (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32))
+    disguised = tmp_path / "clip.mp4"
+    disguised.write_text(listing)
+    with pytest.raises(UnreadableMediaError):
+        load_audio(disguised)
+    assert len(load_audio(tmp_path / "secret.wav")) == 16000  # the file itself stays readable
+
+
+def test_every_untrusted_ffmpeg_input_is_restricted_to_files_and_media_containers() -> None:
+    from imagineid.media.ffmpeg_bin import SAFE_DEMUXERS, untrusted_input_args
+
+    args = untrusted_input_args()
+    assert args[args.index("-protocol_whitelist") + 1] == "file"
+    allowed = set(args[args.index("-format_whitelist") + 1].split(","))
+    assert allowed == set(SAFE_DEMUXERS.split(",")) and not allowed & {"hls", "concat", "image2", "tee", "http"}

@@ -20,7 +20,7 @@ from imagineid.media.errors import (
     NoVideoStreamError,
     TruncatedMediaError,
 )
-from imagineid.media.ffmpeg_bin import QUIET, ffmpeg_exe, file_url
+from imagineid.media.ffmpeg_bin import LIMITS, QUIET, UNTRUSTED_INPUT, ffmpeg_exe, file_url
 from imagineid.media.probe import MediaInfo, probe
 from imagineid.media.process import FFmpegProcess, run_decode
 
@@ -70,12 +70,12 @@ def iter_frames(
     width, height = _out_size(info, size)
     c = _CHANNELS[pix_fmt]
 
-    video = ffmpeg.input(file_url(path))[str(info.video_index)]
+    video = ffmpeg.input(file_url(path), **UNTRUSTED_INPUT)[str(info.video_index)]
     if fps is not None:
         video = video.filter("fps", fps=fps)
     if size is not None:
         video = video.filter("scale", width, height, flags="area")
-    stream = ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt=pix_fmt).global_args(*QUIET)
+    stream = ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt=pix_fmt).global_args(*QUIET, *LIMITS)
     return _frames(path, stream, (height, width, c), chunk)
 
 
@@ -128,8 +128,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.nda
     info = probe(path)
     if info.audio_index is None:
         raise NoAudioStreamError(path, _streams_desc(info))
-    audio = ffmpeg.input(file_url(path))[str(info.audio_index)]
+    audio = ffmpeg.input(file_url(path), **UNTRUSTED_INPUT)[str(info.audio_index)]
     stream = ffmpeg.output(audio, "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate)
-    raw, _ = run_decode(stream.global_args(*QUIET), ffmpeg_exe(), path, pipe_stdout=True)
+    raw, _ = run_decode(stream.global_args(*QUIET, *LIMITS), ffmpeg_exe(), path, pipe_stdout=True)
     samples = np.frombuffer(raw, np.float32)
     return np.clip(samples, -1.0, 1.0)  # AAC/MP3 decoders overshoot slightly; the contract is [-1, 1]

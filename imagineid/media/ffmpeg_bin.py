@@ -40,3 +40,17 @@ def file_url(path: str | os.PathLike[str]) -> str:
 
 # Global flags for every run: no banner, never read the terminal, only errors on stderr.
 QUIET = ("-hide_banner", "-nostdin", "-v", "error")
+
+# Inputs are untrusted files. ffmpeg reads only the named file (file: protocol) with a demuxer for a
+# video or audio container: never a playlist (hls), a concat list, an image sequence or a network URL,
+# any of which would make it open other files than the one it was given, whatever the file's name.
+SAFE_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,asf,mxf,dv,nut,ivf,ogg,"
+                 "wav,w64,mp3,flac,aac,aiff,caf,amr,h264,hevc,m4v")
+UNTRUSTED_INPUT = {"protocol_whitelist": "file", "format_whitelist": SAFE_DEMUXERS}  # ffmpeg.input(**...)
+DECODE_CPU_LIMIT_S = 1800  # a decoding ffmpeg is stopped after this much CPU time: one hung file never blocks a run
+LIMITS = ("-timelimit", str(DECODE_CPU_LIMIT_S))
+
+
+def untrusted_input_args() -> list[str]:
+    """UNTRUSTED_INPUT as command-line options, to put before `-i`."""
+    return [arg for key, value in UNTRUSTED_INPUT.items() for arg in (f"-{key}", value)]

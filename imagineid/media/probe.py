@@ -21,7 +21,7 @@ from imagineid.media.diagnose import (
     classify,
 )
 from imagineid.media.errors import MediaError, NoVideoStreamError, UnreadableMediaError
-from imagineid.media.ffmpeg_bin import QUIET, ffmpeg_exe, file_url
+from imagineid.media.ffmpeg_bin import LIMITS, QUIET, UNTRUSTED_INPUT, ffmpeg_exe, file_url, untrusted_input_args
 from imagineid.media.process import run_decode
 
 _PROBE_TIMEOUT_S = 60
@@ -120,7 +120,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     path = os.fspath(path)
     check_readable(path)
     exact = check_container(path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", file_url(path)]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *untrusted_input_args(), "-i", file_url(path)]
     try:
         run = subprocess.run(cmd, capture_output=True, timeout=_PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as err:
@@ -140,8 +140,8 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     info = probe(path)
     if info.video_index is None:
         raise NoVideoStreamError(path, f"streams: audio {info.audio_codec}")
-    stream = ffmpeg.output(ffmpeg.input(file_url(path))[str(info.video_index)], "-", format="null")
-    _, stderr = run_decode(stream.global_args(*QUIET, "-stats"), ffmpeg_exe(), path)
+    stream = ffmpeg.output(ffmpeg.input(file_url(path), **UNTRUSTED_INPUT)[str(info.video_index)], "-", format="null")
+    _, stderr = run_decode(stream.global_args(*QUIET, *LIMITS, "-stats"), ffmpeg_exe(), path)
     counts = re.findall(r"frame=\s*(\d+)", stderr)
     if not counts:
         raise MediaError(path, "ffmpeg printed no frame count")
