@@ -67,10 +67,10 @@ class Listener:
         if not rd.is_done("identity"):
             raise ImagineIDError(f"{run} has no trained identity stage; run `imagineid train DATA --out {run}` first")
         device = pick_device()
-        content = ContentEncoderDecoder.from_pretrained(rd.stage("content")).to(device).eval() if rd.is_done("content") else None
-        emotion = EmotionEncoderDecoder.from_pretrained(rd.stage("emotion")).to(device).eval() if rd.is_done("emotion") else None
+        content = ContentEncoderDecoder.from_pretrained(rd.stage("content"), use_safetensors=True).to(device).eval() if rd.is_done("content") else None
+        emotion = EmotionEncoderDecoder.from_pretrained(rd.stage("emotion"), use_safetensors=True).to(device).eval() if rd.is_done("emotion") else None
         return cls(
-            identity=IdentityEncoder.from_pretrained(rd.stage("identity")).to(device).eval(),
+            identity=IdentityEncoder.from_pretrained(rd.stage("identity"), use_safetensors=True).to(device).eval(),
             content=content, emotion=emotion if content is not None else None,
             stats=MelStats.load(rd.root / "mel_stats.json"), device=device,
         )

@@ -58,8 +58,8 @@ class SpeechEncoder:
             raise MissingWeightsError(
                 f"missing speech model weights: {folder}/{' or '.join(_WEIGHTS)} ({see_docs(SECTION)})")
         try:
-            config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=None)
+            config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+            model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=None, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise MalformedWeightsError(f"{folder} does not load as a speech model: {first} ({see_docs(SECTION)})") from err

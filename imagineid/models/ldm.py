@@ -240,8 +240,9 @@ _SD15_WEIGHTS = {
 }
 
 
-def _load_parts(folder: Path, tokenizer) -> LDMComponents:
-    kwargs = {"local_files_only": True}
+def _load_parts(folder: Path, tokenizer, safetensors_only: bool = False) -> LDMComponents:
+    """safetensors_only: our own saved folders (RUN) never fall back to pickled `.bin` weights."""
+    kwargs = {"local_files_only": True, **({"use_safetensors": True} if safetensors_only else {})}
     return LDMComponents(
         unet=UNet2DConditionModel.from_pretrained(folder / "unet", **kwargs),
         vae=AutoencoderKL.from_pretrained(folder / "vae", **kwargs),
@@ -288,11 +289,11 @@ def load_components(folder: str | Path) -> LDMComponents:
     """Reload what `save_components` wrote (either profile: the tokenizer's config names its class)."""
     folder = Path(folder).expanduser()
     required = {
-        "unet": _WEIGHTS,
-        "vae": _WEIGHTS,
-        "text_encoder": ("model.safetensors", "pytorch_model.bin"),
+        "unet": _WEIGHTS[:1],
+        "vae": _WEIGHTS[:1],
+        "text_encoder": ("model.safetensors",),
         "tokenizer": ("vocab.json", "tokenizer.json"),
         "scheduler": ("scheduler_config.json",),
     }
     _check_folder(folder, required, "saved LDM components")
-    return _load_parts(folder, _load_tokenizer(folder / "tokenizer"))
+    return _load_parts(folder, _load_tokenizer(folder / "tokenizer"), safetensors_only=True)

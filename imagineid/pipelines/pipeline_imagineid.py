@@ -207,7 +207,7 @@ class ImagineIDPipeline(DiffusionPipeline):
     def from_pretrained(cls, folder: str | Path, **_: object) -> "ImagineIDPipeline":
         folder = Path(folder)
         base = load_components(folder)
-        adapters = {name: klass.from_pretrained(folder / name) for name, klass in ADAPTERS.items()}
+        adapters = {name: klass.from_pretrained(folder / name, use_safetensors=True) for name, klass in ADAPTERS.items()}
         return cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler, **adapters).eval()
 
     def eval(self) -> "ImagineIDPipeline":

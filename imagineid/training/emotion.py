@@ -23,8 +23,8 @@ STAGE = "emotion"
 def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed + 2)
-    identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity")).to(ctx.device))
-    content = freeze(ContentEncoderDecoder.from_pretrained(ctx.run.stage("content")).to(ctx.device))
+    identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity"), use_safetensors=True).to(ctx.device))
+    content = freeze(ContentEncoderDecoder.from_pretrained(ctx.run.stage("content"), use_safetensors=True).to(ctx.device))
     hidden = ctx.config.hidden
     identity_dim = hidden + (identity.config.n_prosody if identity.config.n_voice else 0)  # features (+ prosody)
     model = EmotionEncoderDecoder(identity_dim=identity_dim, content_dim=hidden, n_expression=ctx.n_expression,
