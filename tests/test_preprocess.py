@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,38 @@ def test_shards_of_an_earlier_pipeline_version_read_beside_newer_ones(dataset, t
     assert clips.num_rows == len(shards)
     assert clips["subject_track"].null_count == 1 and clips["subject_reason"].null_count == 1
     assert Store(copy).read_table("clips", ["clip_id", "source_clip_id"]).num_rows == len(shards)
+
+
+def test_a_rejected_new_version_keeps_the_good_old_clip_until_a_good_one_replaces_it(small_corpus: Path,
+                                                                                      tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    videos = sorted((small_corpus / "videos").glob("*.mp4"))
+    copy_videos(small_corpus, src, [videos[0].name])
+    out = tmp_path / "data"
+    assert preprocess([src], out, workers=1, progress=False).n_processed == 1
+    (old,) = Store(out).done_ids("clips")
+    (src / videos[0].name).write_bytes(b"not a video any more")  # the source is overwritten by a broken copy
+    broken = preprocess([src], out, workers=1, progress=False)
+    assert broken.n_failed == 1 and Store(out).done_ids("clips") == {old}  # the good clip is still there
+    assert Store(out).shard("frames", old).exists() and Store(out).crops(old).exists()
+    shutil.copy2(videos[1], src / videos[0].name)  # now a good new version arrives under the same name
+    fixed = preprocess([src], out, workers=1, progress=False)
+    assert fixed.n_processed == 1
+    (new,) = Store(out).done_ids("clips")
+    assert new != old and not Store(out).shard("frames", old).exists()
+
+
+def test_a_second_preprocess_on_the_same_data_is_refused_in_one_line(small_corpus: Path, tmp_path: Path) -> None:
+    from imagineid.errors import ImagineIDError
+
+    src = tmp_path / "src"
+    copy_videos(small_corpus, src, [sorted((small_corpus / "videos").glob("*.mp4"))[0].name])
+    out = tmp_path / "data"
+    Store(out).make_dirs()
+    with Store(out).writer_lock():  # a run in progress
+        with pytest.raises(ImagineIDError, match="another `imagineid preprocess` is writing to"):
+            preprocess([src], out, workers=1, progress=False)
+    assert preprocess([src], out, workers=1, progress=False).n_processed == 1  # the lock is gone with its holder
 
 
 def test_rerun_skips_new_file_only_and_new_config_new_ids(small_corpus: Path, tmp_path: Path) -> None:

@@ -121,3 +121,16 @@ def test_listen_prints_one_json_object_per_input(run, data: Path, small_corpus: 
         assert len(measured["formants_hz"]) == 4
     assert abs(entries[0]["measured"]["f0_median_hz"] - entries[1]["measured"]["f0_median_hz"]) < 5  # wav vs mp3
     assert entries[2]["error"] and "not a readable media file" in entries[2]["error"]
+
+
+def test_listen_reports_silent_and_too_short_audio_and_goes_on(run, small_corpus: Path, tmp_path: Path) -> None:
+    out, _, _ = run
+    write_audio(tmp_path / "silent.wav", np.zeros(16000, np.float32))
+    write_audio(tmp_path / "short.wav", (0.3 * np.sin(np.arange(1600) / 5)).astype(np.float32))  # 0.1 s
+    write_audio(tmp_path / "speech.wav", load_audio(sorted((small_corpus / "videos").glob("*.mp4"))[0]))
+    result = imagineid("listen", str(out), str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    entries = {Path(e["audio"]).name: e for e in map(json.loads, result.stdout.splitlines())}
+    assert "silent" in entries["silent.wav"]["error"] and entries["silent.wav"]["gender"] is None
+    assert "short" in entries["short.wav"]["error"] and entries["short.wav"]["gender"] is None
+    assert entries["speech.wav"]["error"] is None and entries["speech.wav"]["gender"]

@@ -15,6 +15,9 @@ shard exists. Shards of a clip whose clips/ marker is missing (a run killed mid-
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from imagineid.data.parquet_io import to_numpy_vectors, vector_type
+from imagineid.errors import ImagineIDError
 
 TABLES = ("clips", "frames", "audio", "failures")
 N_MELS = 80
@@ -136,6 +140,23 @@ class Store:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """One writer at a time (preprocess runs, from the CLI or a deployment): an advisory lock on
+        DATA/.preprocess.lock, dropped by the OS when the process dies. A second writer is refused at
+        once with a one-line message instead of deleting the first one's temp files as orphans."""
+        fd = os.open(self.root / ".preprocess.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ImagineIDError(f"another `imagineid preprocess` is writing to {self.root}; "
+                                 "wait for it to finish (or use another --out)") from None
+        try:
+            yield
+        finally:
+            os.close(fd)
 
     def make_dirs(self) -> None:
         for name in (*TABLES, "crops", "morphable", ".staging"):

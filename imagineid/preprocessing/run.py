@@ -92,8 +92,10 @@ def _read_manifest(store: Store) -> dict:
 def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) -> None:
     """Merge this run's sources into the manifest; each source's status comes from the shards on disk.
 
-    A source whose file changed (same path and config, new content) replaces its old clip: once the new
-    version is done or rejected, the old clip's shards are deleted, so the dataset mirrors the sources.
+    A source whose file changed (same path and config, new content) replaces its old clip once the new
+    version is in clips/; the old clip's shards are deleted then, so the dataset mirrors the sources. A
+    rejected new version never costs the good old clip: it stays (`kept_clip_id`) until a version of
+    that source is processed.
     """
     manifest = _read_manifest(store)
     sources = manifest.get("sources", {})
@@ -101,9 +103,11 @@ def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) 
     superseded = set()
     for job in jobs:
         before = sources.get(str(job.source.path), {})
-        if (before.get("config_hash") == config.hash and before.get("clip_id") not in (None, job.clip_id)
-                and job.clip_id in clips | failures):
-            superseded.add(before["clip_id"])
+        same_config = before.get("config_hash") == config.hash
+        older = {before.get("clip_id"), before.get("kept_clip_id")} - {None, job.clip_id} if same_config else set()
+        good_old = [c for c in older if c in clips]  # an earlier version of this source still in the dataset
+        if job.clip_id in clips:
+            superseded |= older
         try:
             stat = job.source.path.stat()
             size, mtime = stat.st_size, stat.st_mtime_ns
@@ -112,9 +116,10 @@ def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) 
         status = "done" if job.clip_id in clips else "failed" if job.clip_id in failures else "pending"
         sources[str(job.source.path)] = {
             "sha256": job.sha256, "clip_id": job.clip_id, "status": status, "size": size, "mtime_ns": mtime,
-            "config_hash": config.hash,
+            "config_hash": config.hash, "kept_clip_id": good_old[0] if good_old and job.clip_id not in clips else None,
         }
-    for clip_id in _with_further_faces(store, superseded - {entry["clip_id"] for entry in sources.values()}):
+    in_use = {c for entry in sources.values() for c in (entry["clip_id"], entry.get("kept_clip_id")) if c}
+    for clip_id in _with_further_faces(store, superseded - in_use):
         store.remove_clip(clip_id)  # (a clip id still used by another path is kept)
     configs = manifest.get("configs", {})
     configs[config.hash] = config.to_dict()
@@ -131,7 +136,14 @@ def preprocess(sources: Sequence[str | Path], out: str | Path, config: Preproces
     start = time.perf_counter()
     store = Store(Path(out))
     store.make_dirs()
-    store.remove_orphans()
+    with store.writer_lock():
+        return _preprocess(store, sources, config, dataset, workers, progress, ray_address, refit_morphable, start)
+
+
+def _preprocess(store: Store, sources: Sequence[str | Path], config: PreprocessConfig, dataset: str,
+                workers: int | None, progress: bool, ray_address: str | None, refit_morphable: bool,
+                start: float) -> PreprocessSummary:
+    store.remove_orphans()  # safe: the writer lock says no other run is writing here
     jobs, pending = plan_jobs(sources, store, config, dataset)
     results = extract_all(pending, store, config, workers, progress, ray_address)
     staged = [r.clip_id for r in results if r.status == "staged"]
