@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from imagineid.media import load_audio, write_audio
 from imagineid.training.config import TrainConfig
@@ -134,3 +135,17 @@ def test_listen_reports_silent_and_too_short_audio_and_goes_on(run, small_corpus
     assert "silent" in entries["silent.wav"]["error"] and entries["silent.wav"]["gender"] is None
     assert "short" in entries["short.wav"]["error"] and entries["short.wav"]["gender"] is None
     assert entries["speech.wav"]["error"] is None and entries["speech.wav"]["gender"]
+
+
+def test_a_corrupt_checkpoint_is_set_aside_and_the_stage_starts_over(tmp_path: Path) -> None:
+    from imagineid.training.run_dir import RunDir
+
+    rd = RunDir(tmp_path / "run")
+    rd.save_checkpoint("content", {"step": 7, "weights": {"w": torch.ones(3)}})
+    assert rd.load_checkpoint("content")["step"] == 7
+    rd.checkpoint_path("content").write_bytes(rd.checkpoint_path("content").read_bytes()[:40])  # torn write
+    assert rd.load_checkpoint("content") is None
+    aside = list((tmp_path / "run" / "content").glob("checkpoint.pt.corrupt-*"))
+    assert len(aside) == 1 and not rd.checkpoint_path("content").exists()
+    events = [json.loads(line) for line in rd.metrics_log.read_text().splitlines()]
+    assert events[-1]["event"] == "checkpoint_corrupt" and events[-1]["moved_to"] == aside[0].name

@@ -72,6 +72,9 @@ def write_json_atomic(path: str | Path, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(payload, indent=2, sort_keys=True))
+        fh.flush()
+        os.fsync(fh.fileno())  # records and done markers must not be renamed in before their bytes land
     os.replace(tmp, path)
     return path

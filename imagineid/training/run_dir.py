@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 import uuid
 from dataclasses import dataclass
@@ -57,9 +58,25 @@ class RunDir:
         path = self.checkpoint_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.pt")
-        torch.save(state, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename must not land before the bytes do (power loss)
         os.replace(tmp, path)
 
     def load_checkpoint(self, name: str) -> dict | None:
+        """The stage's last checkpoint, or None. A checkpoint that does not load (torn by a crash, a full
+        disk) is set aside as `checkpoint.pt.corrupt-<time>` with a logged message, and the stage
+        starts over instead of crashing every resume."""
         path = self.checkpoint_path(name)
-        return torch.load(path, weights_only=True) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+            aside = path.with_name(f"checkpoint.pt.corrupt-{int(time.time())}")
+            os.replace(path, aside)
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            self.log({"event": "checkpoint_corrupt", "stage": name, "moved_to": aside.name, "error": first})
+            print(f"{name}: checkpoint does not load ({first}); moved to {aside}, training the stage from the start")
+            return None
