@@ -216,7 +216,7 @@ def _crop(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def _match_template(grey: np.ndarray, template: np.ndarray, box: np.ndarray, max_shift: float) -> np.ndarray | None:
     """Where the template (a detection's pixels) sits best within max_shift box widths of box: the box
-    moved there, keeping the template's size; None when the search window leaves the frame entirely."""
+    moved there, keeping the template's size; None where either is featureless (nothing to match)."""
     w = template.shape[0]
     margin = max(2, round(max_shift * w))
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
