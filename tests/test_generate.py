@@ -264,7 +264,8 @@ def test_a_dot_named_audio_keeps_its_video_while_temps_go(tmp_path: Path) -> Non
 
 
 def test_changed_audio_is_regenerated_unchanged_skipped_and_names_stay_stable(tmp_path: Path) -> None:
-    from imagineid.generation.outputs import GenFolder, file_sha256
+    from imagineid.generation.outputs import GenFolder
+    from imagineid.preprocessing.config import file_sha256
     from imagineid.generation.run import plan_sources
 
     a, b = tmp_path / "in" / "talk.wav", tmp_path / "other" / "talk.wav"

@@ -52,15 +52,6 @@ def video_stems(paths: list[Path], owners: dict[str, str] | None = None) -> dict
     return {p: stem(p) for p in paths}
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def video_key(stem: str, seed: int, identity: str | None = None, emotion: str | None = None) -> str:
     """`<stem>__seed<k>`; factor-swapped videos name their other sources: `<stem>__id-<A>__emo-<C>__seed<k>`."""
     parts = [stem] + ([f"id-{identity}"] if identity else []) + ([f"emo-{emotion}"] if emotion else [])

@@ -26,13 +26,14 @@ from imagineid.data.parquet_io import write_json_atomic
 from imagineid.data.labels import EMOTIONS
 from imagineid.errors import ImagineIDError
 from imagineid.generation.conditions import ClipPlan, Planner
-from imagineid.generation.outputs import GenFolder, file_sha256, video_key, video_stems
+from imagineid.generation.outputs import GenFolder, video_key, video_stems
 from imagineid.generation.prefetch import prefetched
 from imagineid.generation.scheduler import ContinuousBatcher, Job
 from imagineid.listening import discover_audio
 from imagineid.media import VideoStream, load_audio
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH, ImagineIDPipeline
 from imagineid.precision import check as check_precision
+from imagineid.preprocessing.config import file_sha256
 from imagineid.training.loop import pick_device
 from imagineid.training.run_dir import RunDir
 
