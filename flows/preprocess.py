@@ -7,9 +7,13 @@ Deployed as `preprocess/nightly` (prefect.yaml): each night only new or changed 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
+from imagineid.data.store import Store
 from imagineid.preprocessing import PreprocessConfig
+from imagineid.preprocessing.config import SETTLE_S
 from tasks.preprocess import extract_clips, finalize_clips, fit_morphable, plan_sources, record_manifest
 from tasks.summary import publish_summary
 
@@ -19,6 +23,7 @@ def preprocess_flow(
     sources: list[str], out: str, dataset: str = "auto", workers: int | None = None, detector: str = "dlib",
     crop_size: int = 256, refit_morphable: bool = False, ray_address: str | None = None,
     subject: str = PreprocessConfig.subject, min_face_px: float = PreprocessConfig.min_face_px,
+    settle_seconds: float = SETTLE_S,
 ) -> dict:
     """Preprocess new or changed sources; finished clips are skipped, rejected and lost ones listed.
 
@@ -33,21 +38,26 @@ def preprocess_flow(
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
         subject: one: the subject's face track per source; all: one clip per persistent face track.
         min_face_px: A subject face narrower than this is rejected as face_too_small.
+        settle_seconds: Sources modified less than this many seconds ago (maybe still being copied in)
+            are left for the next run.
     """
     config = PreprocessConfig(detector=detector, crop_size=crop_size, subject=subject, min_face_px=min_face_px)
-    jobs, pending = plan_sources(sources, out, config, dataset)
-    results = extract_clips(pending, out, config, workers, ray_address)
-    staged = [r.clip_id for r in results if r.status == "staged"]
-    version = ""
-    if staged or refit_morphable:
-        version = fit_morphable(out, config, staged, refit_morphable)
-        finalize_clips(out, config, staged)
-    record_manifest(out, config, jobs)
+    store = Store(Path(out))
+    store.make_dirs()
+    with store.writer_lock():  # one writer per DATA, whether the CLI or a deployment started it
+        plan = plan_sources(sources, out, config, dataset, settle_seconds)
+        results = extract_clips(plan.pending, out, config, workers, ray_address)
+        staged = [r.clip_id for r in results if r.status == "staged"]
+        version = ""
+        if staged or refit_morphable:
+            version = fit_morphable(out, config, staged, refit_morphable)
+            finalize_clips(out, config, staged)
+        record_manifest(out, config, plan.jobs)
     failures = [{"source": r.source, "status": r.status, "error_type": r.error_type, "message": r.message}
                 for r in results if r.status != "staged"]
-    summary = {"sources": len(jobs), "skipped": len(jobs) - len(pending), "processed": len(staged),
+    summary = {"sources": len(plan.jobs), "skipped": len(plan.jobs) - len(plan.pending), "processed": len(staged),
                "rejected": sum(r.status == "failed" for r in results), "lost": sum(r.status == "lost" for r in results),
-               "morphable_version": version}
+               "deferred": len(plan.deferred), "morphable_version": version}
     publish_summary("preprocess-summary", f"preprocess → {out}", summary, failures)
     print(f"preprocess: {summary}")
     return summary

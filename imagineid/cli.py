@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from imagineid.errors import ImagineIDError
+from imagineid.preprocessing.config import SETTLE_S
 from imagineid.training.config import TrainConfig
 
 app = typer.Typer(
@@ -112,6 +113,9 @@ def preprocess(
     speech_model: Optional[Path] = typer.Option(None, help="Local wav2vec2 / HuBERT folder: adds `speech` features to audio/."),
     subject: str = typer.Option("one", help="one: the speaker's face per video | all: one clip per persistent face."),
     min_face_px: float = typer.Option(48.0, help="Reject faces narrower than this (median detector box, px)."),
+    settle_seconds: float = typer.Option(
+        SETTLE_S, min=0.0, help="Leave sources modified less than this many seconds ago (still being copied in?) "
+                                "for the next run."),
 ) -> None:
     """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
     from rich.markup import escape
@@ -138,14 +142,15 @@ def preprocess(
                               speech_model=str(speech_model.expanduser().resolve()) if speech_model else None)
     try:
         summary = run_preprocess(src, out, config, dataset=dataset, workers=workers, ray_address=ray_address,
-                                 refit_morphable=refit_morphable)
+                                 refit_morphable=refit_morphable, settle_s=settle_seconds)
     except (ImagineIDError, ValueError) as err:
         _fail(str(err))
-    if summary.n_sources == 0:
+    if summary.n_sources + summary.n_deferred == 0:
         _fail(f"no videos found under {', '.join(map(str, src))}")
+    deferred = f", {summary.n_deferred} left for the next run (modified < {settle_seconds:g}s ago)" if summary.n_deferred else ""
     out_console.print(
-        f"[green]preprocess:[/] {summary.n_sources} sources: {summary.n_processed} processed, "
-        f"{summary.n_failed} rejected{_by_rule(summary.by_rule)}, {summary.n_skipped} already done, "
+        f"[green]preprocess:[/] {summary.n_sources + summary.n_deferred} sources: {summary.n_processed} processed, "
+        f"{summary.n_failed} rejected{_by_rule(summary.by_rule)}, {summary.n_skipped} already done{deferred}, "
         f"in {summary.seconds:.1f}s → {out}"
     )
     for failure in summary.failures:

@@ -11,17 +11,17 @@ from imagineid.data.store import Store
 from imagineid.preprocessing import PreprocessConfig
 from imagineid.preprocessing.extract import ClipJob, ExtractResult
 from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
-from imagineid.preprocessing.run import extract_all, plan_jobs, write_manifest
+from imagineid.preprocessing.run import Plan, extract_all, plan_jobs, write_manifest
 from tasks.policy import RETRY_TRANSIENT
 
 
 @task(**RETRY_TRANSIENT)
-def plan_sources(sources: list[str], out: str, config: PreprocessConfig, dataset: str) -> tuple[list[ClipJob], list[ClipJob]]:
-    """All source jobs and the pending ones (content-hash ids; finished clips are skipped)."""
+def plan_sources(sources: list[str], out: str, config: PreprocessConfig, dataset: str, settle_s: float) -> Plan:
+    """All source jobs, the pending ones (content-hash ids; finished clips are skipped) and the sources left
+    for the next run (modified within the settle time). The flow holds DATA's writer lock."""
     store = Store(Path(out))
-    store.make_dirs()
     store.remove_orphans()
-    return plan_jobs(sources, store, config, dataset)
+    return plan_jobs(sources, store, config, dataset, settle_s)
 
 
 @task(**RETRY_TRANSIENT)

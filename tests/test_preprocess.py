@@ -148,6 +148,34 @@ def test_a_rejected_new_version_keeps_the_good_old_clip_until_a_good_one_replace
     assert new != old and not Store(out).shard("frames", old).exists()
 
 
+def test_a_source_still_being_written_is_left_for_the_next_run(small_corpus: Path, tmp_path: Path) -> None:
+    import os
+    import time
+
+    src, out = tmp_path / "src", tmp_path / "data"
+    videos = sorted((small_corpus / "videos").glob("*.mp4"))
+    copy_videos(small_corpus, src, [videos[0].name])
+    past = time.time() - 600
+    os.utime(src / videos[0].name, (past, past))  # copied in long ago: a finished file
+    assert preprocess([src], out, workers=1, progress=False, settle_s=300).n_processed == 1
+    (old,) = Store(out).done_ids("clips")
+    manifest = json.loads(Store(out).manifest.read_text())
+    data = videos[1].read_bytes()
+    (src / videos[0].name).write_bytes(data[: len(data) // 2])  # a new version, half copied in
+    (src / "arriving.mp4").write_bytes(data[: len(data) // 3])  # a new file, a third copied in
+    waiting = preprocess([src], out, workers=1, progress=False, settle_s=300)
+    assert (waiting.n_deferred, waiting.n_processed, waiting.n_failed, waiting.n_sources) == (2, 0, 0, 0)
+    assert Store(out).done_ids("clips") == {old} and not Store(out).done_ids("failures")
+    assert json.loads(Store(out).manifest.read_text())["sources"] == manifest["sources"]  # nothing recorded
+    (src / videos[0].name).write_bytes(data)  # both copies finish, and the settle time passes
+    shutil.copy2(videos[2], src / "arriving.mp4")
+    for name in (videos[0].name, "arriving.mp4"):
+        os.utime(src / name, (past, past))
+    done = preprocess([src], out, workers=1, progress=False, settle_s=300)
+    assert (done.n_deferred, done.n_processed, done.n_failed) == (0, 2, 0)
+    assert old not in Store(out).done_ids("clips") and len(Store(out).done_ids("clips")) == 2
+
+
 def test_a_second_preprocess_on_the_same_data_is_refused_in_one_line(small_corpus: Path, tmp_path: Path) -> None:
     from imagineid.errors import ImagineIDError
 

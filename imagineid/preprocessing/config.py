@@ -9,6 +9,10 @@ from pathlib import Path
 
 PIPELINE_VERSION = "preprocess-2"  # bump when outputs change for the same config (2: track-level subject policy)
 _OPTIONAL = ("flame", "deca", "speech_model")  # left out of the hash while unset
+# Not part of the config (it changes which sources a run takes, not their outputs). Interactive runs take
+# every file as it is; a deployment watching a folder that files are copied into sets a settle time, so a
+# video still being written is left for the next run instead of being processed half-written.
+SETTLE_S = 0.0
 
 
 @dataclass(frozen=True)

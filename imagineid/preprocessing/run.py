@@ -16,7 +16,7 @@ import pyarrow as pa
 from imagineid.data.layouts import discover
 from imagineid.data.parquet_io import SCHEMA_VERSION, write_json_atomic
 from imagineid.data.store import Store
-from imagineid.preprocessing.config import PreprocessConfig, clip_id_for, file_sha256
+from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig, clip_id_for, file_sha256
 from imagineid.preprocessing.extract import ClipJob, ExtractResult, extract_clip
 from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
 from imagineid.parallel import parallel_map
@@ -28,6 +28,7 @@ class PreprocessSummary:
     n_skipped: int = 0  # already in clips/ or failures/ under this config
     n_processed: int = 0  # new rows in clips/ (several per source with subject=all)
     n_failed: int = 0  # new rows in failures/, and clips whose worker was lost (retried next run)
+    n_deferred: int = 0  # modified within the settle time: maybe still being written, left for the next run
     failures: list[ExtractResult] = field(default_factory=list)
     by_rule: dict[str, int] = field(default_factory=dict)  # failures per deciding rule (error_type)
     morphable_version: str = ""
@@ -43,19 +44,39 @@ def _cached_sha(path: Path, previous: dict) -> str:
     return file_sha256(path)
 
 
-def plan_jobs(sources: Sequence[str | Path], store: Store, config: PreprocessConfig, dataset: str = "auto") -> tuple[list[ClipJob], list[ClipJob]]:
-    """All jobs and the pending ones (not yet in clips/ or failures/)."""
+@dataclass
+class Plan:
+    jobs: list[ClipJob]  # every source found, including finished ones (the manifest records them all)
+    pending: list[ClipJob]  # not yet in clips/ or failures/
+    deferred: list[str] = field(default_factory=list)  # modified within the settle time: not planned at all
+
+
+def _recently_modified(path: Path, settle_s: float, now: float) -> bool:
+    try:
+        return settle_s > 0 and now - path.stat().st_mtime < settle_s
+    except OSError:
+        return False  # unreadable: planned, so the failure is recorded
+
+
+def plan_jobs(sources: Sequence[str | Path], store: Store, config: PreprocessConfig, dataset: str = "auto",
+              settle_s: float = SETTLE_S) -> Plan:
+    """All jobs, the pending ones (not yet in clips/ or failures/), and the sources left for the next run
+    because they were modified less than `settle_s` seconds ago."""
     previous = _read_manifest(store).get("sources", {})
-    jobs = []
+    jobs, deferred = [], []
+    now = time.time()
     # Absolute paths: Ray workers on a joined cluster do not share the driver's working directory.
     for clip in discover([Path(s).absolute() for s in sources], dataset):
+        if _recently_modified(clip.path, settle_s, now):
+            deferred.append(str(clip.path))
+            continue
         try:
             sha = _cached_sha(clip.path, previous)
         except OSError:  # unreadable: a stable id from the path, so the failure is recorded once
             sha = "unreadable-" + hashlib.sha256(str(clip.path).encode()).hexdigest()[:16]
         jobs.append(ClipJob(clip, sha, clip_id_for(sha, config.hash)))
     done = store.done_ids("clips") | store.done_ids("failures")
-    return jobs, [j for j in jobs if j.clip_id not in done]
+    return Plan(jobs, [j for j in jobs if j.clip_id not in done], deferred)
 
 
 def extract_all(jobs: list[ClipJob], store: Store, config: PreprocessConfig, workers: int | None = None,
@@ -131,24 +152,28 @@ def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) 
 
 def preprocess(sources: Sequence[str | Path], out: str | Path, config: PreprocessConfig = PreprocessConfig(),
                dataset: str = "auto", workers: int | None = None, progress: bool = True,
-               ray_address: str | None = None, refit_morphable: bool = False) -> PreprocessSummary:
-    """Preprocess every new source under `sources` into the dataset folder `out`."""
+               ray_address: str | None = None, refit_morphable: bool = False,
+               settle_s: float = SETTLE_S) -> PreprocessSummary:
+    """Preprocess every new source under `sources` into the dataset folder `out`; sources modified less
+    than `settle_s` seconds ago are left for the next run (counted in `n_deferred`)."""
     start = time.perf_counter()
     store = Store(Path(out))
     store.make_dirs()
     with store.writer_lock():
-        return _preprocess(store, sources, config, dataset, workers, progress, ray_address, refit_morphable, start)
+        return _preprocess(store, sources, config, dataset, workers, progress, ray_address, refit_morphable,
+                           settle_s, start)
 
 
 def _preprocess(store: Store, sources: Sequence[str | Path], config: PreprocessConfig, dataset: str,
                 workers: int | None, progress: bool, ray_address: str | None, refit_morphable: bool,
-                start: float) -> PreprocessSummary:
+                settle_s: float, start: float) -> PreprocessSummary:
     store.remove_orphans()  # safe: the writer lock says no other run is writing here
-    jobs, pending = plan_jobs(sources, store, config, dataset)
+    plan = plan_jobs(sources, store, config, dataset, settle_s)
+    jobs, pending = plan.jobs, plan.pending
     results = extract_all(pending, store, config, workers, progress, ray_address)
     staged = [r.clip_id for r in results if r.status == "staged"]
     summary = PreprocessSummary(n_sources=len(jobs), n_skipped=len(jobs) - len(pending),
-                                failures=[r for r in results if r.status != "staged"])
+                                n_deferred=len(plan.deferred), failures=[r for r in results if r.status != "staged"])
     if staged or refit_morphable:
         model = fit_or_load_model(store, config, staged, refit_morphable)
         summary.n_processed = len(finalize_all(store, staged, model, config))
