@@ -332,3 +332,36 @@ def test_every_untrusted_ffmpeg_input_is_restricted_to_files_and_media_container
     assert args[args.index("-protocol_whitelist") + 1] == "file"
     allowed = set(args[args.index("-format_whitelist") + 1].split(","))
     assert allowed == set(SAFE_DEMUXERS.split(",")) and not allowed & {"hls", "concat", "image2", "tee", "http"}
+
+
+def test_a_decode_that_gives_nothing_is_stopped_by_wall_clock_not_left_hanging(tmp_path: Path) -> None:
+    """A named pipe nobody writes stands in for a hung mount: ffmpeg blocks in open() using no CPU, so its
+    CPU-time limit never fires. The stall watchdog stops it and the error names the file."""
+    import time
+
+    import ffmpeg
+
+    from imagineid.media.decode import _frames
+    from imagineid.media.errors import StalledMediaError
+    from imagineid.media.ffmpeg_bin import QUIET, file_url
+
+    fifo = tmp_path / "hung.rgb"
+    os.mkfifo(fifo)
+    stream = ffmpeg.output(ffmpeg.input(file_url(fifo), format="rawvideo", pix_fmt="rgb24", s="8x8"), "pipe:",
+                           format="rawvideo", pix_fmt="rgb24").global_args(*QUIET)
+    start = time.monotonic()
+    with pytest.raises(StalledMediaError, match="hung.rgb.*no output for 1 s"):
+        list(_frames(str(fifo), stream, (8, 8, 3), chunk=1, stall_s=1.0))
+    assert time.monotonic() - start < 10 and not ffmpeg_children()
+    assert StalledMediaError.kind == "media_stalled"
+
+    # A slow consumer is not a stall: only time spent waiting for ffmpeg counts.
+    frames = smooth_frames(6, 16)
+    write_video(tmp_path / "ok.mp4", frames, fps=FPS)
+    ok = ffmpeg.output(ffmpeg.input(file_url(tmp_path / "ok.mp4")), "pipe:", format="rawvideo",
+                       pix_fmt="rgb24").global_args(*QUIET)
+    got = []
+    for frame in _frames(str(tmp_path / "ok.mp4"), ok, (16, 16, 3), chunk=1, stall_s=0.5):
+        got.append(frame)
+        time.sleep(0.7)
+    assert len(got) == 6

@@ -20,9 +20,9 @@ from imagineid.media.errors import (
     NoVideoStreamError,
     TruncatedMediaError,
 )
-from imagineid.media.ffmpeg_bin import LIMITS, QUIET, UNTRUSTED_INPUT, ffmpeg_exe, file_url
+from imagineid.media.ffmpeg_bin import DECODE_STALL_S, LIMITS, QUIET, UNTRUSTED_INPUT, ffmpeg_exe, file_url
 from imagineid.media.probe import MediaInfo, probe
-from imagineid.media.process import FFmpegProcess, run_decode
+from imagineid.media.process import FFmpegProcess, run_decode, stall_error
 
 _CHANNELS = {"rgb24": 3, "bgr24": 3, "rgba": 4, "gray": 1}
 
@@ -79,24 +79,27 @@ def iter_frames(
     return _frames(path, stream, (height, width, c), chunk)
 
 
-def _frames(path: str, stream: Any, shape: tuple[int, int, int], chunk: int) -> Iterator[np.ndarray]:
+def _frames(path: str, stream: Any, shape: tuple[int, int, int], chunk: int,
+            stall_s: float = DECODE_STALL_S) -> Iterator[np.ndarray]:
     """The generator half of iter_frames: arguments are checked at call time, ffmpeg starts on first next()
-    (a generator that is never started leaves no process behind)."""
+    (a generator that is never started leaves no process behind). A read that waits `stall_s` seconds for
+    frames stops ffmpeg (StalledMediaError); time spent by the consumer between frames does not count."""
     frame_bytes = shape[0] * shape[1] * shape[2]
     out_shape = shape if shape[2] > 1 else shape[:2]
-    proc = FFmpegProcess(stream, ffmpeg_exe(), pipe_stdout=True)
-    assert proc.popen.stdout is not None
+    proc = FFmpegProcess(stream, ffmpeg_exe(), pipe_stdout=True, stall_s=stall_s)
     n_yielded = 0
     try:
         while True:
             buf = bytearray(frame_bytes * chunk)  # fresh per chunk: yielded frames stay valid and writable
-            got = proc.popen.stdout.readinto(buf)  # blocks until full or EOF
+            got = proc.readinto(buf)  # blocks until full or EOF
             for i in range(got // frame_bytes):
                 yield np.frombuffer(buf, np.uint8, frame_bytes, i * frame_bytes).reshape(out_shape)
                 n_yielded += 1
             if got < len(buf):
                 break
         code = proc.wait()
+        if proc.stalled:
+            raise stall_error(path, proc)
         stderr = proc.stderr_text()
         if code != 0 or has_decode_errors(stderr):
             err = classify(path, stderr)

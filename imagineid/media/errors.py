@@ -73,3 +73,13 @@ class NoAudioStreamError(MediaError):
 
     def _what(self) -> str:
         return "has no audio stream"
+
+
+class StalledMediaError(MediaError):
+    """ffmpeg produced nothing for too long while output was awaited: a hung file system, a named pipe, a
+    device. Its CPU-time limit cannot catch it (a blocked ffmpeg uses no CPU), so a wall-clock watchdog does."""
+
+    kind = "media_stalled"
+
+    def _what(self) -> str:
+        return "decoding stalled and was stopped"

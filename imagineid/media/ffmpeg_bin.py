@@ -49,6 +49,10 @@ SAFE_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,asf,
 UNTRUSTED_INPUT = {"protocol_whitelist": "file", "format_whitelist": SAFE_DEMUXERS}  # ffmpeg.input(**...)
 DECODE_CPU_LIMIT_S = 1800  # a decoding ffmpeg is stopped after this much CPU time: one hung file never blocks a run
 LIMITS = ("-timelimit", str(DECODE_CPU_LIMIT_S))
+# ...and killed when it gives no output for this long while the reader waits for it (wall clock: a
+# decoder blocked on a hung mount or a named pipe uses no CPU). Time the reader spends on the frames it
+# already has does not count, so slow per-frame work never trips it.
+DECODE_STALL_S = 300.0
 
 
 def untrusted_input_args() -> list[str]:
