@@ -52,14 +52,26 @@ RAY_CLIENT_PORT ?= 10001
 RAY_AGENT_PORT ?= 52365
 RAY_OBJECT_STORE ?= 536870912
 RAY_ARGS ?=
+# The interface Ray's head binds to and advertises: a private address, never a public one (default: the
+# host's primary address, as Ray picks it). Workers use RAY_NODE_IP for their own address the same way.
+RAY_NODE_IP ?=
+RAY_IP_ARG := $(if $(RAY_NODE_IP),--node-ip-address $(RAY_NODE_IP))
+# The Prefect server's basic-auth string ("user:password"), kept in a private file (mode 600) that
+# `make server` creates on first use; `make worker` / `make deploy` and every client read the same one.
+PREFECT_AUTH_FILE ?= $(HOME)/.imagineid/prefect_auth
 # Clusters from `make ray-head` use token authentication; nodes and drivers (workers, `imagineid ...
 # --ray-address`) need RAY_AUTH_MODE=token and the head's ~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH).
 export RAY_AUTH_MODE ?= token
 
 server:
-	$(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	@test -s $(PREFECT_AUTH_FILE) || { mkdir -p -m 700 $(dir $(PREFECT_AUTH_FILE)) && (umask 077; \
+		echo "imagineid:$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')" > $(PREFECT_AUTH_FILE)) \
+		&& echo "created $(PREFECT_AUTH_FILE) (the server's auth string; clients need it too)"; }
+	@chmod 600 $(PREFECT_AUTH_FILE)
+	PREFECT_SERVER_API_AUTH_STRING="$$(cat $(PREFECT_AUTH_FILE))" $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 worker deploy: export PREFECT_API_URL := $(API_URL)
+worker deploy: export PREFECT_API_AUTH_STRING := $(or $(PREFECT_API_AUTH_STRING),$(shell cat $(PREFECT_AUTH_FILE) 2>/dev/null))
 
 worker:
 	$(PREFECT) worker start --pool $(POOL) --type process --limit $(WORKER_LIMIT)
@@ -73,12 +85,13 @@ deploy:
 # Foreground (--block): SIGTERM to `ray start` (systemd stop, kill PID) stops this node's Ray processes
 # only; `ray stop` would stop every Ray instance on the machine.
 ray-head:
-	$(BIN)/ray get-auth-token --generate >/dev/null
+	@(umask 077; $(BIN)/ray get-auth-token --generate >/dev/null)
+	@chmod 600 "$${RAY_AUTH_TOKEN_PATH:-$$HOME/.ray/auth_token}"
 	$(BIN)/ray start --head --block --port $(RAY_PORT) --ray-client-server-port $(RAY_CLIENT_PORT) \
 		--dashboard-agent-listen-port $(RAY_AGENT_PORT) --include-dashboard false --disable-usage-stats \
-		--object-store-memory $(RAY_OBJECT_STORE) $(RAY_ARGS)
+		--object-store-memory $(RAY_OBJECT_STORE) $(RAY_IP_ARG) $(RAY_ARGS)
 
 ray-worker:
 	@test -n "$(RAY_ADDRESS)" || { echo "make ray-worker needs RAY_ADDRESS=<head-host>:$(RAY_PORT)"; exit 2; }
 	$(BIN)/ray start --address $(RAY_ADDRESS) --block --dashboard-agent-listen-port $(RAY_AGENT_PORT) \
-		--disable-usage-stats --object-store-memory $(RAY_OBJECT_STORE) $(RAY_ARGS)
+		--disable-usage-stats --object-store-memory $(RAY_OBJECT_STORE) $(RAY_IP_ARG) $(RAY_ARGS)

@@ -106,16 +106,21 @@ def server(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = ops_env(tmp, PREFECT_API_URL=url)
+    env["PREFECT_AUTH_FILE"] = str(tmp / "private" / "prefect_auth")
     with background(["make", "server", f"PREFECT_PORT={port}"], env, tmp / "server.log"):
         deadline = time.monotonic() + 180
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2).status_code in (200, 401):
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, (tmp / "server.log").read_text()[-3000:]
             time.sleep(1)
+        auth_file = Path(env["PREFECT_AUTH_FILE"])
+        assert auth_file.stat().st_mode & 0o777 == 0o600  # created by make server, private
+        AUTH[url] = auth_file.read_text().strip()
+        env["PREFECT_API_AUTH_STRING"] = AUTH[url]  # what every client of the server sets
         yield url, env, port
         # flows run in this process sent logs and events to the server: deliver them before it stops
         from prefect.events.worker import EventsWorker
@@ -125,8 +130,19 @@ def server(tmp_path_factory):
         EventsWorker.drain_all(timeout=10)
 
 
+def settled(folder: Path) -> None:
+    """Date the files back past the nightly deployment's settle time: copied in long ago, not still arriving."""
+    past = time.time() - 3600
+    for path in folder.iterdir():
+        os.utime(path, (past, past))
+
+
+AUTH: dict[str, str] = {}  # the server fixture's auth string, by API URL
+
+
 def api(url: str, method: str, path: str, body: dict | None = None):
-    response = httpx.request(method, f"{url}{path}", json=body, timeout=30)
+    user, password = AUTH[url].split(":", 1)
+    response = httpx.request(method, f"{url}{path}", json=body, timeout=30, auth=(user, password))
     response.raise_for_status()
     return response.json()
 
@@ -245,9 +261,12 @@ def test_a_changed_source_replaces_its_clip(small_corpus: Path, tmp_path: Path) 
 @pytest.mark.slow
 def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, small_corpus: Path, tmp_path: Path) -> None:
     url, env, port = server
+    anonymous = httpx.post(f"{url}/deployments/filter", json={}, timeout=10)
+    assert anonymous.status_code == 401  # the API refuses whoever lacks the auth string
     work = tmp_path / "work"
     first, *others = [v.name for v in sorted((small_corpus / "videos").glob("*.mp4"))]
     copy_videos(small_corpus, work / "incoming", [first])
+    settled(work / "incoming")
     existing = [name for name, path in DEPLOYMENTS.items() if (REPO / path).exists()]
     deploy = "--all"
     if len(existing) < len(DEPLOYMENTS):  # a flow still being written: deploy the others by name
@@ -263,7 +282,7 @@ def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, sm
     assert set(deployments) == set(existing)
     nightly = deployments["preprocess/nightly"]
     assert [(s["schedule"]["cron"], s["active"]) for s in nightly["schedules"]] == [("0 2 * * *", True)]
-    assert nightly["parameters"] == {"sources": [f"{work}/incoming"], "out": f"{work}/data"}
+    assert nightly["parameters"] == {"sources": [f"{work}/incoming"], "out": f"{work}/data", "settle_seconds": 300}
     assert {"sources", "out", "workers", "ray_address"} <= set(nightly["parameter_openapi_schema"]["properties"])
     assert deployments["train/on-demand"]["schedules"] == []
     if "generate/weekly-eval" in deployments:
@@ -279,6 +298,7 @@ def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, sm
         assert len(list((work / "data" / "clips").glob("*.parquet"))) == 1
 
         copy_videos(small_corpus, work / "incoming", others)  # the next night: new sources (Ray fan-out)
+        settled(work / "incoming")
         run(nightly_run, env, timeout=660)
         assert len(list((work / "data" / "clips").glob("*.parquet"))) == 6
         [summary] = api(url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["preprocess-summary"]}},
@@ -331,12 +351,13 @@ def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: P
 def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(server, small_corpus: Path, tmp_path: Path,
                                                                           monkeypatch) -> None:
     import ray
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     import imagineid.preprocessing.run as preprocessing_run
     from flows.preprocess import preprocess_flow
 
-    url, _, _ = server
+    url, env, _ = server
+    settings = {PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}
     once, poison, good = [p.name for p in sorted((small_corpus / "videos").glob("*.mp4"))[:3]]
     copy_videos(small_corpus, tmp_path / "src", [once, poison, good])
     marker = str(tmp_path / "killed-once")
@@ -357,7 +378,7 @@ def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(serve
 
     monkeypatch.setattr(preprocessing_run, "extract_clip", dies_in_worker)
     try:
-        with temporary_settings({PREFECT_API_URL: url}):
+        with temporary_settings(settings):
             summary = preprocess_flow(sources=[str(tmp_path / "src")], out=str(tmp_path / "d"), workers=2)
     finally:
         ray.shutdown()
@@ -369,7 +390,7 @@ def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(serve
     assert once not in artifacts[0]["data"] and good not in artifacts[0]["data"]
 
     monkeypatch.setattr(preprocessing_run, "extract_clip", extract_clip)  # the next run picks the lost clip up
-    with temporary_settings({PREFECT_API_URL: url}):
+    with temporary_settings(settings):
         again = preprocess_flow(sources=[str(tmp_path / "src")], out=str(tmp_path / "d"), workers=1)
     assert again["skipped"] == 2 and again["processed"] == 1
 
@@ -377,7 +398,7 @@ def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(serve
 @pytest.mark.slow
 def test_a_task_retries_a_transient_error_and_not_a_bad_input(server) -> None:
     from prefect import flow, task
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from tasks.policy import RETRY_TRANSIENT
 
@@ -397,6 +418,6 @@ def test_a_task_retries_a_transient_error_and_not_a_bad_input(server) -> None:
         fast = flaky.with_options(retry_delay_seconds=0)
         return [fast("io"), fast("bad", return_state=True).type.value]
 
-    with temporary_settings({PREFECT_API_URL: server[0]}):
+    with temporary_settings({PREFECT_API_URL: server[0], PREFECT_API_AUTH_STRING: server[1]["PREFECT_API_AUTH_STRING"]}):
         assert both() == ["io", "FAILED"]
     assert calls == ["io", "io", "bad"]
