@@ -1,4 +1,5 @@
-"""Disentangler training throughput per stage (windows/s, validation included) in one run; prints JSON.
+"""Disentangler training throughput per stage (windows/s, validation included) in one run, and the tiny
+UNet's forward + backward time at batch 8; prints JSON.
 
     .venv/bin/python benchmarks/train.py --data work/d16 [--steps 100]
 
@@ -11,12 +12,29 @@ import argparse
 import json
 import resource
 import tempfile
+import time
 from pathlib import Path
 
+import torch
+
 from imagineid.data.synth import SynthConfig, synthesize_corpus
+from imagineid.models.ldm import build_tiny
 from imagineid.preprocessing import PreprocessConfig, preprocess
 from imagineid.training.config import TrainConfig
 from imagineid.training.run import train
+
+
+def tiny_unet_step_s(repeats: int = 3) -> float:
+    """Best of `repeats` forward + backward passes of the tiny UNet at batch 8 on 16 x 16 latents."""
+    unet = build_tiny(image_size=64, seed=0).unet.train()
+    latents, states, t = torch.randn(8, 4, 16, 16), torch.randn(8, 16, 64), torch.randint(0, 1000, (8,))
+    unet(latents, t, states).sample.pow(2).mean().backward()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        unet(latents, t, states).sample.pow(2).mean().backward()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
@@ -37,6 +55,8 @@ def main() -> None:
         cfg = config.stage(stage)
         report[f"{stage}_windows_per_s"] = round(cfg.steps * cfg.batch_size / metrics["seconds"], 1)
         report[f"{stage}_video_frames_per_s"] = round(cfg.steps * cfg.batch_size * cfg.window / metrics["seconds"], 1)
+    report["tiny_unet_fwd_bwd_batch8_s"] = round(tiny_unet_step_s(), 4)
+    report["torch_threads"] = torch.get_num_threads()
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(report, indent=2))
 

@@ -58,6 +58,49 @@ def test_evaluate_writes_every_metric_deterministically(generated: Path, preproc
                               "background_psnr_db", "truth_landmark_distance"}
 
 
+def test_metrics_match_known_answers_on_videos_built_for_them(generated: Path, preprocessed: Path,
+                                                               small_corpus: Path, tmp_path: Path) -> None:
+    """Two videos whose answers are known beforehand, in a GEN folder as any method would leave it: (1) a
+    talking face whose index claims a mesh mouth opening that is an affine copy of what dlib measures on
+    it: lip sync to the mesh must be r = 1 at lag 0; (2) one face frame held still: no jitter, no
+    identity drift, every frame has the face."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from imagineid.evaluation.video_metrics import detect_video
+    from imagineid.face import landmarks68 as lm
+    from imagineid.face.dlib_backend import DlibLandmarker
+    from imagineid.media import read_frames, write_video
+
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    row = next(r for r in pq.read_table(generated / "index.parquet").to_pylist() if r["status"] == "ok")
+    shutil.copy2(sorted((small_corpus / "videos").glob("*.mp4"))[0], gen / "moving.mp4")
+    faces = detect_video(gen / "moving.mp4", DlibLandmarker(upsample=1))
+    opening = np.array([lm.mouth_opening(p) if p is not None else np.nan for p in faces.landmarks])
+    assert np.isfinite(opening).sum() >= 0.8 * len(opening) and np.nanstd(opening) > 0
+    moving = {**row, "key": "moving", "video": "moving.mp4", "frames": len(opening),
+              "mesh_mouth_opening": list(np.nan_to_num(2.0 * opening + 3.0, nan=float(np.nanmean(2 * opening + 3))))}
+    frame = read_frames(gen / "moving.mp4")[0]
+    write_video(gen / "still.mp4", np.repeat(frame[None], 12, axis=0), fps=25, crf=0)  # lossless: 12 equal frames
+    still = {**row, "key": "still", "video": "still.mp4", "frames": 12, "mesh_mouth_opening": [1.0] * 12}
+    schema = pq.read_schema(generated / "index.parquet")
+    pq.write_table(pa.Table.from_pylist([moving, still], schema=schema), gen / "index.parquet")
+
+    videos = {v["key"]: v for v in evaluate(gen, preprocessed, None, progress=False)["videos"]}
+    found = np.isfinite(opening)
+    if found.all():
+        assert videos["moving"]["lipsync_mesh_r"] == pytest.approx(1.0, abs=1e-6)
+    else:  # frames without a face carry the mean in the claimed opening: still an exact match where found
+        assert videos["moving"]["lipsync_mesh_r"] > 0.9
+    assert videos["moving"]["lipsync_mesh_best_lag"] == 0
+    held = videos["still"]
+    assert held["face_detection_rate"] == 1.0 and held["frames_checked"] == 12
+    assert held["landmark_jitter"] == pytest.approx(0.0, abs=1e-6)
+    assert held["identity_distance_to_frame1"] == pytest.approx(0.0, abs=1e-6)
+    assert held["background_psnr_db"] > 40 and held["lipsync_mesh_r"] is None  # a constant has no correlation
+
+
 def test_report_is_self_contained_and_every_image_decodes(generated: Path, preprocessed: Path) -> None:
     evaluate(generated, preprocessed, generated / "report.html", progress=False)
     page = (generated / "report.html").read_text()

@@ -45,3 +45,73 @@ def test_train_flow_runs_stages_as_ray_tasks_and_skips_them_on_rerun(small_corpu
     assert "gender_accuracy" in results["identity"] and "mouth_opening_correlation" in results["content"]
     assert all(m.get("skipped") for m in again.values())
     assert (tmp_path / "run" / "emotion" / "done.json").exists()
+
+
+def _latest_artifact(key: str) -> dict:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert found, f"no {key} artifact"
+    return found[0].model_dump()
+
+
+def test_generate_flow_on_ray_then_evaluate_flow_publish_their_results(trained_run: Path, preprocessed: Path,
+                                                                       small_corpus: Path, tmp_path: Path) -> None:
+    """The deployments' path: generation on Ray (the default, one CPU worker actor here), then evaluation."""
+    import json
+
+    import pyarrow.parquet as pq
+    import ray
+
+    from flows.evaluate import evaluate_flow
+    from flows.generate import generate_flow
+
+    audio = sorted((small_corpus / "videos").glob("*.mp4"))[0]
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt not really")
+    gen = tmp_path / "gen"
+    try:
+        summary = generate_flow(run=str(trained_run), audio=[str(audio), str(bad)], out=str(gen), seeds=1, steps=2,
+                                batch_size=2, use_ray=True)
+        again = generate_flow(run=str(trained_run), audio=[str(audio)], out=str(gen), seeds=1, steps=2,
+                              batch_size=2, use_ray=True)
+    finally:
+        ray.shutdown()
+    assert (summary["ok"], summary["failed"]) == (1, 1) and (again["ok"], again["skipped"]) == (0, 1)
+    rows = {r["status"]: r for r in pq.read_table(gen / "index.parquet").to_pylist()}
+    assert (gen / rows["ok"]["video"]).stat().st_size > 1000 and "noise.wav" in rows["failed"]["audio"]
+    table = _latest_artifact("generate-summary")
+    assert table["type"] == "markdown" and "noise.wav" in table["data"]
+
+    result = evaluate_flow(gen=str(gen), data=str(preprocessed))
+    metrics = json.loads(Path(result["metrics"]).read_text())
+    assert metrics["summary"]["videos"] == 1 and metrics["videos"][0]["frames"] == rows["ok"]["frames"]
+    assert Path(result["report"]).stat().st_size > 10_000
+    evaluation = _latest_artifact("evaluation-summary")
+    assert evaluation["type"] == "table" and "face_detection_rate" in json.dumps(evaluation["data"])
+
+
+@pytest.mark.slow
+def test_demo_flow_runs_every_flow_as_a_subflow_and_ends_with_a_report(tmp_path: Path) -> None:
+    import ray
+
+    from flows.demo import demo_flow
+
+    try:
+        report = Path(demo_flow(workdir=str(tmp_path), quick=True))
+    finally:
+        ray.shutdown()
+    assert report == tmp_path / "gen" / "report.html" and report.stat().st_size > 10_000
+    for stage in ("identity", "content", "emotion", "ldm", "adapters"):
+        assert (tmp_path / "run" / stage / "done.json").exists()
+    assert json_rows(tmp_path / "gen" / "index.parquet") == 4 and (tmp_path / "gen" / "metrics.json").exists()
+
+
+def json_rows(index: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(r["status"] == "ok" for r in pq.read_table(index).to_pylist())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -151,23 +150,26 @@ def test_load_sd15_missing(tmp_path):
         load_sd15(partial)
 
 
-def test_unet_train_step_timing(tiny):
-    """One UNet forward + backward at batch 8 (printed)."""
-    unet = tiny.unet
-    unet.train().requires_grad_(True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 torch threads on 2 cores shared with other jobs: up to ~50x slower
-    try:
-        latents, states = torch.randn(8, 4, 16, 16), torch.randn(8, 16, 64)
-        t = torch.randint(0, 1000, (8,))
-        unet(latents, t, states).sample.pow(2).mean().backward()  # warm-up
-        start = time.perf_counter()
-        unet(latents, t, states).sample.pow(2).mean().backward()
-        print(f"tiny UNet forward+backward, batch 8, 16x16 latents: {time.perf_counter() - start:.3f} s")
-    finally:
-        torch.set_num_threads(threads)
-        unet.zero_grad(set_to_none=True)
-        unet.eval().requires_grad_(False)
+def test_unet_train_steps_lower_the_denoising_loss_and_reach_every_weight():
+    """A few optimiser steps on one fixed batch: gradients reach every UNet weight, are finite, and the
+    noise-prediction loss on that batch falls (its time per step is in benchmarks/train.py)."""
+    unet = build_tiny(image_size=64, seed=0).unet.train()
+    gen = torch.Generator().manual_seed(0)
+    latents, states = torch.randn(4, 4, 16, 16, generator=gen), torch.randn(4, 16, 64, generator=gen)
+    noise, t = torch.randn(4, 4, 16, 16, generator=gen), torch.tensor([50, 300, 600, 900])
+    optim = torch.optim.Adam(unet.parameters(), lr=1e-3)
+    losses = []
+    for step in range(6):
+        loss = torch.nn.functional.mse_loss(unet(latents + noise, t, states).sample, noise)
+        optim.zero_grad()
+        loss.backward()
+        if step == 0:
+            grads = {name: p.grad for name, p in unet.named_parameters()}
+            assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+            assert sum(bool(g.abs().sum() > 0) for g in grads.values()) >= 0.95 * len(grads)
+        optim.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_load_sd15_rejects_toy_clip_vocabulary(tiny, tmp_path):
