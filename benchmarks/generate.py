@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from imagineid.errors import ImagineIDError
-from imagineid.generation.run import GenerateConfig, check_run
-from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
+from imagineid.generation.config import GenerateConfig
+from imagineid.generation.shard import check_run
 from imagineid.listening import discover_audio
 from imagineid.media import load_audio, write_audio
+from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.precision import CHOICES as PRECISION_CHOICES
 from imagineid.precision import autocast, resolve
 
@@ -57,7 +58,7 @@ def unet_flops(run: Path, clips: int, precision: str) -> tuple[float, float]:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from imagineid.generation.run import load_pipeline
+    from imagineid.generation.shard import load_pipeline
     from imagineid.models.guided_unet import guided_noise
 
     cpu = torch.device("cpu")

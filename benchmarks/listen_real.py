@@ -53,9 +53,8 @@ def speak(voice: str, text: str, out: Path) -> Path:
 def main(run: Path) -> dict:
     import torch
 
-    from imagineid.audio.features import SAMPLE_RATE, log_mel
+    from imagineid.audio.features import SAMPLE_RATE, frame_rms, log_mel
     from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
-    from imagineid.data.speech import frame_rms
     from imagineid.evaluation.video_metrics import lagged_correlation
     from imagineid.generation.conditions import Planner
     from imagineid.listening import Utterance

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from imagineid.data.clips import mel_stats, split_clips
 from imagineid.data.synth import SynthConfig, synthesize_corpus
 from imagineid.preprocessing import PreprocessConfig, preprocess
-from imagineid.training.data import WindowDataset, mel_stats, split_clips
+from imagineid.training.data import WindowDataset
 
 
 def build_corpus(folder: Path) -> Path:

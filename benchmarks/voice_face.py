@@ -77,10 +77,9 @@ def recorded(pipe, planner, landmarker) -> dict:
 
 
 def synthetic(pipe, planner, landmarker, run: Path, data: Path) -> dict:
+    from imagineid.data.clips import clip_audio, clip_rows
     from imagineid.data.store import Store
     from imagineid.face.dlib_backend import DLIB_SIZE
-    from imagineid.training.data import clip_rows
-    from imagineid.training.voice_bank import clip_audio
 
     store = Store(data)
     val = json.loads((run / "split.json").read_text())["val"]

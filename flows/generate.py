@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from imagineid.generation.run import GenerateConfig
+from imagineid.generation.config import GenerateConfig
 from tasks.generate import failed_videos, generate_videos
 from tasks.summary import publish_summary
 

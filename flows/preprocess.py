@@ -14,7 +14,13 @@ from prefect import flow
 from imagineid.data.store import Store
 from imagineid.preprocessing import PreprocessConfig
 from imagineid.preprocessing.config import SETTLE_S
-from tasks.preprocess import extract_clips, finalize_clips, fit_morphable, plan_sources, record_manifest
+from tasks.preprocess import (
+    extract_clips,
+    finalize_clips,
+    fit_morphable,
+    plan_sources,
+    record_manifest,
+)
 from tasks.summary import publish_summary
 
 

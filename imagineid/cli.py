@@ -257,7 +257,7 @@ def generate(
     no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),
 ) -> None:
     """Imagine talking-face videos for audio files: frame 1 from the voice alone, then autoregressively."""
-    from imagineid.generation.run import GenerateConfig
+    from imagineid.generation.config import GenerateConfig
     from imagineid.generation.run import generate as run_generate
 
     sources = list(audio or []) + ([content_from] if content_from else [])

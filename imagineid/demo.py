@@ -39,7 +39,8 @@ def run_demo(workdir: str | Path, quick: bool = False, say: Callable[[str], None
     """Run every step; → {"report": path, "metrics": summary dict, paths...}."""
     from imagineid.data.synth import synthesize_corpus
     from imagineid.evaluation.evaluate import evaluate
-    from imagineid.generation.run import GenerateConfig, generate
+    from imagineid.generation.config import GenerateConfig
+    from imagineid.generation.run import generate
     from imagineid.preprocessing import PreprocessConfig, preprocess
     from imagineid.training.config import TrainConfig
     from imagineid.training.run import ALL_STAGES, train

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from imagineid.audio.features import check_audio, log_mel, mel_envelope
+from imagineid.data.clips import MelStats, iter_clips
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.errors import ImagineIDError
 from imagineid.media import load_audio
-from imagineid.training.data import MelStats, iter_clips
-from imagineid.training.loop import pick_device
-from imagineid.training.run_dir import RunDir
+from imagineid.precision import pick_device
+from imagineid.runs.folder import RunDir
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma", ".mp4", ".mov", ".mkv", ".webm")
 
@@ -61,7 +61,11 @@ class Listener:
 
     @classmethod
     def load(cls, run: str | Path) -> "Listener":
-        from imagineid.models import ContentEncoderDecoder, EmotionEncoderDecoder, IdentityEncoder
+        from imagineid.models import (
+            ContentEncoderDecoder,
+            EmotionEncoderDecoder,
+            IdentityEncoder,
+        )
 
         rd = RunDir(Path(run))
         if not rd.is_done("identity"):
@@ -155,8 +159,8 @@ def heard_identity_dim(n_shape: int) -> int:
 def dataset_embeddings(listener: Listener, data: Path) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
     """Per dataset clip, streamed clip by clip: (rows with clip_id / speaker / labels, identity embeddings
     (N, E), emotion embeddings (N, E') or None without an emotion stage)."""
+    from imagineid.data.clips import clip_audio
     from imagineid.data.store import Store
-    from imagineid.training.voice_bank import clip_audio
 
     ids = Store(data).read_table("clips", ["clip_id"])["clip_id"].to_pylist()
     rows, identity, emotion = [], [], []

@@ -33,6 +33,11 @@ _NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 CPU_BF16_MIN_BATCH = 8  # clips per batch from which bf16 beats fp32 on the CPUs above
 
 
+def pick_device() -> torch.device:
+    """The device a model runs on in this process: the GPU Ray (or the user) made visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 dot products in hardware (Linux /proc/cpuinfo flags)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 from prefect import task
 
-from imagineid.generation.run import GenerateConfig, generate
+from imagineid.generation.config import GenerateConfig
+from imagineid.generation.run import generate
 from tasks.policy import GPU_TAG, RETRY_TRANSIENT
 
 

@@ -47,7 +47,7 @@ def fit_morphable(out: str, config: PreprocessConfig, clip_ids: list[str], refit
 def finalize_clips(out: str, config: PreprocessConfig, clip_ids: list[str]) -> list[str]:
     """Project, mask and write shards; returns the clips/ shard paths."""
     store = Store(Path(out))
-    from imagineid.preprocessing.finalize import current_model
+    from imagineid.data.morphable import current_model
 
     finalize_all(store, clip_ids, current_model(store), config)
     return [str(store.shard("clips", c)) for c in clip_ids]

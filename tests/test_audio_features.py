@@ -152,7 +152,7 @@ def test_load_log_mel_reads_a_file(tmp_path) -> None:
 def test_mel_envelope_follows_the_waveform_loudness_whatever_the_recording_level() -> None:
     """A 3 Hz amplitude-modulated vowel-like tone: the envelope's first channel follows the frame RMS of
     the samples, and a 20 dB quieter copy of the same sound gives the same envelope."""
-    from imagineid.data.speech import frame_rms
+    from imagineid.audio.features import frame_rms
 
     t = np.arange(2 * SR) / SR
     carrier = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((150, 300, 450, 700, 1200), 1))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-import shutil
-import subprocess
 import io
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ from PIL import Image
 
 from imagineid.evaluation.evaluate import SKIPPED, evaluate
 from imagineid.evaluation.video_metrics import lagged_correlation
-from imagineid.generation.run import GenerateConfig, generate
+from imagineid.generation.config import GenerateConfig
+from imagineid.generation.run import generate
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
-
 from conftest import copy_videos
+from prefect.testing.utilities import prefect_test_harness
 
 
 @pytest.fixture(scope="module", autouse=True)

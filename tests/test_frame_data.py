@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from imagineid.data.morphable import current_model
 from imagineid.data.store import Store
-from imagineid.preprocessing.finalize import current_model
 from imagineid.training.frame_data import NEUTRAL_GREY, FrameConditionDataset
 
 

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from imagineid.generation.conditions import ClipPlan, Planner
-from imagineid.generation.run import GenerateConfig, generate, load_pipeline
+from imagineid.generation.config import GenerateConfig
+from imagineid.generation.run import generate
 from imagineid.generation.scheduler import ContinuousBatcher, Job
+from imagineid.generation.shard import load_pipeline
 from imagineid.media import count_frames, load_audio, probe, write_audio
 from imagineid.media.ffmpeg_bin import ffmpeg_exe
 from imagineid.precision import resolve as resolve_precision
@@ -265,8 +267,8 @@ def test_a_dot_named_audio_keeps_its_video_while_temps_go(tmp_path: Path) -> Non
 
 def test_changed_audio_is_regenerated_unchanged_skipped_and_names_stay_stable(tmp_path: Path) -> None:
     from imagineid.generation.outputs import GenFolder
-    from imagineid.preprocessing.config import file_sha256
     from imagineid.generation.run import plan_sources
+    from imagineid.media.hashing import file_sha256
 
     a, b = tmp_path / "in" / "talk.wav", tmp_path / "other" / "talk.wav"
     for path, freq in ((a, 220), (b, 330)):
@@ -290,7 +292,7 @@ def test_changed_audio_is_regenerated_unchanged_skipped_and_names_stay_stable(tm
 
 def test_a_torn_pipeline_folder_is_refused_and_a_failed_save_keeps_the_old_one(tmp_path: Path) -> None:
     from imagineid.errors import ImagineIDError
-    from imagineid.generation.run import check_run
+    from imagineid.generation.shard import check_run
     from imagineid.media.atomic import atomic_dir
 
     run = tmp_path / "run"

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from imagineid.data.morphable import current_model
 from imagineid.data.store import Store
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
-from imagineid.preprocessing.finalize import current_model
+from imagineid.runs.folder import RunDir
 from imagineid.training.adapters import clip_heard_features
 from imagineid.training.frame_data import FrameConditionDataset
-from imagineid.training.run_dir import RunDir
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import httpx
 import psutil
 import pytest
 import yaml
-
 from conftest import copy_videos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -351,7 +350,11 @@ def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: P
 def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(server, small_corpus: Path, tmp_path: Path,
                                                                           monkeypatch) -> None:
     import ray
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        temporary_settings,
+    )
 
     import imagineid.preprocessing.run as preprocessing_run
     from flows.preprocess import preprocess_flow
@@ -398,7 +401,11 @@ def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(serve
 @pytest.mark.slow
 def test_a_task_retries_a_transient_error_and_not_a_bad_input(server) -> None:
     from prefect import flow, task
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        temporary_settings,
+    )
 
     from tasks.policy import RETRY_TRANSIENT
 

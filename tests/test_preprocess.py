@@ -10,14 +10,13 @@ import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from conftest import copy_videos
 
+from imagineid.data.morphable import current_model
 from imagineid.data.parquet_io import to_numpy_vectors
 from imagineid.data.store import Store
 from imagineid.data.synth_check import check_preprocessed
 from imagineid.preprocessing import PreprocessConfig, preprocess
-from imagineid.preprocessing.finalize import current_model
-
-from conftest import copy_videos
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def test_listen_reports_silent_and_too_short_audio_and_goes_on(run, small_corpus
 
 
 def test_a_corrupt_checkpoint_is_set_aside_and_the_stage_starts_over(tmp_path: Path) -> None:
-    from imagineid.training.run_dir import RunDir
+    from imagineid.runs.folder import RunDir
 
     rd = RunDir(tmp_path / "run")
     rd.save_checkpoint("content", {"step": 7, "weights": {"w": torch.ones(3)}})

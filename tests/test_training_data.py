@@ -11,20 +11,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from imagineid.audio.features import mel_envelope
+from imagineid.data.clips import MelStats, iter_clips, mel_stats, split_clips
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.data.parquet_io import write_table_atomic
 from imagineid.data.store import Store
 from imagineid.preprocessing import PreprocessConfig, preprocess
 from imagineid.training.augment import flatten_spectrum
-from imagineid.training.data import (
-    MelStats,
-    WindowDataset,
-    clip_tensors,
-    iter_clips,
-    mel_stats,
-    ray_dataset,
-    split_clips,
-)
+from imagineid.training.data import WindowDataset, clip_tensors, ray_dataset
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +94,7 @@ def test_iter_clips_shapes_and_labels(data, clips):
 
 def test_mel_normalisation_over_train(data, stats, tmp_path):
     """Utterance mode (the default): each clip's speech frames centred on 0, unit RMS over the train set."""
-    from imagineid.training.data import speech_mean
+    from imagineid.data.clips import speech_mean
 
     assert stats.mode == "utterance"
     clips = list(iter_clips(data, split_clips(data)["train"]))

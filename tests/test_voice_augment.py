@@ -21,8 +21,8 @@ from imagineid.audio.augment import (
     augment_voice,
     draw_augment,
 )
-from imagineid.audio.features import InvalidAudioError
-from imagineid.data.speech import Voice, frame_rms, median_f0, synthesize
+from imagineid.audio.features import InvalidAudioError, frame_rms
+from imagineid.data.speech import Voice, median_f0, synthesize
 
 SR = 16000
 FPS = 25.0  # 40 ms frames, the video frame the envelope must stay aligned with

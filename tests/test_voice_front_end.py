@@ -6,12 +6,23 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from imagineid.audio.features import SAMPLE_RATE, SpeakerEncoderUnavailableError, from_pcm16, log_mel, to_pcm16
-from imagineid.audio.speaker_encoder import SpeakerEncoder, cached_speaker_encoder, partial_starts, trim_long_silences
+from imagineid.audio.features import (
+    SAMPLE_RATE,
+    SpeakerEncoderUnavailableError,
+    from_pcm16,
+    log_mel,
+    to_pcm16,
+)
+from imagineid.audio.speaker_encoder import (
+    SpeakerEncoder,
+    cached_speaker_encoder,
+    partial_starts,
+    trim_long_silences,
+)
 from imagineid.audio.voice_features import VOICE_DIM, voice_features
 from imagineid.audio.voice_stats import voice_stats
+from imagineid.data.clips import MelStats
 from imagineid.data.speech import sample_voice, synthesize
-from imagineid.training.data import MelStats
 
 
 def glottal_vowel(f0: float, seconds: float = 1.5, formants=(700.0, 1200.0, 2600.0)) -> np.ndarray:
@@ -107,9 +118,10 @@ def test_pcm16_round_trip() -> None:
 
 
 def test_voice_bank_variants_resume_and_refuse_other_settings(preprocessed, tmp_path) -> None:
+    from imagineid.data.clips import clip_audio
     from imagineid.data.store import Store
     from imagineid.errors import ImagineIDError
-    from imagineid.training.voice_bank import VoiceBank, clip_audio
+    from imagineid.training.voice_bank import VoiceBank
 
     ids = sorted(Store(preprocessed).done_ids("clips"))[:2]
     bank = VoiceBank.build(preprocessed, tmp_path / "bank", ids[:1], ids[1:], variants=3, progress=False)
@@ -132,10 +144,9 @@ def test_voice_bank_variants_resume_and_refuse_other_settings(preprocessed, tmp_
 def test_gender_and_age_read_only_the_measured_statistics() -> None:
     import torch
 
-    from imagineid.models import IdentityEncoder
-
     from imagineid.audio.voice_features import STATS
     from imagineid.audio.voice_stats import F0_STATS, PHYSICAL_STATS
+    from imagineid.models import IdentityEncoder
 
     model = IdentityEncoder(n_voice=VOICE_DIM, gender_features=[STATS.start + i for i in F0_STATS],
                             age_features=[STATS.start + i for i in PHYSICAL_STATS]).eval()

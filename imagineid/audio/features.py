@@ -27,9 +27,13 @@ from scipy.fft import dct
 
 from imagineid.errors import ImagineIDError
 
+# The data contract's rates, defined here once: audio at SAMPLE_RATE, log-mels at MEL_RATE with N_MELS
+# bins, video at FPS, so MELS_PER_FRAME mel rows per video frame.
 SAMPLE_RATE = 16000  # Hz; every feature in the data contract is computed at this rate
 MEL_RATE = 100  # mel frames per second (hop 10 ms)
 N_MELS = 80  # mel bins
+FPS = 25  # video frames per second
+MELS_PER_FRAME = MEL_RATE // FPS  # 4
 LOG_FLOOR = 1e-5  # log(max(x, LOG_FLOOR)); log(1e-5) = -11.51 is the value of digital silence
 MIN_SECONDS = 0.2  # shorter audio carries too little to hear identity or emotion from
 SILENCE_DBFS = -60.0  # whole-clip RMS below this (dB re full scale 1.0) counts as silent
@@ -285,3 +289,14 @@ def load_log_mel(
     if n_frames is None:
         n_frames = video_frames_for(samples.size, fps)
     return mel_for_frames(samples, n_frames, fps)
+
+
+def frame_rms(samples: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000) -> np.ndarray:
+    """RMS of the audio under each video frame, window [i/fps, (i+1)/fps); zero past the audio end."""
+    hop = sample_rate / fps
+    x = np.asarray(samples, np.float64)
+    out = np.zeros(n_frames, np.float64)
+    for i in range(n_frames):
+        seg = x[round(i * hop) : round((i + 1) * hop)]
+        out[i] = np.sqrt(np.mean(seg**2)) if len(seg) else 0.0
+    return out

@@ -23,7 +23,11 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
-from imagineid.audio.features import SAMPLE_RATE, SpeakerEncoderUnavailableError, mel_filterbank
+from imagineid.audio.features import (
+    SAMPLE_RATE,
+    SpeakerEncoderUnavailableError,
+    mel_filterbank,
+)
 
 N_CHANNELS = 40  # mel bins of the network's input
 WINDOW = 400  # 25 ms at 16 kHz (also the FFT size)

@@ -40,9 +40,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import resample_poly
 
-from imagineid.errors import ImagineIDError
-
+from imagineid.audio.features import frame_rms
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS  # noqa: F401  (re-exported)
+from imagineid.errors import ImagineIDError
 
 
 class SpeechSynthesisError(ImagineIDError):
@@ -495,17 +495,6 @@ def viseme_for(name: str) -> tuple[float, float]:
     if base in VISEMES:
         return VISEMES[base]
     return _DEFAULT_VOWEL if name[:1] in _VOWELISH else _DEFAULT_CONSONANT
-
-
-def frame_rms(samples: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000) -> np.ndarray:
-    """RMS of the audio under each video frame, window [i/fps, (i+1)/fps); zero past the audio end."""
-    hop = sample_rate / fps
-    x = np.asarray(samples, np.float64)
-    out = np.zeros(n_frames, np.float64)
-    for i in range(n_frames):
-        seg = x[round(i * hop) : round((i + 1) * hop)]
-        out[i] = np.sqrt(np.mean(seg**2)) if len(seg) else 0.0
-    return out
 
 
 def viseme_track(

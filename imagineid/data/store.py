@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from imagineid.audio.features import N_MELS
 from imagineid.data.parquet_io import to_numpy_vectors, vector_type
 from imagineid.errors import ImagineIDError
 
 TABLES = ("clips", "frames", "audio", "failures")
-N_MELS = 80
 
 FAILURES_SCHEMA = pa.schema(
     [

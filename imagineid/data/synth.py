@@ -23,7 +23,11 @@ from tqdm import tqdm
 
 from imagineid.data import speech as sp
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
-from imagineid.data.parquet_io import vector_lists, write_json_atomic, write_table_atomic
+from imagineid.data.parquet_io import (
+    vector_lists,
+    write_json_atomic,
+    write_table_atomic,
+)
 from imagineid.data.sentences import pick_sentence
 from imagineid.data.synth_face import (
     IdentityFactors,

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from imagineid.data.speech import frame_rms, median_f0
+from imagineid.audio.features import frame_rms
+from imagineid.data.speech import median_f0
 from imagineid.face.dlib_backend import DlibLandmarker
 from imagineid.media import iter_frames, load_audio
 
@@ -84,10 +85,10 @@ class PreprocessCheck:
 
 def check_preprocessed(corpus: str | Path, data: str | Path) -> PreprocessCheck:
     """Compare a dataset preprocessed from a synthetic corpus with the corpus' ground truth."""
+    from imagineid.data.morphable import current_model
     from imagineid.data.parquet_io import to_numpy_vectors
     from imagineid.data.store import Store
     from imagineid.face import landmarks68 as lm
-    from imagineid.preprocessing.finalize import current_model
 
     store = Store(Path(data))
     model = current_model(store)

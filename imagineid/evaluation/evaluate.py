@@ -23,7 +23,12 @@ from tqdm.auto import tqdm
 
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.errors import ImagineIDError
-from imagineid.evaluation.video_metrics import VideoFaces, detect_video, read_audio, video_metrics
+from imagineid.evaluation.video_metrics import (
+    VideoFaces,
+    detect_video,
+    read_audio,
+    video_metrics,
+)
 from imagineid.face import landmarks68 as lm
 from imagineid.face.dlib_backend import DlibLandmarker
 

@@ -21,7 +21,8 @@ from imagineid.evaluation.video_metrics import detect_video, lagged_correlation
 from imagineid.face import landmarks68 as lm
 from imagineid.face.dlib_backend import DlibLandmarker
 from imagineid.generation.conditions import Planner
-from imagineid.generation.run import GenerateConfig, generate
+from imagineid.generation.config import GenerateConfig
+from imagineid.generation.run import generate
 from imagineid.media import load_audio
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imagineid.data.morphable import current_model
 from imagineid.data.store import Store
 from imagineid.face import landmarks68 as lm
 from imagineid.face.dlib_backend import DlibLandmarker, upscaled
-from imagineid.generation.run import GenerateConfig, face_found
+from imagineid.generation.config import GenerateConfig
 from imagineid.generation.scheduler import to_uint8
+from imagineid.generation.shard import face_found
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
-from imagineid.preprocessing.finalize import current_model
 from imagineid.training.adapters import clip_heard_features
 from imagineid.training.frame_data import FrameConditionDataset
 from imagineid.training.ldm import psnr

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from imagineid.data.speech import frame_rms  # noqa: E402
+from imagineid.audio.features import frame_rms  # noqa: E402
 from imagineid.evaluation.video_metrics import read_audio  # noqa: E402
 
 DISTRIBUTIONS = ("face_detection_rate", "identity_distance_to_frame1", "lipsync_audio_best_r", "lipsync_mesh_best_r",

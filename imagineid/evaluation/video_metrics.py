@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagineid.data.speech import frame_rms
+from imagineid.audio.features import frame_rms
 from imagineid.face import landmarks68 as lm
 from imagineid.face.dlib_backend import DLIB_SIZE, DlibLandmarker, upscaled
 from imagineid.face.masks import blend_mask

@@ -41,7 +41,7 @@ from imagineid.face.deca import SECTION as DECA_SECTION
 from imagineid.face.flame import EMBEDDING_FILES, FLAME, MODEL_FILE, lower_face_share
 from imagineid.face.flame import SECTION as FLAME_SECTION
 from imagineid.face.morphable import MorphableCoefficients, apply_pose
-from imagineid.preprocessing.config import file_sha256
+from imagineid.media.hashing import file_sha256
 
 FORMAT = "imagineid.flame/1"
 CONFIG = "config.json"

@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 from scipy.signal import savgol_filter
 
-from imagineid.data.speech import frame_rms
+from imagineid.audio.features import frame_rms
 from imagineid.errors import ImagineIDError
 from imagineid.face.dlib_backend import DlibLandmarker, FaceBox
 from imagineid.face.dlib_extras import chip_descriptor, cnn_detect, face_chip

@@ -25,8 +25,8 @@ from imagineid.face import landmarks68 as lm
 from imagineid.face.masks import blend_mask, mouth_mask
 from imagineid.face.mesh_render import render_mesh
 from imagineid.face.morphable import PCAMorphableModel
-from imagineid.training.run_assets import load_run_assets, pose_at
 from imagineid.listening import Listener, Utterance, identity_features
+from imagineid.runs.assets import load_run_assets, pose_at
 
 MEL_PER_FRAME = 4  # 100 Hz log-mel, 25 fps video
 

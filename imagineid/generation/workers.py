@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from imagineid.generation.run import GenerateConfig, Source, generate_shard
+from imagineid.generation.config import GenerateConfig, Source
+from imagineid.generation.shard import generate_shard
 
 
 class GenerationWorker:

@@ -20,7 +20,14 @@ from imagineid.media.errors import (
     NoVideoStreamError,
     TruncatedMediaError,
 )
-from imagineid.media.ffmpeg_bin import DECODE_STALL_S, LIMITS, QUIET, UNTRUSTED_INPUT, ffmpeg_exe, file_url
+from imagineid.media.ffmpeg_bin import (
+    DECODE_STALL_S,
+    LIMITS,
+    QUIET,
+    UNTRUSTED_INPUT,
+    ffmpeg_exe,
+    file_url,
+)
 from imagineid.media.probe import MediaInfo, probe
 from imagineid.media.process import FFmpegProcess, run_decode, stall_error
 

@@ -21,7 +21,14 @@ from imagineid.media.diagnose import (
     classify,
 )
 from imagineid.media.errors import MediaError, NoVideoStreamError, UnreadableMediaError
-from imagineid.media.ffmpeg_bin import LIMITS, QUIET, UNTRUSTED_INPUT, ffmpeg_exe, file_url, untrusted_input_args
+from imagineid.media.ffmpeg_bin import (
+    LIMITS,
+    QUIET,
+    UNTRUSTED_INPUT,
+    ffmpeg_exe,
+    file_url,
+    untrusted_input_args,
+)
 from imagineid.media.process import run_decode
 
 _PROBE_TIMEOUT_S = 60

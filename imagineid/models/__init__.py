@@ -6,14 +6,35 @@ profile built from configs, or a local Stable Diffusion 1.5 folder) and its thre
 `TextualInversionAdapter`, `SpatialConditionAdapter`, `MaskBlendingAdapter`.
 """
 
-from imagineid.models.content_encoder_decoder import ContentEncoderDecoder, ContentOutput
-from imagineid.models.emotion_encoder_decoder import EmotionEncoderDecoder, EmotionOutput
+from imagineid.models.content_encoder_decoder import (
+    ContentEncoderDecoder,
+    ContentOutput,
+)
+from imagineid.models.emotion_encoder_decoder import (
+    EmotionEncoderDecoder,
+    EmotionOutput,
+)
 from imagineid.models.identity_encoder import IdentityEncoder, IdentityOutput
-from imagineid.models.ldm import LDMComponents, build_tiny, load_components, load_sd15, save_components
-from imagineid.models.mask_blending_adapter import MaskBlendingAdapter, decode_with_blending
+from imagineid.models.ldm import (
+    LDMComponents,
+    build_tiny,
+    load_components,
+    load_sd15,
+    save_components,
+)
+from imagineid.models.mask_blending_adapter import (
+    MaskBlendingAdapter,
+    decode_with_blending,
+)
 from imagineid.models.prompt_encoding import encode_prompt
-from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter, mask_mouth
-from imagineid.models.textual_inversion_adapter import TextualInversionAdapter, TextualInversionOutput
+from imagineid.models.spatial_condition_adapter import (
+    SpatialConditionAdapter,
+    mask_mouth,
+)
+from imagineid.models.textual_inversion_adapter import (
+    TextualInversionAdapter,
+    TextualInversionOutput,
+)
 from imagineid.models.word_tokenizer import WordTokenizer
 
 __all__ = [

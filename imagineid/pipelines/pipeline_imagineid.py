@@ -27,9 +27,17 @@ import torch
 from diffusers import DiffusionPipeline
 
 from imagineid.models.guided_unet import guided_noise
-from imagineid.models.ldm import LDMComponents, load_components, save_components, vae_scale_factor
+from imagineid.models.ldm import (
+    LDMComponents,
+    load_components,
+    save_components,
+    vae_scale_factor,
+)
 from imagineid.models.mask_blending_adapter import (
-    MaskBlendingAdapter, decode_with_blending, face_removed, paste_background,
+    MaskBlendingAdapter,
+    decode_with_blending,
+    face_removed,
+    paste_background,
 )
 from imagineid.models.prompt_encoding import encode_prompt
 from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter

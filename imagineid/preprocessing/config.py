@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 PIPELINE_VERSION = "preprocess-2"  # bump when outputs change for the same config (2: track-level subject policy)
 _OPTIONAL = ("flame", "deca", "speech_model")  # left out of the hash while unset
@@ -49,14 +48,6 @@ class PreprocessConfig:
     def hash(self) -> str:
         """Short hash of everything that changes the outputs: a new config makes new clip ids."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def clip_id_for(sha256: str, config_hash: str) -> str:

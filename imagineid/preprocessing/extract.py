@@ -20,7 +20,12 @@ from imagineid.data.layouts import SourceClip
 from imagineid.data.parquet_io import write_table_atomic
 from imagineid.data.store import FAILURES_SCHEMA, Store
 from imagineid.errors import ImagineIDError
-from imagineid.face.align import AlignConfig, alignment_transforms, crop_frames, transform_points
+from imagineid.face.align import (
+    AlignConfig,
+    alignment_transforms,
+    crop_frames,
+    transform_points,
+)
 from imagineid.face.track import FaceTrack, TrackConfig, track_faces
 from imagineid.media import iter_frames, load_audio, probe, write_video
 from imagineid.preprocessing.config import PreprocessConfig, track_clip_id

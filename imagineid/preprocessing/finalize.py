@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from imagineid import __version__
+from imagineid.data.morphable import current_kind, current_model, point_current
 from imagineid.data.parquet_io import (
     vector_lists,
     vector_type,
@@ -17,14 +18,13 @@ from imagineid.data.parquet_io import (
     write_table_atomic,
 )
 from imagineid.data.store import AUDIO_SCHEMA, Store, clips_schema, frames_schema
-from imagineid.errors import ImagineIDError, NotBuiltYetError
+from imagineid.errors import ImagineIDError
 from imagineid.face.masks import blend_mask, encode_mask_png, face_mask, mouth_mask
 from imagineid.face.morphable import PCAMorphableModel
 from imagineid.media import iter_frames
 from imagineid.preprocessing.config import PIPELINE_VERSION, PreprocessConfig
 from imagineid.preprocessing.extract import staged_clip_ids, staged_npz
 
-CURRENT = "CURRENT"
 FLAME_COLUMNS = {"flame_pose": 6, "camera": 3}  # extra frame columns of a FLAME dataset (DECA's pose, camera)
 
 
@@ -35,35 +35,6 @@ def load_staged(store: Store, clip_id: str) -> dict:
     return data
 
 
-def current_model(store: Store) -> PCAMorphableModel | None:
-    pointer = store.morphable / CURRENT
-    if not pointer.exists():
-        return None
-    folder = store.morphable / pointer.read_text().strip()
-    from imagineid.face.flame_morphable import is_flame_folder
-
-    if is_flame_folder(folder):
-        raise NotBuiltYetError(
-            f"{store.root} holds FLAME coefficients (--morphable flame); training and generation read PCA datasets "
-            f"only so far: preprocess into another folder with --morphable pca")
-    return PCAMorphableModel.load(folder)
-
-
-def _point_current(store: Store, folder) -> None:
-    tmp = store.morphable / f".{CURRENT}.tmp"
-    tmp.write_text(folder.name)
-    tmp.replace(store.morphable / CURRENT)
-
-
-def _current_kind(store: Store) -> str | None:
-    pointer = store.morphable / CURRENT
-    if not pointer.exists():
-        return None
-    from imagineid.face.flame_morphable import is_flame_folder
-
-    return "flame" if is_flame_folder(store.morphable / pointer.read_text().strip()) else "pca"
-
-
 def load_flame_model(store: Store, config: PreprocessConfig):
     """FLAME + DECA from the configured local files; the dataset records which files (by sha256) made its
     coefficients. A dataset holds one kind of coefficients: PCA and FLAME never mix in one folder."""
@@ -72,10 +43,10 @@ def load_flame_model(store: Store, config: PreprocessConfig):
     if not config.flame or not config.deca:
         raise ImagineIDError("--morphable flame needs --flame PATH (generic_model.pkl) and --deca PATH (deca_model.tar); "
                              "see docs/pretrained.md § FLAME and § DECA")
-    if _current_kind(store) == "pca":
+    if current_kind(store) == "pca":
         raise ImagineIDError(f"{store.root} already holds PCA coefficients; use a new --out folder for --morphable flame")
     model = FlameMorphableModel.load(config.flame, config.deca)
-    _point_current(store, model.save_versioned(store.morphable))
+    point_current(store, model.save_versioned(store.morphable))
     return model
 
 
@@ -86,7 +57,7 @@ def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str
         return load_flame_model(store, config)
     if config.morphable != "pca":
         raise ImagineIDError(f"--morphable must be pca or flame, got {config.morphable!r}")
-    if _current_kind(store) == "flame":
+    if current_kind(store) == "flame":
         raise ImagineIDError(f"{store.root} already holds FLAME coefficients; use a new --out folder for --morphable pca")
     model = None if refit else current_model(store)
     if model is not None:
@@ -99,7 +70,7 @@ def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str
     groups = [s["meta"]["source"].get("speaker_id") or cid for s, cid in zip(staged, clip_ids)]
     model = PCAMorphableModel.fit([s["crop_landmarks"] for s in staged], config.n_shape, config.n_expression,
                                   config.n_mouth, groups=groups)
-    _point_current(store, model.save_versioned(store.morphable))
+    point_current(store, model.save_versioned(store.morphable))
     return model
 
 

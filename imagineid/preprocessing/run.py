@@ -16,10 +16,11 @@ import pyarrow as pa
 from imagineid.data.layouts import discover
 from imagineid.data.parquet_io import SCHEMA_VERSION, write_json_atomic
 from imagineid.data.store import Store
-from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig, clip_id_for, file_sha256
+from imagineid.media.hashing import file_sha256
+from imagineid.parallel import parallel_map
+from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig, clip_id_for
 from imagineid.preprocessing.extract import ClipJob, ExtractResult, extract_clip
 from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
-from imagineid.parallel import parallel_map
 
 
 @dataclass

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imagineid.data.clips import clip_audio, read_mel
 from imagineid.data.labels import EMOTIONS
 from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError, see_docs
-from imagineid.media.atomic import atomic_dir
 from imagineid.listening import heard_identity_dim
+from imagineid.media.atomic import atomic_dir
 from imagineid.models.ldm import (
     SD15_SECTION,
     LDMComponents,
@@ -49,10 +50,9 @@ from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.training.context import StageContext
-from imagineid.training.data import read_mel
-from imagineid.training.voice_bank import VoiceBank, clip_audio
 from imagineid.training.ldm import frame_loader, psnr
 from imagineid.training.loop import fit, seed_everything
+from imagineid.training.voice_bank import VoiceBank
 
 STAGE = "adapters"
 VARIABLE_MODE_RATE = 0.3

@@ -19,7 +19,11 @@ from imagineid.models import ContentEncoderDecoder, IdentityEncoder
 from imagineid.training.augment import flatten_spectrum
 from imagineid.training.context import StageContext
 from imagineid.training.loop import fit, freeze, seed_everything
-from imagineid.training.losses import MorphableLandmarks, masked_mse, temporal_smoothness
+from imagineid.training.losses import (
+    MorphableLandmarks,
+    masked_mse,
+    temporal_smoothness,
+)
 from imagineid.training.metrics import pearson
 
 STAGE = "content"

@@ -13,16 +13,23 @@ from pathlib import Path
 import torch
 
 from imagineid.audio.features import mel_envelope
+from imagineid.data.clips import (
+    ClipSample,
+    MelStats,
+    iter_clips,
+    mel_stats,
+    split_clips,
+)
+from imagineid.data.morphable import current_model
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError
 from imagineid.face.morphable import PCAMorphableModel
-from imagineid.preprocessing.finalize import current_model
+from imagineid.precision import pick_device
+from imagineid.runs.assets import save_run_assets
+from imagineid.runs.folder import RunDir
 from imagineid.training.config import StageConfig, TrainConfig
-from imagineid.training.data import ClipSample, MelStats, WindowDataset, iter_clips, mel_stats, split_clips
-from imagineid.training.loop import pick_device
-from imagineid.training.run_assets import save_run_assets
-from imagineid.training.run_dir import RunDir
+from imagineid.training.data import WindowDataset
 from imagineid.training.voice_bank import VoiceBank
 
 

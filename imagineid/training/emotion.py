@@ -9,7 +9,11 @@ import numpy as np
 import torch
 
 from imagineid.data.labels import EMOTIONS
-from imagineid.models import ContentEncoderDecoder, EmotionEncoderDecoder, IdentityEncoder
+from imagineid.models import (
+    ContentEncoderDecoder,
+    EmotionEncoderDecoder,
+    IdentityEncoder,
+)
 from imagineid.training.augment import augment_mel
 from imagineid.training.context import StageContext
 from imagineid.training.identity import labelled_ce

@@ -14,12 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from imagineid.runs.folder import RunDir
 from imagineid.training.config import StageConfig
-from imagineid.training.run_dir import RunDir
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def seed_everything(seed: int) -> None:

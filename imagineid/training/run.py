@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.errors import ImagineIDError
+from imagineid.runs.folder import RunDir
 from imagineid.training.config import DISENTANGLER_STAGES, GENERATOR_STAGES, TrainConfig
-from imagineid.training.run_dir import RunDir
 
 ALL_STAGES = DISENTANGLER_STAGES + GENERATOR_STAGES
 # The adapters learn from what the disentangler hears in each clip, so they need it trained too.

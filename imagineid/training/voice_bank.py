@@ -20,17 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from imagineid.audio.augment import IDENTITY, augment_voice
-from imagineid.audio.features import SAMPLE_RATE, from_pcm16, mel_for_frames
+from imagineid.audio.features import SAMPLE_RATE, mel_for_frames
 from imagineid.audio.voice_features import FRONT_END_VERSION, VOICE_DIM, voice_features
+from imagineid.data.clips import clip_audio
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError
-
-MELS_PER_FRAME = 4
 
 
 @dataclass(frozen=True)
@@ -38,20 +36,6 @@ class VoiceEntry:
     mel: np.ndarray  # (V, 4T, 80) raw log-mel per variant
     voice: np.ndarray  # (V, VOICE_DIM) voice front-end vector per variant
     augments: list[dict]  # what each variant went through (variant 0: nothing)
-
-
-def clip_audio(store: Store, clip_id: str) -> tuple[np.ndarray, int]:
-    """(16 kHz float32 samples, n_frames) of one clip from DATA/audio; a clear error for older datasets."""
-    path = store.shard("audio", clip_id)
-    names = pq.read_schema(path).names
-    if "pcm16" not in names:
-        raise ImagineIDError(f"{store.root} was preprocessed before DATA/audio kept the waveform (no pcm16 column): "
-                             f"re-run `imagineid preprocess ... --out {store.root}` into a new folder")
-    table = pq.read_table(path, columns=["pcm16", "n_mel"])
-    pcm = table["pcm16"][0].as_py()
-    if pcm is None:
-        raise ImagineIDError(f"clip {clip_id} has no waveform in {path}")
-    return from_pcm16(pcm), int(table["n_mel"][0].as_py()) // MELS_PER_FRAME
 
 
 class VoiceBank:
