@@ -26,10 +26,12 @@ from tasks.summary import publish_summary
 
 @flow(name="preprocess", log_prints=True)
 def preprocess_flow(
-    sources: list[str], out: str, dataset: str = "auto", workers: int | None = None, detector: str = "dlib",
-    crop_size: int = 256, refit_morphable: bool = False, ray_address: str | None = None,
+    sources: list[str], out: str, dataset: str = "auto", workers: int | None = None,
+    detector: str = PreprocessConfig.detector, crop_size: int = PreprocessConfig.crop_size,
+    refit_morphable: bool = False, ray_address: str | None = None,
     subject: str = PreprocessConfig.subject, min_face_px: float = PreprocessConfig.min_face_px,
-    settle_seconds: float = SETTLE_S,
+    settle_seconds: float = SETTLE_S, morphable: str = PreprocessConfig.morphable, flame: str | None = None,
+    deca: str | None = None, speech_model: str | None = None,
 ) -> dict:
     """Preprocess new or changed sources; finished clips are skipped, rejected and lost ones listed.
 
@@ -46,8 +48,13 @@ def preprocess_flow(
         min_face_px: A subject face narrower than this is rejected as face_too_small.
         settle_seconds: Sources modified less than this many seconds ago (maybe still being copied in)
             are left for the next run.
+        morphable: pca (the PCA model fitted here) or flame (FLAME coefficients from DECA; needs flame, deca).
+        flame: morphable flame: FLAME generic_model.pkl or its folder.
+        deca: morphable flame: DECA deca_model.tar or its folder.
+        speech_model: A local wav2vec2 / HuBERT folder: audio/ gets `speech` features.
     """
-    config = PreprocessConfig(detector=detector, crop_size=crop_size, subject=subject, min_face_px=min_face_px)
+    config = PreprocessConfig(detector=detector, crop_size=crop_size, subject=subject, min_face_px=min_face_px,
+                              morphable=morphable, flame=flame, deca=deca, speech_model=speech_model)
     store = Store(Path(out))
     store.make_dirs()
     with store.writer_lock():  # one writer per DATA, whether the CLI or a deployment started it

@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 
 from imagineid.errors import ImagineIDError
-from imagineid.preprocessing.config import SETTLE_S
+from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig
+from imagineid.generation.config import GenerateConfig
 from imagineid.training.config import TrainConfig
 
 app = typer.Typer(
@@ -102,17 +103,19 @@ def preprocess(
     src: List[Path] = typer.Argument(..., help="Video files or folders."),
     out: Path = typer.Option(..., "--out", help="Dataset folder (docs/architecture.md §3)."),
     workers: Optional[int] = typer.Option(None, help="Parallel clip workers (default: all cores; 1 = no Ray)."),
-    detector: str = typer.Option("dlib", help="dlib | fan"),
-    morphable: str = typer.Option("pca", help="pca | flame"),
+    detector: str = typer.Option(PreprocessConfig.detector, help="dlib | fan"),
+    morphable: str = typer.Option(PreprocessConfig.morphable, help="pca | flame"),
     dataset: str = typer.Option("auto", help="auto | synthetic | mead | voxceleb2 | hdtf | generic"),
-    crop_size: int = typer.Option(256, help="Aligned face crop size in pixels."),
+    crop_size: int = typer.Option(PreprocessConfig.crop_size, help="Aligned face crop size in pixels."),
     refit_morphable: bool = typer.Option(False, help="Fit a new morphable-model version."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     flame: Optional[Path] = typer.Option(None, help="--morphable flame: FLAME generic_model.pkl or its folder."),
     deca: Optional[Path] = typer.Option(None, help="--morphable flame: DECA deca_model.tar or its folder."),
     speech_model: Optional[Path] = typer.Option(None, help="Local wav2vec2 / HuBERT folder: adds `speech` features to audio/."),
-    subject: str = typer.Option("one", help="one: the speaker's face per video | all: one clip per persistent face."),
-    min_face_px: float = typer.Option(48.0, help="Reject faces narrower than this (median detector box, px)."),
+    subject: str = typer.Option(PreprocessConfig.subject,
+                                help="one: the speaker's face per video | all: one clip per persistent face."),
+    min_face_px: float = typer.Option(PreprocessConfig.min_face_px,
+                                      help="Reject faces narrower than this (median detector box, px)."),
     settle_seconds: float = typer.Option(
         SETTLE_S, min=0.0, help="Leave sources modified less than this many seconds ago (still being copied in?) "
                                 "for the next run."),
@@ -136,10 +139,13 @@ def preprocess(
         _fail(str(err))
     if subject not in ("one", "all") or not min_face_px > 0:
         _fail(f"--subject must be one or all (got {subject!r}) and --min-face-px positive (got {min_face_px:g})")
-    config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size, subject=subject,
-                              min_face_px=min_face_px,
-                              **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
-                              speech_model=str(speech_model.expanduser().resolve()) if speech_model else None)
+    try:
+        config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size, subject=subject,
+                                  min_face_px=min_face_px,
+                                  **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
+                                  speech_model=str(speech_model.expanduser().resolve()) if speech_model else None)
+    except ValueError as err:  # the config's own checks, the same for flows and deployments
+        _fail(str(err))
     try:
         summary = run_preprocess(src, out, config, dataset=dataset, workers=workers, ray_address=ray_address,
                                  refit_morphable=refit_morphable, settle_s=settle_seconds)
@@ -162,13 +168,13 @@ def preprocess(
 def train(
     data: Path = typer.Argument(..., help="Dataset folder written by `imagineid preprocess`."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
-    profile: str = typer.Option("tiny", help="tiny | sd15"),
+    profile: str = typer.Option(TrainConfig.profile, help="tiny | sd15"),
     stages: str = typer.Option("identity,content,emotion", help="Comma-separated stages, trained in order."),
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimisation steps per stage."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Train in this process instead of a Ray task."),
-    num_gpus: float = typer.Option(1.0, help="GPUs per stage task, used only where the cluster has them."),
-    checkpoint_every: int = typer.Option(100, min=1, help="Steps between resumable checkpoints."),
+    num_gpus: float = typer.Option(TrainConfig.num_gpus, help="GPUs per stage task, used only where the cluster has them."),
+    checkpoint_every: int = typer.Option(TrainConfig.checkpoint_every, min=1, help="Steps between resumable checkpoints."),
     base_model: Optional[Path] = typer.Option(None, help="--profile sd15: local Stable Diffusion 1.5 folder (diffusers layout)."),
     voice_variants: int = typer.Option(TrainConfig.voice_variants, min=1,
                                        help="Copies of each training clip's audio in the voice bank (1 = no augmentation)."),
@@ -242,7 +248,7 @@ def generate(
     audio: Optional[List[Path]] = typer.Argument(None, help="Audio files or folders (any common format / rate)."),
     out: Path = typer.Option(..., "--out", help="Output folder: videos/, records/, index.parquet."),
     seeds: int = typer.Option(1, min=1, help="Seeds (imagined identities) per audio."),
-    batch_size: int = typer.Option(16, min=1, help="Continuous-batching slots; 1 = the per-clip loop."),
+    batch_size: int = typer.Option(GenerateConfig.batch_size, min=1, help="Continuous-batching slots; 1 = the per-clip loop."),
     steps: int = typer.Option(20, min=1, help="DDIM denoising steps per frame."),
     guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
     strength: float = typer.Option(0.8, min=0.05, max=1.0,
@@ -250,7 +256,8 @@ def generate(
     identity_from: Optional[Path] = typer.Option(None, help="Factor swap: identity from this audio."),
     content_from: Optional[Path] = typer.Option(None, help="Factor swap: content (mouth, sound track) from this audio."),
     emotion_from: Optional[Path] = typer.Option(None, help="Factor swap: emotion from this audio."),
-    first_frame_retries: int = typer.Option(7, min=0, help="Redraw frame 1 while dlib finds no face (0 = off)."),
+    first_frame_retries: int = typer.Option(GenerateConfig.first_frame_retries, min=0,
+                                            help="Redraw frame 1 while dlib finds no face (0 = off)."),
     precision: str = typer.Option("auto", help="fp32 | bf16 | fp16 | auto (fp16 on GPUs; bf16 on CPUs with "
                                                "native bf16 from 8 clips per batch; else fp32)."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),

@@ -12,6 +12,8 @@ _OPTIONAL = ("flame", "deca", "speech_model")  # left out of the hash while unse
 # every file as it is; a deployment watching a folder that files are copied into sets a settle time, so a
 # video still being written is left for the next run instead of being processed half-written.
 SETTLE_S = 0.0
+DETECTORS = ("dlib", "fan")
+MORPHABLES = ("pca", "flame")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,15 @@ class PreprocessConfig:
     speech_model: str | None = None  # wav2vec2 / HuBERT folder: audio/ gets `speech` features on the mel grid
 
     def __post_init__(self) -> None:
+        """The checks every caller gets (CLI, flows, deployments), before any work is done."""
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
+        if self.morphable not in MORPHABLES:
+            raise ValueError(f"morphable must be one of {', '.join(MORPHABLES)}, got {self.morphable!r}")
+        if self.morphable == "flame" and not (self.flame and self.deca):
+            raise ValueError("morphable flame needs both flame (generic_model.pkl) and deca (deca_model.tar)")
+        if self.morphable != "flame" and (self.flame or self.deca):
+            raise ValueError("flame / deca are used with morphable flame only")
         if self.subject not in ("one", "all"):
             raise ValueError(f"subject must be 'one' or 'all', got {self.subject!r}")
         if not self.min_face_px > 0:
