@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-all bench clean server worker deploy ray-head ray-worker
+.PHONY: setup demo test test-all lint bench clean server worker deploy ray-head ray-worker
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q tests
+
+# ruff lint + format check (pyproject.toml: line length 120); `ruff format` fixes the format.
+lint: setup
+	$(BIN)/ruff check imagineid tasks flows tests benchmarks
+	$(BIN)/ruff format --check imagineid tasks flows tests benchmarks
 
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

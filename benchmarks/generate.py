@@ -96,21 +96,41 @@ def one_setting(run: str, audio: list[str], out: str, batch: int, steps: int, pr
     late_steps = steps - ImagineIDPipeline.invariant_start(steps, cfg.strength)
     candidates = int(index.first_frame_attempts.sum())
     unet_samples = 2 * (candidates * steps + int(index.frames.sum() - len(index)) * late_steps)
-    return {"frames": summary["generated_frames"], "seconds": round(seconds, 2), "ok": summary["ok"],
-            "failed": summary["failed"], "errors": failed, "precision": sorted(set(index.precision)),
-            "frames_per_s": round(summary["generated_frames"] / seconds, 2), "unet_samples": unet_samples,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "frames": summary["generated_frames"],
+        "seconds": round(seconds, 2),
+        "ok": summary["ok"],
+        "failed": summary["failed"],
+        "errors": failed,
+        "precision": sorted(set(index.precision)),
+        "frames_per_s": round(summary["generated_frames"] / seconds, 2),
+        "unet_samples": unet_samples,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def child(run: Path, audio: list[Path], out: Path, batch: int, steps: int, precision: str) -> dict:
-    cmd = [sys.executable, __file__, str(run), "--child", str(out), "--batch", str(batch), "--steps", str(steps),
-           "--precision", precision, "--files", *map(str, audio)]
+    cmd = [
+        sys.executable,
+        __file__,
+        str(run),
+        "--child",
+        str(out),
+        "--batch",
+        str(batch),
+        "--steps",
+        str(steps),
+        "--precision",
+        precision,
+        "--files",
+        *map(str, audio),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def clip_lengths(seconds: str, count: int) -> list[float]:
-    """"3" → count × 3 s; "1-3" → count lengths evenly spread over [1, 3] s, in a fixed mixed order."""
+    """ "3" → count × 3 s; "1-3" → count lengths evenly spread over [1, 3] s, in a fixed mixed order."""
     low, _, high = seconds.partition("-")
     low, high = float(low), float(high or low)
     if not 0 < low <= high:
@@ -135,25 +155,40 @@ def cut_audio(sources: list[Path], folder: Path, lengths: list[float]) -> list[P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run", type=Path, nargs="?", default=Path("work/demo/run"),
-                        help="a trained run (default: the one `make demo` trains)")
-    parser.add_argument("audio", type=Path, nargs="?", default=Path("work/demo/synth"),
-                        help="audio files or folders to cut the work from (default: the demo's corpus)")
+    parser.add_argument(
+        "run",
+        type=Path,
+        nargs="?",
+        default=Path("work/demo/run"),
+        help="a trained run (default: the one `make demo` trains)",
+    )
+    parser.add_argument(
+        "audio",
+        type=Path,
+        nargs="?",
+        default=Path("work/demo/synth"),
+        help="audio files or folders to cut the work from (default: the demo's corpus)",
+    )
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--seconds", default="1-3", help="length of every clip (S) or a spread (LOW-HIGH)")
     parser.add_argument("--steps", type=int, default=GenerateConfig.steps)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
-    parser.add_argument("--baseline-precision", choices=PRECISION_CHOICES,
-                        help="precision of the per-clip loop (default: --precision); fp32 compares with the "
-                             "loop's own fastest setting on CPUs where bf16 only pays in batches")
+    parser.add_argument(
+        "--baseline-precision",
+        choices=PRECISION_CHOICES,
+        help="precision of the per-clip loop (default: --precision); fp32 compares with the "
+        "loop's own fastest setting on CPUs where bf16 only pays in batches",
+    )
     parser.add_argument("--child", type=Path)
     parser.add_argument("--files", nargs="*")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     if args.child:
-        print(json.dumps(one_setting(str(args.run), args.files, str(args.child), args.batch, args.steps, args.precision)))
+        print(
+            json.dumps(one_setting(str(args.run), args.files, str(args.child), args.batch, args.steps, args.precision))
+        )
         return
     try:
         check_run(args.run)
@@ -166,9 +201,15 @@ def main() -> None:
         tmp = Path(tmp)
         lengths = clip_lengths(args.seconds, args.clips)
         work = cut_audio(sources, tmp / "work", lengths)
-        report = {"benchmark": "generate", "clips": args.clips, "seconds_per_clip": args.seconds,
-                  "audio_seconds": round(sum(lengths), 2), "steps": args.steps,
-                  "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
+        report = {
+            "benchmark": "generate",
+            "clips": args.clips,
+            "seconds_per_clip": args.seconds,
+            "audio_seconds": round(sum(lengths), 2),
+            "steps": args.steps,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "threads": torch.get_num_threads(),
+        }
         per_clip = child(args.run, work, tmp / "b1", 1, args.steps, args.baseline_precision or args.precision)
         batched = child(args.run, work, tmp / "bB", args.batch, args.steps, args.precision)
         report["per_clip_loop"] = per_clip
@@ -186,8 +227,11 @@ def main() -> None:
             long, short = cut_audio(sources, tmp / "long", [60.0])[0], cut_audio(sources, tmp / "short", [10.0])[0]
             mem_long = child(args.run, [long], tmp / "g60", args.batch, 2, args.precision)
             mem_short = child(args.run, [short], tmp / "g10", args.batch, 2, args.precision)
-            report["memory"] = {"audio_60s": mem_long, "audio_10s": mem_short,
-                                "peak_rss_ratio_60s_over_10s": round(mem_long["peak_rss_mb"] / mem_short["peak_rss_mb"], 3)}
+            report["memory"] = {
+                "audio_60s": mem_long,
+                "audio_10s": mem_short,
+                "peak_rss_ratio_60s_over_10s": round(mem_long["peak_rss_mb"] / mem_short["peak_rss_mb"], 3),
+            }
     print(json.dumps(report, indent=2))
 
 

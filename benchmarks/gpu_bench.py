@@ -62,33 +62,69 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Stable Diffusion 1.5's published configs (runwayml/stable-diffusion-v1-5: unet, vae, text_encoder).
 SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4,
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-    attention_head_dim=8, norm_num_groups=32,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
 )
 SD15_VAE = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    latent_channels=4, norm_num_groups=32, sample_size=512, scaling_factor=0.18215,
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
 )
 SD15_CLIP = dict(
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
 )
 # --quick: the same architecture (4 levels, attention in the first three) at toy widths, 64 px.
-TINY_UNET = {**SD15_UNET, "sample_size": 8, "block_out_channels": (32, 64, 64, 64), "layers_per_block": 1,
-             "cross_attention_dim": 32}
+TINY_UNET = {
+    **SD15_UNET,
+    "sample_size": 8,
+    "block_out_channels": (32, 64, 64, 64),
+    "layers_per_block": 1,
+    "cross_attention_dim": 32,
+}
 TINY_VAE = {**SD15_VAE, "block_out_channels": (32, 32, 64, 64), "layers_per_block": 1, "sample_size": 64}
-TINY_CLIP = {**SD15_CLIP, "vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "projection_dim": 32}
+TINY_CLIP = {
+    **SD15_CLIP,
+    "vocab_size": 1000,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "projection_dim": 32,
+}
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s: (name test, value).
 PEAK_TABLE = [
-    (("H200", "NVL"), 835.0, "H200 NVL"), (("H200",), 989.0, "H200 SXM"),
-    (("H100", "PCIE"), 756.0, "H100 PCIe"), (("H100", "NVL"), 835.0, "H100 NVL"), (("H100",), 989.0, "H100 SXM"),
-    (("GH200",), 989.0, "GH200"), (("A100",), 312.0, "A100"), (("L40S",), 362.0, "L40S"), (("L4",), 121.0, "L4"),
+    (("H200", "NVL"), 835.0, "H200 NVL"),
+    (("H200",), 989.0, "H200 SXM"),
+    (("H100", "PCIE"), 756.0, "H100 PCIe"),
+    (("H100", "NVL"), 835.0, "H100 NVL"),
+    (("H100",), 989.0, "H100 SXM"),
+    (("GH200",), 989.0, "GH200"),
+    (("A100",), 312.0, "A100"),
+    (("L40S",), 362.0, "L40S"),
+    (("L4",), 121.0, "L4"),
 ]
 
 
@@ -190,15 +226,23 @@ class Models:
         return self
 
 
-def build_models(sizes: Sizes, device: torch.device, dtype: torch.dtype = torch.float32, seed: int = 0,
-                 parts: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> Models:
+def build_models(
+    sizes: Sizes,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    parts: tuple[str, ...] = ("unet", "vae", "text_encoder"),
+) -> Models:
     """Random-weight UNet / VAE / CLIP text encoder from configs, created directly on `device` (no
     download, no CPU-side init of 1 B parameters); eval mode, frozen."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    makers = {"unet": lambda: UNet2DConditionModel(**sizes.unet), "vae": lambda: AutoencoderKL(**sizes.vae),
-              "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**sizes.clip))}
+    makers = {
+        "unet": lambda: UNet2DConditionModel(**sizes.unet),
+        "vae": lambda: AutoencoderKL(**sizes.vae),
+        "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**sizes.clip)),
+    }
     built = {}
     for name in ("unet", "vae", "text_encoder"):
         if name not in parts:
@@ -235,8 +279,16 @@ def unet_inputs(sizes: Sizes, rows: int, device: torch.device, dtype: torch.dtyp
 
 
 @torch.inference_mode()
-def generate(models: Models, sizes: Sizes, batch: int, steps: int, device: torch.device, dtype: torch.dtype,
-             unet=None, seed: int = 0) -> torch.Tensor:
+def generate(
+    models: Models,
+    sizes: Sizes,
+    batch: int,
+    steps: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    unet=None,
+    seed: int = 0,
+) -> torch.Tensor:
     """Text encoder → latents → `steps` DDIM steps with classifier-free guidance (UNet on 2B rows) → VAE
     decode (in chunks of `sizes.vae_chunk`). → images (B, 3, H, W)."""
     unet = models.unet if unet is None else unet
@@ -268,8 +320,16 @@ def count_unet_flops(unet, sizes: Sizes, rows: int, device: torch.device, dtype:
     return float(counter.get_total_flops())
 
 
-def unet_call_seconds(unet, sizes: Sizes, rows: int, device: torch.device, dtype: torch.dtype, reps: int,
-                      warmup: int = 2, channels_last: bool = False) -> float:
+def unet_call_seconds(
+    unet,
+    sizes: Sizes,
+    rows: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    reps: int,
+    warmup: int = 2,
+    channels_last: bool = False,
+) -> float:
     lat, t, text = unet_inputs(sizes, rows, device, dtype)
     with torch.inference_mode():
         if channels_last:
@@ -288,16 +348,25 @@ def section_device(device: torch.device) -> dict:
     import diffusers
     import transformers
 
-    out = {"type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
-           "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-           "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    out = {
+        "type": device.type,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        out.update(name=torch.cuda.get_device_name(device), capability=capability,
-                   multiprocessors=props.multi_processor_count, total_memory_gib=round(props.total_memory / 2**30, 2),
-                   driver=_driver_version())
+        out.update(
+            name=torch.cuda.get_device_name(device),
+            capability=capability,
+            multiprocessors=props.multi_processor_count,
+            total_memory_gib=round(props.total_memory / 2**30, 2),
+            driver=_driver_version(),
+        )
     else:
         out.update(name="cpu", threads=torch.get_num_threads())
     return out
@@ -305,8 +374,12 @@ def section_device(device: torch.device) -> dict:
 
 def _driver_version() -> str | None:
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -319,12 +392,19 @@ def section_peak(device: torch.device, quick: bool) -> dict:
     b = torch.randn(n, n, device=device, dtype=dtype)
     reps = 5 if quick else 30
     seconds = time_call(lambda: torch.mm(a, b), device, reps=reps, warmup=3)
-    out = {"matmul_n": n, "dtype": str(dtype).removeprefix("torch."), "reps": reps,
-           "measured_tflops": sig(2 * n**3 / seconds / 1e12)}
+    out = {
+        "matmul_n": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "reps": reps,
+        "measured_tflops": sig(2 * n**3 / seconds / 1e12),
+    }
     if device.type == "cuda":
         value, label = table_peak(torch.cuda.get_device_name(device))
-        out.update(table_bf16_dense_tflops=value, table_entry=label,
-                   table_note="vendor datasheet, dense bf16 tensor core (H100 SXM / H200: 989)")
+        out.update(
+            table_bf16_dense_tflops=value,
+            table_entry=label,
+            table_note="vendor datasheet, dense bf16 tensor core (H100 SXM / H200: 989)",
+        )
     return out
 
 
@@ -337,9 +417,11 @@ def section_generation(models: Models, sizes: Sizes, device: torch.device, peak:
     for b in sizes.batches:  # FLOPs do not depend on the dtype: count once per shape
         flops_per_call[b] = count_unet_flops(models.unet, sizes, 2 * b, device, DTYPES[sizes.dtypes[0]])
     rows_out = []
-    result = {"unet_flops_per_call": {str(b): f for b, f in flops_per_call.items()},
-              "unet_gflops_per_row": sig(flops_per_call[sizes.batches[0]] / (2 * sizes.batches[0]) / 1e9),
-              "runs": rows_out}
+    result = {
+        "unet_flops_per_call": {str(b): f for b, f in flops_per_call.items()},
+        "unet_gflops_per_row": sig(flops_per_call[sizes.batches[0]] / (2 * sizes.batches[0]) / 1e9),
+        "runs": rows_out,
+    }
     for name in sizes.dtypes:
         dtype = DTYPES[name]
         models.to(dtype)
@@ -355,13 +437,21 @@ def section_generation(models: Models, sizes: Sizes, device: torch.device, peak:
                     images = generate(models, sizes, b, sizes.steps, device, dtype, seed=r)
                 sync(device)
                 seconds = (time.perf_counter() - start) / reps
-                row.update(seconds=round(seconds, 4), frames_per_s=round(b / seconds, 3), reps=reps,
-                           peak_memory_gib=peak_gib(device), finite=bool(torch.isfinite(images).all()))
+                row.update(
+                    seconds=round(seconds, 4),
+                    frames_per_s=round(b / seconds, 3),
+                    reps=reps,
+                    peak_memory_gib=peak_gib(device),
+                    finite=bool(torch.isfinite(images).all()),
+                )
                 unet_s = unet_call_seconds(models.unet, sizes, 2 * b, device, dtype, reps=1 if sizes.quick else 5)
                 achieved = flops_per_call[b] / unet_s / 1e12
-                row.update(unet_call_s=sig(unet_s), unet_tflops=sig(achieved),
-                           unet_share_of_generation=round(unet_s * sizes.steps / seconds, 3),
-                           generation_unet_tflops=sig(flops_per_call[b] * sizes.steps / seconds / 1e12))
+                row.update(
+                    unet_call_s=sig(unet_s),
+                    unet_tflops=sig(achieved),
+                    unet_share_of_generation=round(unet_s * sizes.steps / seconds, 3),
+                    generation_unet_tflops=sig(flops_per_call[b] * sizes.steps / seconds / 1e12),
+                )
                 if measured:
                     row["unet_fraction_of_measured_peak"] = round(achieved / measured, 3)
                 if table:
@@ -386,17 +476,27 @@ def section_attention(models: Models, sizes: Sizes, device: torch.device) -> dic
     reps = 1 if sizes.quick else 5
     unet = models.unet
     default = attention_processors(unet)
-    out = {"processors": default, "dtype": name, "batch": b,
-           "text_encoder_attn_implementation": getattr(models.text_encoder.config, "_attn_implementation", None),
-           "sdpa_flags": {k: getattr(torch.backends.cuda, f"{k}_sdp_enabled")()
-                          for k in ("flash", "mem_efficient", "cudnn", "math")
-                          if hasattr(torch.backends.cuda, f"{k}_sdp_enabled")}}
+    out = {
+        "processors": default,
+        "dtype": name,
+        "batch": b,
+        "text_encoder_attn_implementation": getattr(models.text_encoder.config, "_attn_implementation", None),
+        "sdpa_flags": {
+            k: getattr(torch.backends.cuda, f"{k}_sdp_enabled")()
+            for k in ("flash", "mem_efficient", "cudnn", "math")
+            if hasattr(torch.backends.cuda, f"{k}_sdp_enabled")
+        },
+    }
     reset_peak(device)
     sdpa_s = unet_call_seconds(unet, sizes, 2 * b, device, dtype, reps)
     out.update(sdpa_auto_unet_call_s=round(sdpa_s, 5), sdpa_peak_memory_gib=peak_gib(device))
     backends = {}
-    for label, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION),
-                           ("cudnn", SDPBackend.CUDNN_ATTENTION), ("math", SDPBackend.MATH)):
+    for label, backend in (
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+        ("cudnn", SDPBackend.CUDNN_ATTENTION),
+        ("math", SDPBackend.MATH),
+    ):
         try:
             with sdpa_kernel(backend):
                 seconds = unet_call_seconds(unet, sizes, 2 * b, device, dtype, reps, 1)
@@ -409,8 +509,11 @@ def section_attention(models: Models, sizes: Sizes, device: torch.device) -> dic
         unet.set_attn_processor(AttnProcessor())
         reset_peak(device)
         classic = unet_call_seconds(unet, sizes, 2 * b, device, dtype, reps)
-        out.update(classic_unet_call_s=round(classic, 5), classic_peak_memory_gib=peak_gib(device),
-                   sdpa_speedup_over_classic=round(classic / sdpa_s, 3))
+        out.update(
+            classic_unet_call_s=round(classic, 5),
+            classic_peak_memory_gib=peak_gib(device),
+            sdpa_speedup_over_classic=round(classic / sdpa_s, 3),
+        )
     except Exception as err:  # noqa: BLE001
         out["classic_error"] = short_error(err)
     finally:
@@ -433,8 +536,13 @@ def section_channels_last(models: Models, sizes: Sizes, device: torch.device) ->
         cl = unet_call_seconds(unet, sizes, 2 * b, device, dtype, reps, channels_last=True)
     finally:
         unet.to(memory_format=torch.contiguous_format)
-    return {"dtype": name, "batch": b, "contiguous_unet_call_s": round(default, 5),
-            "channels_last_unet_call_s": round(cl, 5), "channels_last_speedup": round(default / cl, 3)}
+    return {
+        "dtype": name,
+        "batch": b,
+        "contiguous_unet_call_s": round(default, 5),
+        "channels_last_unet_call_s": round(cl, 5),
+        "channels_last_speedup": round(default / cl, 3),
+    }
 
 
 def section_adapters_step(models: Models, sizes: Sizes, device: torch.device) -> dict:
@@ -455,8 +563,13 @@ def section_adapters_step(models: Models, sizes: Sizes, device: torch.device) ->
     torch.manual_seed(0)
     with torch.device(device):
         vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)  # latents are 1/8 of the frame (SD 1.5)
-        spatial = SpatialConditionAdapter(n_neighbours=1, channels=tuple(unet.config.block_out_channels),
-                                          num_res_blocks=1, downscale_factor=vae_factor, adapter_type="full_adapter")
+        spatial = SpatialConditionAdapter(
+            n_neighbours=1,
+            channels=tuple(unet.config.block_out_channels),
+            num_res_blocks=1,
+            downscale_factor=vae_factor,
+            adapter_type="full_adapter",
+        )
         blending = MaskBlendingAdapter(channels=tuple(reversed(vae.config.block_out_channels)))
     spatial.to(device).train()
     blending.to(device).train()
@@ -469,11 +582,13 @@ def section_adapters_step(models: Models, sizes: Sizes, device: torch.device) ->
 
     image, mesh, reference, neighbour = (rand(b, 3, s, s) for _ in range(4))
     blend_mask = torch.zeros(b, 1, s, s, device=device)
-    blend_mask[:, :, s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1.0  # the face region
+    blend_mask[:, :, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4] = 1.0  # the face region
     ids = torch.randint(0, sizes.clip["vocab_size"], (b, sizes.text_len), generator=g).to(device)
     scale = vae.config.scaling_factor
-    n_params = {"spatial_adapter": sum(p.numel() for p in spatial.parameters()),
-                "blending_adapter": sum(p.numel() for p in blending.parameters())}
+    n_params = {
+        "spatial_adapter": sum(p.numel() for p in spatial.parameters()),
+        "blending_adapter": sum(p.numel() for p in blending.parameters()),
+    }
 
     def run(with_blending: bool) -> dict:
         params = list(spatial.parameters()) + (list(blending.parameters()) if with_blending else [])
@@ -488,8 +603,12 @@ def section_adapters_step(models: Models, sizes: Sizes, device: torch.device) ->
                 feats = spatial(mesh, reference, neighbour, drop_mask=variable)
                 noise = torch.randn_like(z0)
                 t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), device=device)
-                pred = unet(noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text,
-                            down_intrablock_additional_residuals=list(feats)).sample
+                pred = unet(
+                    noise_scheduler.add_noise(z0, noise, t),
+                    t,
+                    encoder_hidden_states=text,
+                    down_intrablock_additional_residuals=list(feats),
+                ).sample
                 loss = F.mse_loss(pred.float(), noise.float())
                 if with_blending:
                     background = face_removed(image, blend_mask)
@@ -510,15 +629,25 @@ def section_adapters_step(models: Models, sizes: Sizes, device: torch.device) ->
         losses = [step() for _ in range(steps)]
         sync(device)
         seconds = (time.perf_counter() - start) / steps
-        out = {"step_s": round(seconds, 4), "steps_per_s": round(1 / seconds, 3), "steps_timed": steps,
-               "peak_memory_gib": peak_gib(device), "finite_loss": all(math.isfinite(x) for x in losses)}
+        out = {
+            "step_s": round(seconds, 4),
+            "steps_per_s": round(1 / seconds, 3),
+            "steps_timed": steps,
+            "peak_memory_gib": peak_gib(device),
+            "finite_loss": all(math.isfinite(x) for x in losses),
+        }
         return out
 
-    out = {"batch": b, "size": s, "autocast": str(amp).removeprefix("torch."), "base_weights": "fp32 (frozen)",
-           "adapter": "SpatialConditionAdapter = diffusers T2IAdapter full_adapter, in_channels 9, num_res_blocks 1",
-           "adapter_params": n_params,
-           "note": "the stage itself uses fp16 autocast + GradScaler (training.loop.fit) and also trains the "
-                   "textual-inversion adapter through the text encoder, left out here"}
+    out = {
+        "batch": b,
+        "size": s,
+        "autocast": str(amp).removeprefix("torch."),
+        "base_weights": "fp32 (frozen)",
+        "adapter": "SpatialConditionAdapter = diffusers T2IAdapter full_adapter, in_channels 9, num_res_blocks 1",
+        "adapter_params": n_params,
+        "note": "the stage itself uses fp16 autocast + GradScaler (training.loop.fit) and also trains the "
+        "textual-inversion adapter through the text encoder, left out here",
+    }
     for label, blend in (("unet_adapter", False), ("with_blending", True)):
         try:
             out[label] = run(blend)
@@ -558,19 +687,30 @@ def section_disentangler(sizes: Sizes, device: torch.device) -> dict:
         return F.cross_entropy(logits.float(), labels, ignore_index=-1)
 
     def identity_model():
-        return IdentityEncoder(n_shape=n_shape, hidden=hidden, n_voice=VOICE_DIM,
-                               gender_features=[STATS.start + i for i in F0_STATS],
-                               age_features=[STATS.start + i for i in PHYSICAL_STATS], n_prosody=n_prosody).to(device)
+        return IdentityEncoder(
+            n_shape=n_shape,
+            hidden=hidden,
+            n_voice=VOICE_DIM,
+            gender_features=[STATS.start + i for i in F0_STATS],
+            age_features=[STATS.start + i for i in PHYSICAL_STATS],
+            n_prosody=n_prosody,
+        ).to(device)
 
     def batch(window: int) -> dict:
-        return {"mel": torch.randn(b, mels * window, 80, generator=g),
-                "envelope": torch.rand(b, mels * window, ENVELOPE_CHANNELS, generator=g),
-                "voice": torch.randn(b, VOICE_DIM, generator=g), "shape": torch.randn(b, n_shape, generator=g),
-                "mouth": torch.randn(b, window, n_mouth, generator=g),
-                "expression": torch.randn(b, window, n_expression, generator=g),
-                "valid": torch.ones(b, window, dtype=torch.bool), "level": torch.randn(b, 80, generator=g) * 0.1,
-                "speaker": torch.randint(0, 8, (b,), generator=g), "gender": torch.randint(0, 2, (b,), generator=g),
-                "age": torch.randint(0, 3, (b,), generator=g), "emotion": torch.randint(0, 4, (b,), generator=g)}
+        return {
+            "mel": torch.randn(b, mels * window, 80, generator=g),
+            "envelope": torch.rand(b, mels * window, ENVELOPE_CHANNELS, generator=g),
+            "voice": torch.randn(b, VOICE_DIM, generator=g),
+            "shape": torch.randn(b, n_shape, generator=g),
+            "mouth": torch.randn(b, window, n_mouth, generator=g),
+            "expression": torch.randn(b, window, n_expression, generator=g),
+            "valid": torch.ones(b, window, dtype=torch.bool),
+            "level": torch.randn(b, 80, generator=g) * 0.1,
+            "speaker": torch.randint(0, 8, (b,), generator=g),
+            "gender": torch.randint(0, 2, (b,), generator=g),
+            "age": torch.randint(0, 3, (b,), generator=g),
+            "emotion": torch.randint(0, 4, (b,), generator=g),
+        }
 
     def stage_identity():
         model = identity_model()
@@ -578,31 +718,43 @@ def section_disentangler(sizes: Sizes, device: torch.device) -> dict:
         def step(x):
             out = model(augment_mel(x["mel"]), voice=x["voice"])
             shape = ((out.shape.float() - x["shape"]) ** 2).mean()
-            loss = shape + 0.5 * supervised_contrastive(out.embedding.float(), x["speaker"]) \
-                + ce(out.gender_logits, x["gender"]) + ce(out.age_logits, x["age"])
+            loss = (
+                shape
+                + 0.5 * supervised_contrastive(out.embedding.float(), x["speaker"])
+                + ce(out.gender_logits, x["gender"])
+                + ce(out.age_logits, x["age"])
+            )
             return loss, {"loss": loss.item()}
+
         return model, step
 
     def stage_content():
         identity = freeze(identity_model())
-        model = ContentEncoderDecoder(n_shape=n_shape, n_mouth=n_mouth, hidden=hidden,
-                                      n_envelope=ENVELOPE_CHANNELS).to(device)
+        model = ContentEncoderDecoder(n_shape=n_shape, n_mouth=n_mouth, hidden=hidden, n_envelope=ENVELOPE_CHANNELS).to(
+            device
+        )
 
         def step(x):
             with torch.no_grad():
                 shape = identity(x["mel"], voice=x["voice"]).shape
             out = model(flatten_spectrum(x["mel"]), shape, x["envelope"])
-            loss = masked_mse(out.mouth.float(), x["mouth"], x["valid"]) \
-                + 0.5 * temporal_smoothness(out.mouth.float(), x["mouth"])
+            loss = masked_mse(out.mouth.float(), x["mouth"], x["valid"]) + 0.5 * temporal_smoothness(
+                out.mouth.float(), x["mouth"]
+            )
             return loss, {"loss": loss.item()}
+
         return model, step
 
     def stage_emotion():
         identity = freeze(identity_model())
-        content = freeze(ContentEncoderDecoder(n_shape=n_shape, n_mouth=n_mouth, hidden=hidden,
-                                               n_envelope=ENVELOPE_CHANNELS).to(device))
-        model = EmotionEncoderDecoder(identity_dim=hidden + n_prosody, content_dim=hidden, n_expression=n_expression,
-                                      hidden=hidden, dropout=0.3).to(device)
+        content = freeze(
+            ContentEncoderDecoder(n_shape=n_shape, n_mouth=n_mouth, hidden=hidden, n_envelope=ENVELOPE_CHANNELS).to(
+                device
+            )
+        )
+        model = EmotionEncoderDecoder(
+            identity_dim=hidden + n_prosody, content_dim=hidden, n_expression=n_expression, hidden=hidden, dropout=0.3
+        ).to(device)
 
         def step(x):
             with torch.no_grad():
@@ -610,9 +762,13 @@ def section_disentangler(sizes: Sizes, device: torch.device) -> dict:
                 cont = content(x["mel"], ident.shape, x["envelope"]).features
             out = model(augment_mel(x["mel"] + x["level"][:, None, :], gain=0.0), ident.for_emotion(), cont)
             contrast = supervised_contrastive(out.embedding.float(), x["emotion"])
-            loss = masked_mse(out.expression.float(), x["expression"], x["valid"]) \
-                + ce(out.emotion_logits, x["emotion"]) + 0.5 * contrast
+            loss = (
+                masked_mse(out.expression.float(), x["expression"], x["valid"])
+                + ce(out.emotion_logits, x["emotion"])
+                + 0.5 * contrast
+            )
             return loss, {"loss": loss.item()}
+
         return model, step
 
     def train(name, model, loader, step, config, run) -> float:
@@ -622,11 +778,17 @@ def section_disentangler(sizes: Sizes, device: torch.device) -> dict:
         sync(device)
         return time.perf_counter() - start
 
-    out = {"batch": b, "hidden": hidden,
-           "loop": "training.loop.fit (AdamW, clip 1.0; fp16 autocast + GradScaler on CUDA)",
-           "note": "ready tensors instead of the WindowDataset loader; content's morphable landmark loss left out"}
-    stages = (("identity", stage_identity, cfg.identity), ("content", stage_content, cfg.content),
-              ("emotion", stage_emotion, cfg.emotion))
+    out = {
+        "batch": b,
+        "hidden": hidden,
+        "loop": "training.loop.fit (AdamW, clip 1.0; fp16 autocast + GradScaler on CUDA)",
+        "note": "ready tensors instead of the WindowDataset loader; content's morphable landmark loss left out",
+    }
+    stages = (
+        ("identity", stage_identity, cfg.identity),
+        ("content", stage_content, cfg.content),
+        ("emotion", stage_emotion, cfg.emotion),
+    )
     with tempfile.TemporaryDirectory(prefix="gpu_bench_run_") as tmp:
         for name, make, stage_cfg in stages:
             try:
@@ -640,11 +802,16 @@ def section_disentangler(sizes: Sizes, device: torch.device) -> dict:
                 reset_peak(device)
                 steps = 2 if sizes.quick else sizes.disentangler_steps
                 seconds = train(name, model, loader, step, StageConfig(steps, b, window, stage_cfg.lr), run)
-                out[name] = {"window": window, "steps_timed": steps, "steps_per_s": round(steps / seconds, 2),
-                             "windows_per_s": round(steps * b / seconds, 1), "peak_memory_gib": peak_gib(device),
-                             "params": sum(p.numel() for p in model.parameters()),
-                             "default_steps": stage_cfg.steps,
-                             "stage_estimate_s": round(stage_cfg.steps * seconds / steps, 1)}
+                out[name] = {
+                    "window": window,
+                    "steps_timed": steps,
+                    "steps_per_s": round(steps / seconds, 2),
+                    "windows_per_s": round(steps * b / seconds, 1),
+                    "peak_memory_gib": peak_gib(device),
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "default_steps": stage_cfg.steps,
+                    "stage_estimate_s": round(stage_cfg.steps * seconds / steps, 1),
+                }
             except Exception as err:  # noqa: BLE001
                 out[name] = {"error": short_error(err)}
             free(device)
@@ -686,8 +853,11 @@ def section_compile_child(sizes: Sizes, device: torch.device, mode: str, save) -
         images = generate(models, sizes, b, sizes.steps, device, dtype, unet=compiled)
         sync(device)
         seconds = time.perf_counter() - start
-        out.update(compiled_generation_s=round(seconds, 3), compiled_frames_per_s=round(b / seconds, 3),
-                   compiled_finite=bool(torch.isfinite(images).all()))
+        out.update(
+            compiled_generation_s=round(seconds, 3),
+            compiled_frames_per_s=round(b / seconds, 3),
+            compiled_finite=bool(torch.isfinite(images).all()),
+        )
     except Exception as err:  # noqa: BLE001
         out["compiled_generation_error"] = short_error(err)
     try:
@@ -719,8 +889,17 @@ def section_compile(args, device: torch.device, timeout: float) -> dict:
     """Runs `section_compile_child` in a child process group killed after `timeout` seconds."""
     with tempfile.TemporaryDirectory(prefix="gpu_bench_compile_") as tmp:
         result = Path(tmp) / "compile.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child-compile", "--device", str(device),
-               "--compile-mode", args.compile_mode, "--json-out", str(result)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child-compile",
+            "--device",
+            str(device),
+            "--compile-mode",
+            args.compile_mode,
+            "--json-out",
+            str(result),
+        ]
         if args.quick:
             cmd.append("--quick")
         for flag in ("steps", "batches", "dtypes"):
@@ -728,8 +907,9 @@ def section_compile(args, device: torch.device, timeout: float) -> dict:
                 cmd += [f"--{flag}", str(getattr(args, flag))]
         cmd += ["--vae-chunk", str(args.vae_chunk)]
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         try:
             log, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -745,8 +925,12 @@ def section_compile(args, device: torch.device, timeout: float) -> dict:
             return out
         wall = round(time.perf_counter() - start, 1)
         if proc.returncode != 0 or not result.exists():
-            out = {"mode": args.compile_mode, "error": f"child exited {proc.returncode}", "wall_s": wall,
-                   "log_tail": log[-3000:]}
+            out = {
+                "mode": args.compile_mode,
+                "error": f"child exited {proc.returncode}",
+                "wall_s": wall,
+                "log_tail": log[-3000:],
+            }
             if result.exists():
                 out["partial"] = json.loads(result.read_text())
             return out
@@ -760,11 +944,31 @@ def section_compile(args, device: torch.device, timeout: float) -> dict:
 
 def make_sizes(args) -> Sizes:
     if args.quick:
-        sizes = Sizes(True, TINY_UNET, TINY_VAE, TINY_CLIP, size=64, steps=2, batches=[1], dtypes=["fp32"],
-                      vae_chunk=8, train_batch=2, disentangler_batch=4)
+        sizes = Sizes(
+            True,
+            TINY_UNET,
+            TINY_VAE,
+            TINY_CLIP,
+            size=64,
+            steps=2,
+            batches=[1],
+            dtypes=["fp32"],
+            vae_chunk=8,
+            train_batch=2,
+            disentangler_batch=4,
+        )
     else:
-        sizes = Sizes(False, SD15_UNET, SD15_VAE, SD15_CLIP, size=512, steps=20, batches=[1, 8, 32],
-                      dtypes=["fp16", "bf16"], vae_chunk=args.vae_chunk)
+        sizes = Sizes(
+            False,
+            SD15_UNET,
+            SD15_VAE,
+            SD15_CLIP,
+            size=512,
+            steps=20,
+            batches=[1, 8, 32],
+            dtypes=["fp16", "bf16"],
+            vae_chunk=args.vae_chunk,
+        )
     if args.steps:
         sizes.steps = args.steps
     if args.batches:
@@ -782,19 +986,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--quick", action="store_true", help="CPU smoke mode: 64 px, B=1, 2 steps, fp32, tiny configs")
     parser.add_argument("--json-out", type=Path, help="also write the JSON here (rewritten after every section)")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="wall-clock budget: sections that no longer fit are skipped (default: none)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="wall-clock budget: sections that no longer fit are skipped (default: none)",
+    )
     parser.add_argument("--steps", type=int, help="DDIM steps (default 20; --quick 2)")
     parser.add_argument("--batches", help="generation batch sizes, e.g. 1,8,32 (the default)")
     parser.add_argument("--dtypes", help="generation dtypes, e.g. fp16,bf16 (the default; --quick fp32)")
     parser.add_argument("--vae-chunk", type=int, default=8, help="images per VAE decode call (default 8)")
-    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                        help="measure torch.compile (auto: on CUDA without --quick)")
-    parser.add_argument("--compile-mode", default="reduce-overhead",
-                        help="torch.compile mode: reduce-overhead (default) or max-autotune-no-cudagraphs, ...")
+    parser.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="measure torch.compile (auto: on CUDA without --quick)",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        default="reduce-overhead",
+        help="torch.compile mode: reduce-overhead (default) or max-autotune-no-cudagraphs, ...",
+    )
     parser.add_argument("--compile-timeout-s", type=float, default=150.0, help="cap on the compile child (default 150)")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help="comma-separated sections to run (default: all)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections to run (default: all)")
     parser.add_argument("--child-compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -803,8 +1017,11 @@ def main(argv: list[str] | None = None) -> int:
     diffusers_logging.set_verbosity_error()  # one "modules kept in float32" warning per dtype cast otherwise
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"gpu_bench: no CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-              "use --device cpu --quick for the CPU smoke run", file=sys.stderr)
+        print(
+            f"gpu_bench: no CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+            "use --device cpu --quick for the CPU smoke run",
+            file=sys.stderr,
+        )
         return 3
     sizes = make_sizes(args)
     if device.type == "cpu":
@@ -823,13 +1040,22 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
-    result: dict = {"mode": "quick" if args.quick else "full",
-                    "config": {"size": sizes.size, "steps": sizes.steps, "batches": sizes.batches,
-                               "dtypes": sizes.dtypes, "guidance": sizes.guidance, "vae_chunk": sizes.vae_chunk,
-                               "scheduler": "DDIM (SD 1.5 schedule)", "weights": "random, built from configs",
-                               "unet_block_out_channels": list(sizes.unet["block_out_channels"]),
-                               "vae_block_out_channels": list(sizes.vae["block_out_channels"]),
-                               "text_hidden": sizes.clip["hidden_size"]}}
+    result: dict = {
+        "mode": "quick" if args.quick else "full",
+        "config": {
+            "size": sizes.size,
+            "steps": sizes.steps,
+            "batches": sizes.batches,
+            "dtypes": sizes.dtypes,
+            "guidance": sizes.guidance,
+            "vae_chunk": sizes.vae_chunk,
+            "scheduler": "DDIM (SD 1.5 schedule)",
+            "weights": "random, built from configs",
+            "unet_block_out_channels": list(sizes.unet["block_out_channels"]),
+            "vae_block_out_channels": list(sizes.vae["block_out_channels"]),
+            "text_hidden": sizes.clip["hidden_size"],
+        },
+    }
 
     def save() -> None:
         result["elapsed_s"] = round(time.perf_counter() - start, 1)
@@ -842,8 +1068,15 @@ def main(argv: list[str] | None = None) -> int:
         return math.inf if args.budget_s is None else args.budget_s - (time.perf_counter() - start)
 
     # seconds a section needs at least on a GPU (skipped below that); --quick runs whatever is asked
-    need = {"peak": 5, "generation": 40, "attention": 15, "channels_last": 8, "adapters_step": 20,
-            "disentangler": 15, "compile": 60}
+    need = {
+        "peak": 5,
+        "generation": 40,
+        "attention": 15,
+        "channels_last": 8,
+        "adapters_step": 20,
+        "disentangler": 15,
+        "compile": 60,
+    }
 
     def run(name: str, fn) -> None:
         if name not in wanted:
@@ -869,13 +1102,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         models = build_models(sizes, device)
         result["build_models_s"] = round(time.perf_counter() - t0, 2)
-        result["params"] = {k: sum(p.numel() for p in getattr(models, k).parameters())
-                            for k in ("unet", "vae", "text_encoder")}
+        result["params"] = {
+            k: sum(p.numel() for p in getattr(models, k).parameters()) for k in ("unet", "vae", "text_encoder")
+        }
 
     def generation():
         def partial(res):
             result["generation"] = res
             save()
+
         return section_generation(models, sizes, device, result.get("peak", {}), partial)
 
     run("generation", generation)

@@ -26,8 +26,9 @@ from imagineid.models.ldm import build_tiny, tiny_adapter_kwargs
 from imagineid.precision import autocast, cpu_has_native_bf16
 
 
-def ms_per_clip(variants: dict[str, tuple[Callable, str]], unet, adapter, batch: int, calls: int,
-                repeats: int) -> dict[str, float]:
+def ms_per_clip(
+    variants: dict[str, tuple[Callable, str]], unet, adapter, batch: int, calls: int, repeats: int
+) -> dict[str, float]:
     """{name: (call, precision)} → {name: best ms per clip}; the variants take turns within each repeat,
     so a drift of the machine's speed hits them alike."""
     torch.manual_seed(0)
@@ -68,8 +69,12 @@ def main() -> None:
         if bf16:
             row["bf16_saves"] = round(1 - row["guided_bf16_ms"] / row["guided_fp32_ms"], 3)
         rows.append(row)
-    print(json.dumps({"benchmark": "guided_unet", "threads": torch.get_num_threads(), "native_bf16": bf16,
-                      "rows": rows}, indent=2))
+    print(
+        json.dumps(
+            {"benchmark": "guided_unet", "threads": torch.get_num_threads(), "native_bf16": bf16, "rows": rows},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

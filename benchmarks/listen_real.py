@@ -74,8 +74,13 @@ def main(run: Path) -> dict:
                 t0 = time.perf_counter()
                 samples = load_audio(path, SAMPLE_RATE)
                 mel = log_mel(samples)
-                listener.hear(Utterance(mel[: 4 * (len(mel) // 4)], np.zeros(listener.identity.config.n_voice, np.float32)
-                                        if listener.uses_voice else None, None))
+                listener.hear(
+                    Utterance(
+                        mel[: 4 * (len(mel) // 4)],
+                        np.zeros(listener.identity.config.n_voice, np.float32) if listener.uses_voice else None,
+                        None,
+                    )
+                )
                 t1 = time.perf_counter()
                 samples = load_audio(path, SAMPLE_RATE)
                 utt = listener.prepare(samples)
@@ -86,8 +91,9 @@ def main(run: Path) -> dict:
                 timing["audio_s"] += len(samples) / SAMPLE_RATE
                 for key in probs:
                     if heard[key] is not None:
-                        probs[key].append([heard[key][k] for k in {"gender": GENDERS, "age": AGE_GROUPS,
-                                                                   "emotion": EMOTIONS}[key]])
+                        probs[key].append(
+                            [heard[key][k] for k in {"gender": GENDERS, "age": AGE_GROUPS, "emotion": EMOTIONS}[key]]
+                        )
                 f0.append((heard["measured"] or {}).get("f0_median_hz") or float("nan"))
                 plan = planner.plan(utt)
                 envelope = frame_rms(samples, plan.n_frames)
@@ -96,23 +102,31 @@ def main(run: Path) -> dict:
             heard_gender = GENDERS[int(np.argmax(mean["gender"]))]
             heard_age = AGE_GROUPS[int(np.argmax(mean["age"]))]
             per_voice[voice] = {
-                "true_gender": gender, "true_age": age,
-                "heard_gender": heard_gender, "p_gender": dict(zip(GENDERS, np.round(mean["gender"], 3).tolist())),
-                "heard_age": heard_age, "p_age": dict(zip(AGE_GROUPS, np.round(mean["age"], 3).tolist())),
+                "true_gender": gender,
+                "true_age": age,
+                "heard_gender": heard_gender,
+                "p_gender": dict(zip(GENDERS, np.round(mean["gender"], 3).tolist())),
+                "heard_age": heard_age,
+                "p_age": dict(zip(AGE_GROUPS, np.round(mean["age"], 3).tolist())),
                 "heard_emotion": EMOTIONS[int(np.argmax(mean["emotion"]))] if "emotion" in mean else None,
                 "f0_median_hz": round(float(np.nanmedian(f0)), 1),
                 "mouth_envelope_r": round(float(np.nanmean(mouth_r)), 3),
                 "mouth_envelope_r_per_sentence": [round(float(r), 3) for r in mouth_r],
-                "gender_correct": heard_gender == gender, "age_correct": heard_age == age,
+                "gender_correct": heard_gender == gender,
+                "age_correct": heard_age == age,
             }
     n = len(per_voice)
     rs = [v["mouth_envelope_r"] for v in per_voice.values()]
     return {
-        "benchmark": "listen_real", "run": str(run), "host": cpu_name(), "cores": 2,
+        "benchmark": "listen_real",
+        "run": str(run),
+        "host": cpu_name(),
+        "cores": 2,
         "voices": per_voice,
         "gender_correct": f"{sum(v['gender_correct'] for v in per_voice.values())} of {n}",
         "age_correct": f"{sum(v['age_correct'] for v in per_voice.values())} of {n}",
-        "mouth_envelope_r_mean": round(float(np.mean(rs)), 3), "mouth_envelope_r_min": round(float(np.min(rs)), 3),
+        "mouth_envelope_r_mean": round(float(np.mean(rs)), 3),
+        "mouth_envelope_r_min": round(float(np.min(rs)), 3),
         "listen_s_per_audio_s": round(timing["listen_s"] / timing["audio_s"], 4),
         "mel_only_s_per_audio_s": round(timing["mel_only_s"] / timing["audio_s"], 4),
         "listen_cost_ratio": round(timing["listen_s"] / timing["mel_only_s"], 2),
@@ -125,7 +139,13 @@ if __name__ == "__main__":
         sys.exit(2)
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("work/demo/run")
     if not (run_dir / "emotion" / "done.json").exists():
-        print(json.dumps({"benchmark": "listen_real", "skipped": f"{run_dir} has no trained emotion stage "
-                          "(run `make demo`, or pass a run folder)"}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "listen_real",
+                    "skipped": f"{run_dir} has no trained emotion stage (run `make demo`, or pass a run folder)",
+                }
+            )
+        )
         sys.exit(2)
     print(json.dumps(main(run_dir), indent=1))

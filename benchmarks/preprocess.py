@@ -41,8 +41,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "synth"
-        synthesize_corpus(corpus, SynthConfig(speakers=args.speakers, clips_per_speaker=args.clips,
-                                              seconds=args.seconds, seed=11), progress=False)
+        synthesize_corpus(
+            corpus,
+            SynthConfig(speakers=args.speakers, clips_per_speaker=args.clips, seconds=args.seconds, seed=11),
+            progress=False,
+        )
         videos = sorted((corpus / "videos").glob("*.mp4"))
         if args.distractor:
             _add_still_faces(videos)
@@ -55,19 +58,29 @@ def main() -> None:
         decode_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        summary = preprocess([corpus / "videos"], Path(tmp) / "data", PreprocessConfig(), workers=args.workers,
-                             progress=False)
+        summary = preprocess(
+            [corpus / "videos"], Path(tmp) / "data", PreprocessConfig(), workers=args.workers, progress=False
+        )
         full_s = time.perf_counter() - start
 
     decode_fps, full_fps = n_frames / decode_s, n_frames / full_s
-    print(json.dumps({
-        "benchmark": "preprocess",
-        "clips": len(videos), "frames": n_frames, "distractor": args.distractor, "processed": summary.n_processed, "workers": args.workers,
-        "decode_only_frames_per_s": round(decode_fps, 1),
-        "preprocess_frames_per_s": round(full_fps, 1),
-        "ratio_preprocess_to_decode": round(full_fps / decode_fps, 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "preprocess",
+                "clips": len(videos),
+                "frames": n_frames,
+                "distractor": args.distractor,
+                "processed": summary.n_processed,
+                "workers": args.workers,
+                "decode_only_frames_per_s": round(decode_fps, 1),
+                "preprocess_frames_per_s": round(full_fps, 1),
+                "ratio_preprocess_to_decode": round(full_fps / decode_fps, 4),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from imagineid.training.data import WindowDataset
 
 
 def build_corpus(folder: Path) -> Path:
-    synthesize_corpus(folder / "synth", SynthConfig(speakers=4, clips_per_speaker=2, seconds=3.0, seed=11),
-                      progress=False)
+    synthesize_corpus(
+        folder / "synth", SynthConfig(speakers=4, clips_per_speaker=2, seconds=3.0, seed=11), progress=False
+    )
     preprocess([folder / "synth" / "videos"], folder / "data", PreprocessConfig(), workers=1, progress=False)
     return folder / "data"
 
@@ -35,8 +36,9 @@ def measure(data: Path, window: int, batch: int, batches: int, cache_clips: bool
     # 1. Data: train split, mel statistics, a loader that yields exactly `batches` batches
     train = split_clips(data)["train"]
     stats = mel_stats(data, train)
-    dataset = WindowDataset(data, train, window=window, stats=stats, windows_per_epoch=batch * batches,
-                            cache_clips=cache_clips)
+    dataset = WindowDataset(
+        data, train, window=window, stats=stats, windows_per_epoch=batch * batches, cache_clips=cache_clips
+    )
     loader = DataLoader(dataset, batch_size=batch, num_workers=0)
 
     # 2. Loader alone (first pass fills the clip cache when enabled; timed on the second)
@@ -61,8 +63,13 @@ def measure(data: Path, window: int, batch: int, batches: int, cache_clips: bool
 
     windows = batch * batches
     return {
-        "benchmark": "train_data", "clips": len(train), "window": window, "batch": batch, "batches": batches,
-        "cache_clips": cache_clips, "torch_threads": torch.get_num_threads(),
+        "benchmark": "train_data",
+        "clips": len(train),
+        "window": window,
+        "batch": batch,
+        "batches": batches,
+        "cache_clips": cache_clips,
+        "torch_threads": torch.get_num_threads(),
         "loader_windows_per_s": round(windows / loader_s, 1),
         "consumer_windows_per_s": round(windows / consumer_s, 1),
         "ratio_loader_to_consumer": round(consumer_s / loader_s, 3),

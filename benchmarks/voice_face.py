@@ -39,9 +39,13 @@ def imagine(pipe, planner, utterance, seed: int) -> np.ndarray:
     mesh, _, _ = plan.frame(0)
     mesh_t = torch.from_numpy(mesh).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     with torch.no_grad():
-        frame = pipe(mesh=mesh_t, identity=torch.from_numpy(plan.identity)[None],
-                     emotion=torch.from_numpy(plan.emotion)[None], num_inference_steps=STEPS,
-                     generator=torch.Generator().manual_seed(seed))
+        frame = pipe(
+            mesh=mesh_t,
+            identity=torch.from_numpy(plan.identity)[None],
+            emotion=torch.from_numpy(plan.emotion)[None],
+            num_inference_steps=STEPS,
+            generator=torch.Generator().manual_seed(seed),
+        )
     return ((frame[0].permute(1, 2, 0).clamp(-1, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
 
 
@@ -62,18 +66,31 @@ def recorded(pipe, planner, landmarker) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for voice in voices:
             wav = Path(tmp) / f"{voice}.wav"
-            subprocess.run(["flite", "-voice", voice, "-t", SENTENCES[0], "-o", str(wav)], check=True, capture_output=True)
+            subprocess.run(
+                ["flite", "-voice", voice, "-t", SENTENCES[0], "-o", str(wav)], check=True, capture_output=True
+            )
             utterance = planner.listener.prepare(load_audio(wav))
             found = {s: face(landmarker, imagine(pipe, planner, utterance, s)) for s in SEEDS}
             descriptors[voice] = {s: f[1] for s, f in found.items() if f is not None}
-    across = [float(np.linalg.norm(descriptors["slt"][s] - descriptors[m][s]))
-              for m in ("awb", "rms", "kal") for s in SEEDS if s in descriptors["slt"] and s in descriptors[m]]
-    within = [float(np.linalg.norm(d[a] - d[b])) for d in descriptors.values()
-              for a, b in itertools.combinations(sorted(d), 2)]
+    across = [
+        float(np.linalg.norm(descriptors["slt"][s] - descriptors[m][s]))
+        for m in ("awb", "rms", "kal")
+        for s in SEEDS
+        if s in descriptors["slt"] and s in descriptors[m]
+    ]
+    within = [
+        float(np.linalg.norm(d[a] - d[b]))
+        for d in descriptors.values()
+        for a, b in itertools.combinations(sorted(d), 2)
+    ]
     a, w = float(np.mean(across)) if across else float("nan"), float(np.mean(within)) if within else float("nan")
-    return {"woman_vs_man_same_seed": round(a, 4), "same_voice_two_seeds": round(w, 4),
-            "voice_over_seed_ratio": round(a / w, 3) if w else None,
-            "faces_found": {v: len(d) for v, d in descriptors.items()}, "seeds": len(SEEDS)}
+    return {
+        "woman_vs_man_same_seed": round(a, 4),
+        "same_voice_two_seeds": round(w, 4),
+        "voice_over_seed_ratio": round(a / w, 3) if w else None,
+        "faces_found": {v: len(d) for v, d in descriptors.items()},
+        "seeds": len(SEEDS),
+    }
 
 
 def synthetic(pipe, planner, landmarker, run: Path, data: Path) -> dict:
@@ -107,9 +124,13 @@ def synthetic(pipe, planner, landmarker, run: Path, data: Path) -> dict:
     for _ in range(200):  # control: the same guesses against a random assignment of voices to speakers
         perm = rng.permutation(n)
         shuffled.append(np.mean([guesses[s] == perm[i] for i, s in enumerate(speakers) if s in guesses]))
-    return {"speakers": n, "top1_accuracy": round(float(np.mean(hits)), 3) if hits else None,
-            "chance": round(1 / n, 3), "shuffled_voice_control": round(float(np.mean(shuffled)), 3),
-            "speakers_with_a_face": len(guesses)}
+    return {
+        "speakers": n,
+        "top1_accuracy": round(float(np.mean(hits)), 3) if hits else None,
+        "chance": round(1 / n, 3),
+        "shuffled_voice_control": round(float(np.mean(shuffled)), 3),
+        "speakers_with_a_face": len(guesses),
+    }
 
 
 def main(run: Path, data: Path) -> dict:
@@ -121,7 +142,9 @@ def main(run: Path, data: Path) -> dict:
 
     torch.set_num_threads(2)
     pipe = ImagineIDPipeline.from_pretrained(run / "pipeline").eval()
-    planner = Planner.load(run, size=pipe.vae.config.sample_size, identity_dim=pipe.textual_inversion.config.identity_dim)
+    planner = Planner.load(
+        run, size=pipe.vae.config.sample_size, identity_dim=pipe.textual_inversion.config.identity_dim
+    )
     landmarker = DlibLandmarker(upsample=1)
     out = {"benchmark": "voice_face", "run": str(run), "host": cpu_name(), "steps": STEPS}
     out["recorded"] = recorded(pipe, planner, landmarker) if shutil.which("flite") else "skipped: flite not installed"
@@ -133,6 +156,8 @@ if __name__ == "__main__":
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("work/demo/run")
     data_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("work/demo/data")
     if not (run_dir / "pipeline" / "model_index.json").exists():
-        print(json.dumps({"benchmark": "voice_face", "skipped": f"{run_dir} has no trained pipeline (run `make demo`)"}))
+        print(
+            json.dumps({"benchmark": "voice_face", "skipped": f"{run_dir} has no trained pipeline (run `make demo`)"})
+        )
         sys.exit(2)
     print(json.dumps(main(run_dir, data_dir), indent=1))

@@ -31,7 +31,10 @@ def evaluate_flow(gen: str, data: str, report: str | None = None, every: int = 1
     create_table_artifact(rows, key="evaluation-summary", description=f"evaluation of {gen}")
     create_markdown_artifact(
         f"# Evaluation of `{gen}`\n\nReport: [{report}](file://{Path(report).resolve()})\n\n"
-        f"Metrics: `{result['metrics']}`\n", key="evaluation-report", description="where the report is")
+        f"Metrics: `{result['metrics']}`\n",
+        key="evaluation-report",
+        description="where the report is",
+    )
     print(f"report → {report}")
     return result
 

@@ -16,13 +16,22 @@ from tasks.summary import publish_summary
 
 
 @flow(name="generate", log_prints=True)
-def generate_flow(run: str, audio: list[str], out: str, seeds: int = GenerateConfig.seeds,
-                  batch_size: int = GenerateConfig.batch_size, steps: int = GenerateConfig.steps,
-                  guidance: float = GenerateConfig.guidance, strength: float = GenerateConfig.strength,
-                  identity_from: str | None = None, emotion_from: str | None = None,
-                  precision: str = GenerateConfig.precision,
-                  first_frame_retries: int = GenerateConfig.first_frame_retries, use_ray: bool = True,
-                  ray_address: str | None = None) -> dict:
+def generate_flow(
+    run: str,
+    audio: list[str],
+    out: str,
+    seeds: int = GenerateConfig.seeds,
+    batch_size: int = GenerateConfig.batch_size,
+    steps: int = GenerateConfig.steps,
+    guidance: float = GenerateConfig.guidance,
+    strength: float = GenerateConfig.strength,
+    identity_from: str | None = None,
+    emotion_from: str | None = None,
+    precision: str = GenerateConfig.precision,
+    first_frame_retries: int = GenerateConfig.first_frame_retries,
+    use_ray: bool = True,
+    ray_address: str | None = None,
+) -> dict:
     """Generate a video per (audio, seed); bad audio is listed in the summary, never fails the run.
 
     Args:
@@ -42,9 +51,17 @@ def generate_flow(run: str, audio: list[str], out: str, seeds: int = GenerateCon
         use_ray: One Ray worker per GPU (one CPU worker without GPUs); False runs in the flow's process.
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
     """
-    config = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance, strength=strength,
-                            identity_from=identity_from, emotion_from=emotion_from, precision=precision,
-                            first_frame_retries=first_frame_retries)
+    config = GenerateConfig(
+        seeds=seeds,
+        batch_size=batch_size,
+        steps=steps,
+        guidance=guidance,
+        strength=strength,
+        identity_from=identity_from,
+        emotion_from=emotion_from,
+        precision=precision,
+        first_frame_retries=first_frame_retries,
+    )
     summary = generate_videos(run, audio, out, config, ray_address, use_ray)
     failures = failed_videos(summary["index"])
     counts = {k: summary[k] for k in ("ok", "failed", "skipped", "generated_frames", "seconds")}

@@ -26,12 +26,21 @@ from tasks.summary import publish_summary
 
 @flow(name="preprocess", log_prints=True)
 def preprocess_flow(
-    sources: list[str], out: str, dataset: str = "auto", workers: int | None = None,
-    detector: str = PreprocessConfig.detector, crop_size: int = PreprocessConfig.crop_size,
-    refit_morphable: bool = False, ray_address: str | None = None,
-    subject: str = PreprocessConfig.subject, min_face_px: float = PreprocessConfig.min_face_px,
-    settle_seconds: float = SETTLE_S, morphable: str = PreprocessConfig.morphable, flame: str | None = None,
-    deca: str | None = None, speech_model: str | None = None,
+    sources: list[str],
+    out: str,
+    dataset: str = "auto",
+    workers: int | None = None,
+    detector: str = PreprocessConfig.detector,
+    crop_size: int = PreprocessConfig.crop_size,
+    refit_morphable: bool = False,
+    ray_address: str | None = None,
+    subject: str = PreprocessConfig.subject,
+    min_face_px: float = PreprocessConfig.min_face_px,
+    settle_seconds: float = SETTLE_S,
+    morphable: str = PreprocessConfig.morphable,
+    flame: str | None = None,
+    deca: str | None = None,
+    speech_model: str | None = None,
 ) -> dict:
     """Preprocess new or changed sources; finished clips are skipped, rejected and lost ones listed.
 
@@ -53,8 +62,16 @@ def preprocess_flow(
         deca: morphable flame: DECA deca_model.tar or its folder.
         speech_model: A local wav2vec2 / HuBERT folder: audio/ gets `speech` features.
     """
-    config = PreprocessConfig(detector=detector, crop_size=crop_size, subject=subject, min_face_px=min_face_px,
-                              morphable=morphable, flame=flame, deca=deca, speech_model=speech_model)
+    config = PreprocessConfig(
+        detector=detector,
+        crop_size=crop_size,
+        subject=subject,
+        min_face_px=min_face_px,
+        morphable=morphable,
+        flame=flame,
+        deca=deca,
+        speech_model=speech_model,
+    )
     store = Store(Path(out))
     store.make_dirs()
     with store.writer_lock():  # one writer per DATA, whether the CLI or a deployment started it
@@ -66,11 +83,20 @@ def preprocess_flow(
             version = fit_morphable(out, config, staged, refit_morphable)
             finalize_clips(out, config, staged)
         record_manifest(out, config, plan.jobs)
-    failures = [{"source": r.source, "status": r.status, "error_type": r.error_type, "message": r.message}
-                for r in results if r.status != "staged"]
-    summary = {"sources": len(plan.jobs), "skipped": len(plan.jobs) - len(plan.pending), "processed": len(staged),
-               "rejected": sum(r.status == "failed" for r in results), "lost": sum(r.status == "lost" for r in results),
-               "deferred": len(plan.deferred), "morphable_version": version}
+    failures = [
+        {"source": r.source, "status": r.status, "error_type": r.error_type, "message": r.message}
+        for r in results
+        if r.status != "staged"
+    ]
+    summary = {
+        "sources": len(plan.jobs),
+        "skipped": len(plan.jobs) - len(plan.pending),
+        "processed": len(staged),
+        "rejected": sum(r.status == "failed" for r in results),
+        "lost": sum(r.status == "lost" for r in results),
+        "deferred": len(plan.deferred),
+        "morphable_version": version,
+    }
     publish_summary("preprocess-summary", f"preprocess → {out}", summary, failures)
     print(f"preprocess: {summary}")
     return summary

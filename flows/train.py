@@ -16,11 +16,18 @@ from tasks.train import train_stage
 
 
 @flow(name="train", log_prints=True)
-def train_flow(data: str, out: str, stages: str = "identity,content,emotion", max_steps: int | None = None,
-               num_gpus: float = TrainConfig.num_gpus, ray_address: str | None = None,
-               profile: str = TrainConfig.profile, base_model: str | None = None,
-               checkpoint_every: int = TrainConfig.checkpoint_every,
-               voice_variants: int = TrainConfig.voice_variants) -> dict[str, dict]:
+def train_flow(
+    data: str,
+    out: str,
+    stages: str = "identity,content,emotion",
+    max_steps: int | None = None,
+    num_gpus: float = TrainConfig.num_gpus,
+    ray_address: str | None = None,
+    profile: str = TrainConfig.profile,
+    base_model: str | None = None,
+    checkpoint_every: int = TrainConfig.checkpoint_every,
+    voice_variants: int = TrainConfig.voice_variants,
+) -> dict[str, dict]:
     """Train the requested stages; finished stages are skipped, an interrupted one resumes.
 
     Args:
@@ -35,8 +42,14 @@ def train_flow(data: str, out: str, stages: str = "identity,content,emotion", ma
         checkpoint_every: Steps between resumable checkpoints.
         voice_variants: Copies of each training clip's audio in the voice bank (1 = no augmentation).
     """
-    config = TrainConfig(max_steps=max_steps, num_gpus=num_gpus, profile=profile, base_model=base_model,
-                         checkpoint_every=checkpoint_every, voice_variants=voice_variants)
+    config = TrainConfig(
+        max_steps=max_steps,
+        num_gpus=num_gpus,
+        profile=profile,
+        base_model=base_model,
+        checkpoint_every=checkpoint_every,
+        voice_variants=voice_variants,
+    )
     results = {}
     for stage in parse_stages(stages):
         results[stage] = train_stage(data, out, stage, config, ray_address)

@@ -9,14 +9,14 @@ non-zero with a one-line reason when nothing could be done.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 
 from imagineid.errors import ImagineIDError
-from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig
 from imagineid.generation.config import GenerateConfig
+from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig
 from imagineid.training.config import TrainConfig
 
 app = typer.Typer(
@@ -81,8 +81,9 @@ def _check_pretrained_preprocess(detector: str, morphable: str, flame: Optional[
         from imagineid.face.flame_morphable import resolve_files
 
         if flame is None or deca is None:
-            raise ImagineIDError("--morphable flame needs --flame PATH and --deca PATH "
-                                 "(see docs/pretrained.md § FLAME and § DECA)")
+            raise ImagineIDError(
+                "--morphable flame needs --flame PATH and --deca PATH (see docs/pretrained.md § FLAME and § DECA)"
+            )
         files = resolve_files(flame, deca)
     elif flame is not None or deca is not None:
         raise ImagineIDError("--flame / --deca are used with --morphable flame only")
@@ -94,13 +95,13 @@ def _check_pretrained_preprocess(detector: str, morphable: str, flame: Optional[
 
 
 def _by_rule(counts: dict[str, int]) -> str:
-    """" (ambiguous_subject 2, no_face 1)": which rule rejected how many sources."""
+    """ " (ambiguous_subject 2, no_face 1)": which rule rejected how many sources."""
     return f" ({', '.join(f'{rule} {n}' for rule, n in counts.items())})" if counts else ""
 
 
 @app.command()
 def preprocess(
-    src: List[Path] = typer.Argument(..., help="Video files or folders."),
+    src: list[Path] = typer.Argument(..., help="Video files or folders."),
     out: Path = typer.Option(..., "--out", help="Dataset folder (docs/architecture.md §3)."),
     workers: Optional[int] = typer.Option(None, help="Parallel clip workers (default: all cores; 1 = no Ray)."),
     detector: str = typer.Option(PreprocessConfig.detector, help="dlib | fan"),
@@ -111,14 +112,20 @@ def preprocess(
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     flame: Optional[Path] = typer.Option(None, help="--morphable flame: FLAME generic_model.pkl or its folder."),
     deca: Optional[Path] = typer.Option(None, help="--morphable flame: DECA deca_model.tar or its folder."),
-    speech_model: Optional[Path] = typer.Option(None, help="Local wav2vec2 / HuBERT folder: adds `speech` features to audio/."),
-    subject: str = typer.Option(PreprocessConfig.subject,
-                                help="one: the speaker's face per video | all: one clip per persistent face."),
-    min_face_px: float = typer.Option(PreprocessConfig.min_face_px,
-                                      help="Reject faces narrower than this (median detector box, px)."),
+    speech_model: Optional[Path] = typer.Option(
+        None, help="Local wav2vec2 / HuBERT folder: adds `speech` features to audio/."
+    ),
+    subject: str = typer.Option(
+        PreprocessConfig.subject, help="one: the speaker's face per video | all: one clip per persistent face."
+    ),
+    min_face_px: float = typer.Option(
+        PreprocessConfig.min_face_px, help="Reject faces narrower than this (median detector box, px)."
+    ),
     settle_seconds: float = typer.Option(
-        SETTLE_S, min=0.0, help="Leave sources modified less than this many seconds ago (still being copied in?) "
-                                "for the next run."),
+        SETTLE_S,
+        min=0.0,
+        help="Leave sources modified less than this many seconds ago (still being copied in?) for the next run.",
+    ),
 ) -> None:
     """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
     from rich.markup import escape
@@ -140,20 +147,37 @@ def preprocess(
     if subject not in ("one", "all") or not min_face_px > 0:
         _fail(f"--subject must be one or all (got {subject!r}) and --min-face-px positive (got {min_face_px:g})")
     try:
-        config = PreprocessConfig(detector=detector, morphable=morphable, crop_size=crop_size, subject=subject,
-                                  min_face_px=min_face_px,
-                                  **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
-                                  speech_model=str(speech_model.expanduser().resolve()) if speech_model else None)
+        config = PreprocessConfig(
+            detector=detector,
+            morphable=morphable,
+            crop_size=crop_size,
+            subject=subject,
+            min_face_px=min_face_px,
+            **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
+            speech_model=str(speech_model.expanduser().resolve()) if speech_model else None,
+        )
     except ValueError as err:  # the config's own checks, the same for flows and deployments
         _fail(str(err))
     try:
-        summary = run_preprocess(src, out, config, dataset=dataset, workers=workers, ray_address=ray_address,
-                                 refit_morphable=refit_morphable, settle_s=settle_seconds)
+        summary = run_preprocess(
+            src,
+            out,
+            config,
+            dataset=dataset,
+            workers=workers,
+            ray_address=ray_address,
+            refit_morphable=refit_morphable,
+            settle_s=settle_seconds,
+        )
     except (ImagineIDError, ValueError) as err:
         _fail(str(err))
     if summary.n_sources + summary.n_deferred == 0:
         _fail(f"no videos found under {', '.join(map(str, src))}")
-    deferred = f", {summary.n_deferred} left for the next run (modified < {settle_seconds:g}s ago)" if summary.n_deferred else ""
+    deferred = (
+        f", {summary.n_deferred} left for the next run (modified < {settle_seconds:g}s ago)"
+        if summary.n_deferred
+        else ""
+    )
     out_console.print(
         f"[green]preprocess:[/] {summary.n_sources + summary.n_deferred} sources: {summary.n_processed} processed, "
         f"{summary.n_failed} rejected{_by_rule(summary.by_rule)}, {summary.n_skipped} already done{deferred}, "
@@ -161,7 +185,9 @@ def preprocess(
     )
     for failure in summary.failures:
         # escape: "[ambiguous_subject]" would otherwise be read as rich markup and vanish
-        out_console.print(f"  [yellow]rejected[/] {escape(f'{failure.source}: [{failure.error_type}] {failure.message}')}")
+        out_console.print(
+            f"  [yellow]rejected[/] {escape(f'{failure.source}: [{failure.error_type}] {failure.message}')}"
+        )
 
 
 @app.command()
@@ -173,11 +199,20 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimisation steps per stage."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Train in this process instead of a Ray task."),
-    num_gpus: float = typer.Option(TrainConfig.num_gpus, help="GPUs per stage task, used only where the cluster has them."),
-    checkpoint_every: int = typer.Option(TrainConfig.checkpoint_every, min=1, help="Steps between resumable checkpoints."),
-    base_model: Optional[Path] = typer.Option(None, help="--profile sd15: local Stable Diffusion 1.5 folder (diffusers layout)."),
-    voice_variants: int = typer.Option(TrainConfig.voice_variants, min=1,
-                                       help="Copies of each training clip's audio in the voice bank (1 = no augmentation)."),
+    num_gpus: float = typer.Option(
+        TrainConfig.num_gpus, help="GPUs per stage task, used only where the cluster has them."
+    ),
+    checkpoint_every: int = typer.Option(
+        TrainConfig.checkpoint_every, min=1, help="Steps between resumable checkpoints."
+    ),
+    base_model: Optional[Path] = typer.Option(
+        None, help="--profile sd15: local Stable Diffusion 1.5 folder (diffusers layout)."
+    ),
+    voice_variants: int = typer.Option(
+        TrainConfig.voice_variants,
+        min=1,
+        help="Copies of each training clip's audio in the voice bank (1 = no augmentation).",
+    ),
 ) -> None:
     """Train the disentangler (identity → content → emotion) stage by stage; reruns resume."""
     from imagineid.training.config import PROFILES, TrainConfig
@@ -190,7 +225,10 @@ def train(
         from imagineid.models.ldm import SD15_SECTION, check_sd15
 
         if base_model is None:
-            _fail(f"--profile sd15 needs --base-model PATH, a local Stable Diffusion 1.5 folder ({see_docs(SD15_SECTION)})")
+            _fail(
+                "--profile sd15 needs --base-model PATH, a local Stable Diffusion 1.5 folder "
+                f"({see_docs(SD15_SECTION)})"
+            )
         try:
             base_model = check_sd15(base_model).resolve()
         except ImagineIDError as err:
@@ -199,8 +237,14 @@ def train(
             out_console.print("[yellow]ldm[/] not trained: with --profile sd15 the frozen base is --base-model")
     elif base_model is not None:
         _fail("--base-model is used with --profile sd15 only")
-    config = TrainConfig(max_steps=max_steps, num_gpus=num_gpus, checkpoint_every=checkpoint_every, profile=profile,
-                         base_model=str(base_model) if base_model else None, voice_variants=voice_variants)
+    config = TrainConfig(
+        max_steps=max_steps,
+        num_gpus=num_gpus,
+        checkpoint_every=checkpoint_every,
+        profile=profile,
+        base_model=str(base_model) if base_model else None,
+        voice_variants=voice_variants,
+    )
     try:
         results = run_train(data, out, stages, config, ray_address=ray_address, use_ray=not no_ray)
     except ImagineIDError as err:
@@ -208,20 +252,23 @@ def train(
     for stage, metrics in results.items():
         shown = {k: v for k, v in metrics.items() if not k.startswith("train_") and k != "skipped"}
         state = "already trained" if metrics.get("skipped") else "trained"
-        out_console.print(f"[green]{stage}[/] {state}: " + ", ".join(
-            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+        out_console.print(
+            f"[green]{stage}[/] {state}: "
+            + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+        )
     out_console.print(f"run → {out} (metrics in {out / 'metrics.jsonl'})")
 
 
 @app.command()
 def listen(
     run: Path = typer.Argument(..., help="Run folder with trained stages."),
-    audio: List[Path] = typer.Argument(..., help="Audio files or folders."),
+    audio: list[Path] = typer.Argument(..., help="Audio files or folders."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per audio."),
     retrieve: Optional[Path] = typer.Option(None, help="Dataset folder for identity retrieval."),
     top_k: int = typer.Option(5, help="Clips to retrieve."),
 ) -> None:
-    """What the disentangler hears: gender, age, emotion, nearest identities, and what it measured (F0, voicing, formants)."""
+    """What the disentangler hears: gender, age, emotion, nearest identities, and what it measured (F0,
+    voicing, formants)."""
     import json
 
     from imagineid.listening import listen as run_listen
@@ -245,21 +292,30 @@ def listen(
 @app.command()
 def generate(
     run: Path = typer.Argument(..., help="Run folder with every stage trained (disentangler + frame generator)."),
-    audio: Optional[List[Path]] = typer.Argument(None, help="Audio files or folders (any common format / rate)."),
+    audio: Optional[list[Path]] = typer.Argument(None, help="Audio files or folders (any common format / rate)."),
     out: Path = typer.Option(..., "--out", help="Output folder: videos/, records/, index.parquet."),
     seeds: int = typer.Option(1, min=1, help="Seeds (imagined identities) per audio."),
-    batch_size: int = typer.Option(GenerateConfig.batch_size, min=1, help="Continuous-batching slots; 1 = the per-clip loop."),
+    batch_size: int = typer.Option(
+        GenerateConfig.batch_size, min=1, help="Continuous-batching slots; 1 = the per-clip loop."
+    ),
     steps: int = typer.Option(20, min=1, help="DDIM denoising steps per frame."),
     guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
-    strength: float = typer.Option(0.8, min=0.05, max=1.0,
-                                   help="Frames 2..T start from frame 1's latent noised this far (1 = pure noise)."),
+    strength: float = typer.Option(
+        0.8, min=0.05, max=1.0, help="Frames 2..T start from frame 1's latent noised this far (1 = pure noise)."
+    ),
     identity_from: Optional[Path] = typer.Option(None, help="Factor swap: identity from this audio."),
-    content_from: Optional[Path] = typer.Option(None, help="Factor swap: content (mouth, sound track) from this audio."),
+    content_from: Optional[Path] = typer.Option(
+        None, help="Factor swap: content (mouth, sound track) from this audio."
+    ),
     emotion_from: Optional[Path] = typer.Option(None, help="Factor swap: emotion from this audio."),
-    first_frame_retries: int = typer.Option(GenerateConfig.first_frame_retries, min=0,
-                                            help="Redraw frame 1 while dlib finds no face (0 = off)."),
-    precision: str = typer.Option("auto", help="fp32 | bf16 | fp16 | auto (fp16 on GPUs; bf16 on CPUs with "
-                                               "native bf16 from 8 clips per batch; else fp32)."),
+    first_frame_retries: int = typer.Option(
+        GenerateConfig.first_frame_retries, min=0, help="Redraw frame 1 while dlib finds no face (0 = off)."
+    ),
+    precision: str = typer.Option(
+        "auto",
+        help="fp32 | bf16 | fp16 | auto (fp16 on GPUs; bf16 on CPUs with "
+        "native bf16 from 8 clips per batch; else fp32).",
+    ),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),
 ) -> None:
@@ -270,10 +326,17 @@ def generate(
     sources = list(audio or []) + ([content_from] if content_from else [])
     if not sources:
         _fail("give AUDIO files or folders (or --content-from)")
-    cfg = GenerateConfig(seeds=seeds, batch_size=batch_size, steps=steps, guidance=guidance, strength=strength,
-                         first_frame_retries=first_frame_retries, precision=precision,
-                         identity_from=str(identity_from) if identity_from else None,
-                         emotion_from=str(emotion_from) if emotion_from else None)
+    cfg = GenerateConfig(
+        seeds=seeds,
+        batch_size=batch_size,
+        steps=steps,
+        guidance=guidance,
+        strength=strength,
+        first_frame_retries=first_frame_retries,
+        precision=precision,
+        identity_from=str(identity_from) if identity_from else None,
+        emotion_from=str(emotion_from) if emotion_from else None,
+    )
     try:
         summary = run_generate(run, sources, out, cfg, use_ray=not no_ray, ray_address=ray_address)
     except ImagineIDError as err:
@@ -281,7 +344,8 @@ def generate(
     out_console.print(
         f"generate: {summary['ok']} videos written, {summary['failed']} failed, {summary['skipped']} already done, "
         f"{summary['generated_frames']} frames in {summary['seconds']:.1f}s → {summary['videos']} "
-        f"(index: {summary['index']})")
+        f"(index: {summary['index']})"
+    )
     if summary["failed"]:
         out_console.print("  failures are listed with their reason in the index (status = failed)")
 

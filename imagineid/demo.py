@@ -10,9 +10,9 @@ Re-running continues where a previous run stopped (every step skips finished wor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from imagineid.data.synth import SynthConfig
 
@@ -26,16 +26,27 @@ class DemoPlan:
     steps: int  # DDIM steps per frame
 
     @classmethod
-    def make(cls, quick: bool) -> "DemoPlan":
+    def make(cls, quick: bool) -> DemoPlan:
         if quick:
-            return cls(SynthConfig(speakers=4, clips_per_speaker=2, seed=1),
-                       SynthConfig(speakers=2, clips_per_speaker=1, seconds=2.0, seed=101), 120, 2, 10)
-        return cls(SynthConfig(speakers=32, clips_per_speaker=2, seed=1),
-                   SynthConfig(speakers=4, clips_per_speaker=1, seed=101), None, 2, 20)
+            return cls(
+                SynthConfig(speakers=4, clips_per_speaker=2, seed=1),
+                SynthConfig(speakers=2, clips_per_speaker=1, seconds=2.0, seed=101),
+                120,
+                2,
+                10,
+            )
+        return cls(
+            SynthConfig(speakers=32, clips_per_speaker=2, seed=1),
+            SynthConfig(speakers=4, clips_per_speaker=1, seed=101),
+            None,
+            2,
+            20,
+        )
 
 
-def run_demo(workdir: str | Path, quick: bool = False, say: Callable[[str], None] = print,
-             progress: bool = True) -> dict:
+def run_demo(
+    workdir: str | Path, quick: bool = False, say: Callable[[str], None] = print, progress: bool = True
+) -> dict:
     """Run every step; → {"report": path, "metrics": summary dict, paths...}."""
     from imagineid.data.synth import synthesize_corpus
     from imagineid.evaluation.evaluate import evaluate
@@ -51,16 +62,31 @@ def run_demo(workdir: str | Path, quick: bool = False, say: Callable[[str], None
     data, run, gen = workdir / "data", workdir / "run", workdir / "gen"
     made = synthesize_corpus(corpus, plan.train_corpus, progress=progress)
     held = synthesize_corpus(heldout, plan.heldout_corpus, progress=progress)
-    say(f"demo 1/5 synth: {made.n_clips} training clips of {made.n_speakers} speakers → {corpus}; "
-        f"{held.n_clips} held-out clips of {held.n_speakers} new speakers → {heldout}")
+    say(
+        f"demo 1/5 synth: {made.n_clips} training clips of {made.n_speakers} speakers → {corpus}; "
+        f"{held.n_clips} held-out clips of {held.n_speakers} new speakers → {heldout}"
+    )
     pre = preprocess([corpus / "videos"], data, PreprocessConfig(), progress=progress)
-    say(f"demo 2/5 preprocess: {pre.n_processed} processed, {pre.n_failed} rejected, {pre.n_skipped} already done → {data}")
-    results = train(data, run, list(ALL_STAGES), TrainConfig(max_steps=plan.max_steps), use_ray=False, progress=progress)
+    say(
+        f"demo 2/5 preprocess: {pre.n_processed} processed, {pre.n_failed} rejected, "
+        f"{pre.n_skipped} already done → {data}"
+    )
+    results = train(
+        data, run, list(ALL_STAGES), TrainConfig(max_steps=plan.max_steps), use_ray=False, progress=progress
+    )
     say(f"demo 3/5 train: {', '.join(results)} → {run}")
-    made_videos = generate(run, [heldout / "videos"], gen, GenerateConfig(seeds=plan.seeds, steps=plan.steps),
-                           use_ray=False, progress=progress)
-    say(f"demo 4/5 generate: {made_videos['ok']} videos, {made_videos['failed']} failed, "
-        f"{made_videos['skipped']} already done → {gen / 'videos'}")
+    made_videos = generate(
+        run,
+        [heldout / "videos"],
+        gen,
+        GenerateConfig(seeds=plan.seeds, steps=plan.steps),
+        use_ray=False,
+        progress=progress,
+    )
+    say(
+        f"demo 4/5 generate: {made_videos['ok']} videos, {made_videos['failed']} failed, "
+        f"{made_videos['skipped']} already done → {gen / 'videos'}"
+    )
     report = gen / "report.html"
     metrics = evaluate(gen, data, report, progress=progress)
     say(f"demo 5/5 evaluate: {metrics['summary']['videos']} videos → {gen / 'metrics.json'}")

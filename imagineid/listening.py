@@ -10,9 +10,9 @@ Unusable audio gives an entry with an `error`, never a crash.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class Listener:
     device: torch.device
 
     @classmethod
-    def load(cls, run: str | Path) -> "Listener":
+    def load(cls, run: str | Path) -> Listener:
         from imagineid.models import (
             ContentEncoderDecoder,
             EmotionEncoderDecoder,
@@ -71,12 +71,22 @@ class Listener:
         if not rd.is_done("identity"):
             raise ImagineIDError(f"{run} has no trained identity stage; run `imagineid train DATA --out {run}` first")
         device = pick_device()
-        content = ContentEncoderDecoder.from_pretrained(rd.stage("content"), use_safetensors=True).to(device).eval() if rd.is_done("content") else None
-        emotion = EmotionEncoderDecoder.from_pretrained(rd.stage("emotion"), use_safetensors=True).to(device).eval() if rd.is_done("emotion") else None
+        content = (
+            ContentEncoderDecoder.from_pretrained(rd.stage("content"), use_safetensors=True).to(device).eval()
+            if rd.is_done("content")
+            else None
+        )
+        emotion = (
+            EmotionEncoderDecoder.from_pretrained(rd.stage("emotion"), use_safetensors=True).to(device).eval()
+            if rd.is_done("emotion")
+            else None
+        )
         return cls(
             identity=IdentityEncoder.from_pretrained(rd.stage("identity"), use_safetensors=True).to(device).eval(),
-            content=content, emotion=emotion if content is not None else None,
-            stats=MelStats.load(rd.root / "mel_stats.json"), device=device,
+            content=content,
+            emotion=emotion if content is not None else None,
+            stats=MelStats.load(rd.root / "mel_stats.json"),
+            device=device,
         )
 
     def mel(self, raw: np.ndarray) -> torch.Tensor:
@@ -122,8 +132,12 @@ class Listener:
         mel = self.mel(utterance.mel)
         ident = self.identity(mel, voice=self.voice(utterance))
         content = self.content(mel, ident.shape, self.envelope(utterance.mel)).features
-        out = self.emotion(self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content)
-        return identity_features(ident)[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[0].float().cpu().numpy()
+        out = self.emotion(
+            self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content
+        )
+        return identity_features(ident)[0].float().cpu().numpy(), out.emotion_logits.softmax(-1)[
+            0
+        ].float().cpu().numpy()
 
     @torch.no_grad()
     def hear(self, utterance: Utterance) -> dict:
@@ -140,7 +154,9 @@ class Listener:
         }
         if self.emotion is not None:
             content = self.content(mel, ident.shape, self.envelope(utterance.mel)).features
-            out = self.emotion(self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content)
+            out = self.emotion(
+                self.emotion_mel(utterance.mel), ident.for_emotion(self.emotion.config.identity_dim), content
+            )
             result["emotion"] = dict(zip(EMOTIONS, out.emotion_logits.softmax(-1)[0].tolist()))
             result["emotion_embedding"] = out.embedding[0].cpu().numpy()
         return result
@@ -165,27 +181,40 @@ def dataset_embeddings(listener: Listener, data: Path) -> tuple[list[dict], np.n
     ids = Store(data).read_table("clips", ["clip_id"])["clip_id"].to_pylist()
     rows, identity, emotion = [], [], []
     for sample in iter_clips(data, ids):
-        rows.append({"clip_id": sample.clip_id, "speaker_id": sample.speaker_id,
-                     "gender": GENDERS[sample.gender] if sample.gender >= 0 else None,
-                     "emotion": EMOTIONS[sample.emotion] if sample.emotion >= 0 else None})
+        rows.append(
+            {
+                "clip_id": sample.clip_id,
+                "speaker_id": sample.speaker_id,
+                "gender": GENDERS[sample.gender] if sample.gender >= 0 else None,
+                "emotion": EMOTIONS[sample.emotion] if sample.emotion >= 0 else None,
+            }
+        )
         samples = clip_audio(Store(data), sample.clip_id)[0] if listener.uses_voice else None
-        heard = listener.hear(listener.prepare(samples, sample.mel) if samples is not None
-                              else Utterance(sample.mel, None, None))
+        heard = listener.hear(
+            listener.prepare(samples, sample.mel) if samples is not None else Utterance(sample.mel, None, None)
+        )
         identity.append(heard["embedding"])
         emotion.append(heard["emotion_embedding"])
     has_emotion = bool(emotion) and emotion[0] is not None
-    return (rows, np.stack(identity) if identity else np.zeros((0, 1)),
-            np.stack(emotion) if has_emotion else None)
+    return (rows, np.stack(identity) if identity else np.zeros((0, 1)), np.stack(emotion) if has_emotion else None)
 
 
-def listen(run: str | Path, audio: Sequence[str | Path], retrieve: str | Path | None = None,
-           top_k: int = 5) -> Iterator[dict]:
+def listen(
+    run: str | Path, audio: Sequence[str | Path], retrieve: str | Path | None = None, top_k: int = 5
+) -> Iterator[dict]:
     """One result dict per audio file (keys: audio, gender, age, emotion, measured, retrieved, error)."""
     listener = Listener.load(run)
     index = dataset_embeddings(listener, Path(retrieve))[:2] if retrieve else None
     for path in discover_audio(audio):
-        entry = {"audio": str(path), "gender": None, "age": None, "emotion": None, "measured": None,
-                 "retrieved": None, "error": None}
+        entry = {
+            "audio": str(path),
+            "gender": None,
+            "age": None,
+            "emotion": None,
+            "measured": None,
+            "retrieved": None,
+            "error": None,
+        }
         try:
             samples = load_audio(path)
             check_audio(samples, 16000)

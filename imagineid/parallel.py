@@ -7,7 +7,8 @@ the Ray start-up rules of docs/architecture.md §5 (dashboard off, capped object
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -45,8 +46,11 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
             ) from err
     else:  # "local": never attach to a cluster that `ray start` left in /tmp/ray/ray_current_cluster
         ray.init(
-            address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-            object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            log_to_driver=False,
         )
 
 
@@ -64,9 +68,15 @@ def _apply(fn: Callable[[T], R], item: T) -> R:
 
 
 def parallel_map(
-    fn: Callable[[T], R], items: Sequence[T], workers: int | None = None, desc: str = "work",
-    progress: bool = True, ray_address: str | None = None, on_done: Callable[[int, int], None] | None = None,
-    on_error: Callable[[T, Exception], R] | None = None, max_retries: int = 2,
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int | None = None,
+    desc: str = "work",
+    progress: bool = True,
+    ray_address: str | None = None,
+    on_done: Callable[[int, int], None] | None = None,
+    on_error: Callable[[T, Exception], R] | None = None,
+    max_retries: int = 2,
 ) -> list[R]:
     """`[fn(x) for x in items]`, in parallel on Ray when `workers` > 1; results keep the input order.
 

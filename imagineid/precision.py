@@ -59,7 +59,7 @@ def check(precision: str) -> str:
 
 
 def resolve(precision: str, device: torch.device, batch_size: int) -> str:
-    """"auto" → "fp16" on CUDA, "bf16" on a CPU with native bf16 for batches of ≥ CPU_BF16_MIN_BATCH
+    """ "auto" → "fp16" on CUDA, "bf16" on a CPU with native bf16 for batches of ≥ CPU_BF16_MIN_BATCH
     clips, else "fp32"; the other names are checked."""
     if check(precision) == "auto":
         if device.type == "cuda":

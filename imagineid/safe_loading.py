@@ -220,7 +220,9 @@ def load_npy(path: str | Path, section: str, what: str = ".npy file") -> Any:
         with open(path, "rb") as fh:
             try:
                 version = np.lib.format.read_magic(fh)
-                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 _, _, dtype = header(fh)
             except ValueError as err:
                 raise MalformedWeightsError(f"{path} is not a .npy file: {err}") from err
@@ -256,8 +258,9 @@ def load_torch(path: str | Path, section: str, what: str = "checkpoint") -> Any:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         unsafe = [line for line in lines if "GLOBAL" in line or "Unsupported global" in line]
         if unsafe:  # the file asks for a class or function: it would run code under weights_only=False
-            raise UnsafeFileError(f"{path} is refused by torch.load(weights_only=True): {unsafe[0]} "
-                                  f"({see_docs(section)})") from err
+            raise UnsafeFileError(
+                f"{path} is refused by torch.load(weights_only=True): {unsafe[0]} ({see_docs(section)})"
+            ) from err
         detail = next((line for line in lines if line.startswith("Unsupported")), lines[-1] if lines else "")
         raise MalformedWeightsError(f"{path} is not a torch checkpoint ({detail}) ({see_docs(section)})") from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:

@@ -11,8 +11,9 @@ from tasks.policy import GPU_TAG, RETRY_TRANSIENT
 
 
 @task(tags=[GPU_TAG], **RETRY_TRANSIENT)
-def generate_videos(run: str, audio: list[str], out: str, config: GenerateConfig, ray_address: str | None,
-                    use_ray: bool = True) -> dict:
+def generate_videos(
+    run: str, audio: list[str], out: str, config: GenerateConfig, ray_address: str | None, use_ray: bool = True
+) -> dict:
     """Generate every unfinished (audio, seed) into OUT; → the summary (counts, index path). A retry
     skips the videos the failed attempt finished."""
     return generate(run, audio, out, config, use_ray=use_ray, ray_address=ray_address, progress=False)

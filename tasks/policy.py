@@ -22,21 +22,41 @@ BACKOFF_SECONDS = 10.0  # first delay; then 20, 40 s, each ±50 % jitter
 GPU_TAG = "gpu"  # `make deploy` creates a task concurrency limit on this tag (GPU_SLOTS)
 
 TRANSIENT_ERRNOS = {
-    errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT, errno.ECONNRESET,
-    errno.ECONNREFUSED, errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ENOLCK,
+    errno.EIO,
+    errno.EAGAIN,
+    errno.EBUSY,
+    errno.EINTR,
+    errno.ESTALE,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ECONNABORTED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.ENOLCK,
 }
 # ray.exceptions names (matched by name so this module does not import Ray)
 TRANSIENT_RAY_ERRORS = {
-    "WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError", "OwnerDiedError",
-    "ObjectFetchTimedOutError", "ObjectReconstructionFailedError", "RayActorError", "ActorDiedError",
-    "ActorUnavailableError", "OutOfMemoryError", "RpcError", "RaySystemError",
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "ObjectFetchTimedOutError",
+    "ObjectReconstructionFailedError",
+    "RayActorError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "OutOfMemoryError",
+    "RpcError",
+    "RaySystemError",
 }
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether a retry of the same work can succeed (see the module docstring)."""
-    if any(cls.__name__ in TRANSIENT_RAY_ERRORS and cls.__module__.startswith("ray")
-           for cls in type(error).__mro__):
+    if any(cls.__name__ in TRANSIENT_RAY_ERRORS and cls.__module__.startswith("ray") for cls in type(error).__mro__):
         return True
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True

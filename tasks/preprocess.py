@@ -25,8 +25,9 @@ def plan_sources(sources: list[str], out: str, config: PreprocessConfig, dataset
 
 
 @task(**RETRY_TRANSIENT)
-def extract_clips(jobs: list[ClipJob], out: str, config: PreprocessConfig, workers: int | None,
-                  ray_address: str | None) -> list[ExtractResult]:
+def extract_clips(
+    jobs: list[ClipJob], out: str, config: PreprocessConfig, workers: int | None, ray_address: str | None
+) -> list[ExtractResult]:
     """Per-clip decode / track / crop / log-mel, fanned out on Ray; rejected clips and clips whose Ray
     worker was lost on every attempt come back as rows (status failed / lost), never as an exception."""
     artifact = create_progress_artifact(0.0, description="preprocess: clips extracted")

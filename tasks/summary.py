@@ -11,8 +11,16 @@ def _cell(value) -> str:
 
 def summary_markdown(title: str, counts: dict, failures: list[dict]) -> str:
     """Markdown: a one-row table of `counts`, then a table of `failures` (dicts with the same keys)."""
-    lines = [f"# {title}", "", "| " + " | ".join(counts) + " |", "|" + "---|" * len(counts),
-             "| " + " | ".join(_cell(v) for v in counts.values()) + " |", "", f"## Failures ({len(failures)})", ""]
+    lines = [
+        f"# {title}",
+        "",
+        "| " + " | ".join(counts) + " |",
+        "|" + "---|" * len(counts),
+        "| " + " | ".join(_cell(v) for v in counts.values()) + " |",
+        "",
+        f"## Failures ({len(failures)})",
+        "",
+    ]
     if failures:
         keys = list(failures[0])
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

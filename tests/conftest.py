@@ -94,6 +94,12 @@ def trained_run(preprocessed: Path, tmp_path_factory) -> Path:
     from imagineid.training.run import train
 
     run = tmp_path_factory.mktemp("run")
-    train(preprocessed, run, "identity,content,emotion,ldm,adapters", TrainConfig(max_steps=3), use_ray=False,
-          progress=False)
+    train(
+        preprocessed,
+        run,
+        "identity,content,emotion,ldm,adapters",
+        TrainConfig(max_steps=3),
+        use_ray=False,
+        progress=False,
+    )
     return run

@@ -92,7 +92,7 @@ def write_flame(folder: Path, seed: int = 0) -> Path:
     nose_y = (verts[faces[lm_faces[NOSE_BOTTOM]]] * lm_bary[NOSE_BOTTOM][:, None]).sum(0)[1]
     lower = verts[:, 1] < nose_y - 0.005
     shapedirs = rng.normal(0, 1e-3, (v, 3, 400))
-    shapedirs[~lower, :, 300:300 + N_EXPRESSION_MOUTH] = 0.0  # mouth-only expression components
+    shapedirs[~lower, :, 300 : 300 + N_EXPRESSION_MOUTH] = 0.0  # mouth-only expression components
     posedirs = rng.normal(0, 1e-4, (v, 3, 36))
     regressor = np.zeros((5, v))
     regressor[0] = 1.0 / v  # root: centroid
@@ -106,21 +106,37 @@ def write_flame(folder: Path, seed: int = 0) -> Path:
     weights[lower, 0], weights[lower, 2] = 0.3, 0.7  # the lower face follows the jaw
     with _FakeChumpy() as ch:
         dirs = ch()
-        dirs.__dict__.update({"x": shapedirs, "_dirty_vars": set(), "_itr": None, "_make_dense": False,
-                              "_make_sparse": False, "_depends_on_deps": {}})
+        dirs.__dict__.update(
+            {
+                "x": shapedirs,
+                "_dirty_vars": set(),
+                "_itr": None,
+                "_make_dense": False,
+                "_make_sparse": False,
+                "_depends_on_deps": {},
+            }
+        )
         model = {
-            "f": faces, "v_template": verts, "shapedirs": dirs, "posedirs": posedirs,
-            "J_regressor": sp.csc_matrix(regressor), "weights": weights,
+            "f": faces,
+            "v_template": verts,
+            "shapedirs": dirs,
+            "posedirs": posedirs,
+            "J_regressor": sp.csc_matrix(regressor),
+            "weights": weights,
             "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.uint32),
-            "J": regressor @ verts, "bs_style": "lbs", "bs_type": "lrotmin",
+            "J": regressor @ verts,
+            "bs_style": "lbs",
+            "bs_type": "lrotmin",
         }
         path = folder / "generic_model.pkl"
         path.write_bytes(pickle.dumps(model, protocol=2))
     embedding = {
-        "static_lmk_faces_idx": lm_faces[17:], "static_lmk_bary_coords": lm_bary[17:],
+        "static_lmk_faces_idx": lm_faces[17:],
+        "static_lmk_bary_coords": lm_bary[17:],
         "dynamic_lmk_faces_idx": torch.as_tensor(np.tile(lm_faces[:17], (79, 1))),
         "dynamic_lmk_bary_coords": torch.as_tensor(np.tile(lm_bary[:17], (79, 1, 1))),
-        "full_lmk_faces_idx": lm_faces[None], "full_lmk_bary_coords": lm_bary[None],
+        "full_lmk_faces_idx": lm_faces[None],
+        "full_lmk_bary_coords": lm_bary[None],
     }
     np.save(folder / "landmark_embedding.npy", embedding, allow_pickle=True)
     return path
@@ -136,7 +152,9 @@ def write_deca(path: Path, seed: int = 0) -> Path:
         encoder.layers[2].bias[206] = 8.0  # cam scale: shape 100 + tex 50 + exp 50 + pose 6
     detail = torch.nn.Linear(4, 4)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"E_flame": encoder.state_dict(), "E_detail": detail.state_dict(), "D_detail": detail.state_dict()}, path)
+    torch.save(
+        {"E_flame": encoder.state_dict(), "E_detail": detail.state_dict(), "D_detail": detail.state_dict()}, path
+    )
     return path
 
 
@@ -159,7 +177,9 @@ def write_json(path: Path, data: dict) -> None:
 
 def _bytes_to_unicode() -> list[str]:
     """CLIP's byte-level alphabet (the 256 base symbols of its BPE vocabulary)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = printable[:], 0
     for b in range(256):
         if b not in printable:
@@ -170,7 +190,8 @@ def _bytes_to_unicode() -> list[str]:
 
 
 def write_clip_tokenizer(folder: Path) -> int:
-    """A real CLIP BPE vocabulary (vocab.json, merges.txt; > 1000 tokens) built from the prompt words; returns its size."""
+    """A real CLIP BPE vocabulary (vocab.json, merges.txt; > 1000 tokens) built from the prompt words;
+    returns its size."""
     from imagineid.models.word_tokenizer import WORDS
 
     symbols = _bytes_to_unicode()
@@ -190,10 +211,24 @@ def write_clip_tokenizer(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "vocab.json", {t: i for i, t in enumerate(vocab)})
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    write_json(folder / "tokenizer_config.json", {"model_max_length": 77, "do_lower_case": True,
-                                                  "tokenizer_class": "CLIPTokenizer", "pad_token": "<|endoftext|>"})
-    write_json(folder / "special_tokens_map.json", {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-                                                    "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"})
+    write_json(
+        folder / "tokenizer_config.json",
+        {
+            "model_max_length": 77,
+            "do_lower_case": True,
+            "tokenizer_class": "CLIPTokenizer",
+            "pad_token": "<|endoftext|>",
+        },
+    )
+    write_json(
+        folder / "special_tokens_map.json",
+        {
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+        },
+    )
     return len(vocab)
 
 
@@ -205,28 +240,67 @@ def write_sd15(folder: Path, sample_size: int = 8, seed: int = 0) -> Path:
 
     vocab_size = write_clip_tokenizer(folder / "tokenizer")
     torch.manual_seed(seed)
-    CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=2, max_position_embeddings=77, projection_dim=32,
-                                 bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-                                 )).save_pretrained(folder / "text_encoder")
+    CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
+    ).save_pretrained(folder / "text_encoder")
     torch.manual_seed(seed)
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
-                  latent_channels=4, norm_num_groups=32, sample_size=sample_size * 8,
-                  scaling_factor=0.18215).save_pretrained(folder / "vae")
+    AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=sample_size * 8,
+        scaling_factor=0.18215,
+    ).save_pretrained(folder / "vae")
     torch.manual_seed(seed)
-    UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4,
-                         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                         block_out_channels=(32, 32, 64, 64), layers_per_block=1, cross_attention_dim=32,
-                         attention_head_dim=8, norm_num_groups=32).save_pretrained(folder / "unet")
-    PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
-    write_json(folder / "model_index.json", {
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.6.0",
-        "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"]})
+    UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    ).save_pretrained(folder / "unet")
+    PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    ).save_pretrained(folder / "scheduler")
+    write_json(
+        folder / "model_index.json",
+        {
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": "0.6.0",
+            "scheduler": ["diffusers", "PNDMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        },
+    )
     return folder
 
 
@@ -249,8 +323,15 @@ def write_speech_model(folder: Path, kind: str = "wav2vec2", seed: int = 0) -> P
         Wav2Vec2Model,
     )
 
-    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
-                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    small = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
     torch.manual_seed(seed)
     model = Wav2Vec2Model(Wav2Vec2Config(**small)) if kind == "wav2vec2" else HubertModel(HubertConfig(**small))
     model.save_pretrained(folder)

@@ -83,23 +83,17 @@ def test_textual_inversion_shapes_norm_and_neutral():
     out = adapter(identity, emotion)
     assert out.identity_tokens.shape == (3, 2, 64)
     assert out.emotion_tokens.shape == (3, 1, 64)
-    torch.testing.assert_close(
-        out.identity_tokens.norm(dim=-1), torch.full((3, 2), 0.4), atol=1e-3, rtol=0
-    )
+    torch.testing.assert_close(out.identity_tokens.norm(dim=-1), torch.full((3, 2), 0.4), atol=1e-3, rtol=0)
     neutral = adapter(identity).emotion_tokens
     assert neutral.shape == (3, 1, 64)
-    assert torch.equal(
-        neutral[0], neutral[2]
-    )  # one learned token, the same for every sample
+    assert torch.equal(neutral[0], neutral[2])  # one learned token, the same for every sample
     with pytest.raises(ValueError):
         adapter(torch.randn(3, 10))
 
 
 def test_textual_inversion_round_trip(tmp_path):
     torch.manual_seed(0)
-    adapter = TextualInversionAdapter(
-        identity_dim=16, emotion_dim=8, token_dim=32, hidden=32
-    )
+    adapter = TextualInversionAdapter(identity_dim=16, emotion_dim=8, token_dim=32, hidden=32)
     assert_round_trip(adapter, tmp_path, torch.randn(2, 16), torch.randn(2, 8))
 
 
@@ -129,9 +123,7 @@ def test_spatial_features_match_tiny_unet(adapter_type):
             text,
             down_intrablock_additional_residuals=[torch.zeros_like(f) for f in feats],
         ).sample
-        cond = unet(
-            latents, 10, text, down_intrablock_additional_residuals=list(feats)
-        ).sample
+        cond = unet(latents, 10, text, down_intrablock_additional_residuals=list(feats)).sample
     assert cond.shape == plain.shape
     torch.testing.assert_close(zero, plain, atol=1e-5, rtol=0)
     assert (cond - plain).abs().max() > 1e-3
@@ -193,9 +185,7 @@ def test_blending_levels_and_equivalence_when_disabled():
     with torch.no_grad():
         reference = vae.decode(latents).sample
         disabled = decode_with_blending(vae, None, latents)
-        untrained = decode_with_blending(
-            vae, adapter, latents, background, face_mask()
-        )  # zero-init = no-op
+        untrained = decode_with_blending(vae, adapter, latents, background, face_mask())  # zero-init = no-op
         fused = adapter([f.flip(0) for f in feats[::-1]], feats[::-1], face_mask())
     assert disabled.shape == (2, 3, 64, 64)
     assert (disabled - reference).abs().max() < 1e-4

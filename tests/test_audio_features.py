@@ -160,7 +160,7 @@ def test_mel_envelope_follows_the_waveform_loudness_whatever_the_recording_level
     env = mel_envelope(log_mel(loud))  # (200, 2)
     assert env.shape == (len(log_mel(loud)), 2) and env.dtype == np.float32
     rms = frame_rms(loud, 50)  # 25 fps frames
-    per_frame = env[: 200, 0].reshape(50, 4).mean(axis=1)
+    per_frame = env[:200, 0].reshape(50, 4).mean(axis=1)
     assert np.corrcoef(per_frame, rms)[0, 1] > 0.95
     np.testing.assert_allclose(mel_envelope(log_mel(0.1 * loud)), env, rtol=0.02, atol=0.01)
     assert np.allclose(np.log(np.maximum(env[:, 0], 1e-4)), env[:, 1], atol=1e-5)

@@ -29,21 +29,26 @@ def test_help_lists_the_contract_commands() -> None:
     ],
 )
 def test_nothing_to_do_gives_one_line_and_a_non_zero_exit(tmp_path, args: tuple[str, ...], reason: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert result.returncode == 1
     assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_synth_writes_a_corpus_and_prints_a_summary(tmp_path) -> None:
     out = tmp_path / "s"
-    result = imagineid("synth", str(out), "--speakers", "1", "--clips-per-speaker", "1", "--seconds", "1", "--size", "128")
+    result = imagineid(
+        "synth", str(out), "--speakers", "1", "--clips-per-speaker", "1", "--seconds", "1", "--size", "128"
+    )
     assert result.returncode == 0, result.stderr
     assert "1 clips of 1 speakers" in result.stdout
     assert len(list((out / "videos").glob("*.mp4"))) == 1 and (out / "metadata.parquet").exists()
 
 
-def test_preprocess_exits_zero_with_rejections_and_one_line_when_nothing_exists(small_corpus, bad_inputs, tmp_path) -> None:
+def test_preprocess_exits_zero_with_rejections_and_one_line_when_nothing_exists(
+    small_corpus, bad_inputs, tmp_path
+) -> None:
     folder = next(iter(bad_inputs.values())).parent
     good = sorted((small_corpus / "videos").glob("*.mp4"))[:2]
     result = imagineid("preprocess", str(folder), *map(str, good), "--out", str(tmp_path / "d"), "--workers", "1")

@@ -13,11 +13,20 @@ import pytest
 
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_and_ends_with_a_report(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "imagineid.cli", "demo", "--workdir", str(tmp_path), "--quick"],
-                            capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        [sys.executable, "-m", "imagineid.cli", "demo", "--workdir", str(tmp_path), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    for step in ("demo 1/5 synth", "demo 2/5 preprocess: 8 processed", "demo 3/5 train", "demo 4/5 generate: 4 videos",
-                 "demo 5/5 evaluate"):
+    for step in (
+        "demo 1/5 synth",
+        "demo 2/5 preprocess: 8 processed",
+        "demo 3/5 train",
+        "demo 4/5 generate: 4 videos",
+        "demo 5/5 evaluate",
+    ):
         assert step in result.stdout
     report = tmp_path / "gen" / "report.html"
     assert f"report → {report}" in result.stdout.replace("\n", "") or str(report) in result.stdout

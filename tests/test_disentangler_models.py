@@ -1,6 +1,6 @@
 """The listening models (progressive audio disentangler, docs/architecture.md §1) and their losses, on tiny problems.
 
-    .venv/bin/python -m pytest tests/test_disentangler_models.py -q -s   # -s prints the step times
+.venv/bin/python -m pytest tests/test_disentangler_models.py -q -s   # -s prints the step times
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
 SMALL = {"hidden": 32}  # small widths keep the optimisation tests quick
 
 
@@ -249,8 +251,11 @@ def test_temporal_smoothness():
 @pytest.fixture(scope="module")
 def morphable() -> tuple[PCAMorphableModel, list[np.ndarray]]:
     cfg = SynthConfig(speakers=4, clips_per_speaker=2, seconds=2, seed=3)
-    plans = [plan_clip(cfg, sample_speaker(cfg.seed, i), i, c) for i in range(cfg.speakers)
-             for c in range(cfg.clips_per_speaker)]
+    plans = [
+        plan_clip(cfg, sample_speaker(cfg.seed, i), i, c)
+        for i in range(cfg.speakers)
+        for c in range(cfg.clips_per_speaker)
+    ]
     model = PCAMorphableModel.fit([p.landmarks for p in plans], groups=[p.speaker.speaker_id for p in plans])
     return model, [p.landmarks for p in plans]
 

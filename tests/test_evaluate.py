@@ -25,8 +25,14 @@ def generated(trained_run: Path, small_corpus: Path, tmp_path_factory) -> Path:
     """Two synthetic clips (ground truth next to them) × 2 seeds."""
     gen = tmp_path_factory.mktemp("gen")
     videos = sorted((small_corpus / "videos").glob("*.mp4"))[:2]
-    summary = generate(trained_run, videos, gen, GenerateConfig(seeds=2, steps=2, batch_size=4, first_frame_retries=0), use_ray=False,
-                       progress=False)
+    summary = generate(
+        trained_run,
+        videos,
+        gen,
+        GenerateConfig(seeds=2, steps=2, batch_size=4, first_frame_retries=0),
+        use_ray=False,
+        progress=False,
+    )
     assert summary["ok"] == 4
     return gen
 
@@ -55,12 +61,18 @@ def test_evaluate_writes_every_metric_deterministically(generated: Path, preproc
     assert first["skipped"] == SKIPPED and all("skipped" in reason for reason in SKIPPED.values())
     for video in first["videos"]:
         assert video["frames_checked"] == video["frames"] == len(video["mouth_opening"])
-        assert set(video) >= {"identity_distance_to_frame1", "lipsync_audio_r", "lipsync_mesh_best_lag",
-                              "background_psnr_db", "truth_landmark_distance"}
+        assert set(video) >= {
+            "identity_distance_to_frame1",
+            "lipsync_audio_r",
+            "lipsync_mesh_best_lag",
+            "background_psnr_db",
+            "truth_landmark_distance",
+        }
 
 
-def test_metrics_match_known_answers_on_videos_built_for_them(generated: Path, preprocessed: Path,
-                                                               small_corpus: Path, tmp_path: Path) -> None:
+def test_metrics_match_known_answers_on_videos_built_for_them(
+    generated: Path, preprocessed: Path, small_corpus: Path, tmp_path: Path
+) -> None:
     """Two videos whose answers are known beforehand, in a GEN folder as any method would leave it: (1) a
     talking face whose index claims a mesh mouth opening that is an affine copy of what dlib measures on
     it: lip sync to the mesh must be r = 1 at lag 0; (2) one face frame held still: no jitter, no
@@ -80,8 +92,13 @@ def test_metrics_match_known_answers_on_videos_built_for_them(generated: Path, p
     faces = detect_video(gen / "moving.mp4", DlibLandmarker(upsample=1))
     opening = np.array([lm.mouth_opening(p) if p is not None else np.nan for p in faces.landmarks])
     assert np.isfinite(opening).sum() >= 0.8 * len(opening) and np.nanstd(opening) > 0
-    moving = {**row, "key": "moving", "video": "moving.mp4", "frames": len(opening),
-              "mesh_mouth_opening": list(np.nan_to_num(2.0 * opening + 3.0, nan=float(np.nanmean(2 * opening + 3))))}
+    moving = {
+        **row,
+        "key": "moving",
+        "video": "moving.mp4",
+        "frames": len(opening),
+        "mesh_mouth_opening": list(np.nan_to_num(2.0 * opening + 3.0, nan=float(np.nanmean(2 * opening + 3)))),
+    }
     frame = read_frames(gen / "moving.mp4")[0]
     write_video(gen / "still.mp4", np.repeat(frame[None], 12, axis=0), fps=25, crf=0)  # lossless: 12 equal frames
     still = {**row, "key": "still", "video": "still.mp4", "frames": 12, "mesh_mouth_opening": [1.0] * 12}
@@ -105,8 +122,15 @@ def test_metrics_match_known_answers_on_videos_built_for_them(generated: Path, p
 def test_report_is_self_contained_and_every_image_decodes(generated: Path, preprocessed: Path) -> None:
     evaluate(generated, preprocessed, generated / "report.html", progress=False)
     page = (generated / "report.html").read_text()
-    for section in ("Summary", "Metric distributions", "Mouth opening vs audio", "Identity retrieval",
-                    "Emotion-embedding map", "Sample frames", "Per video"):
+    for section in (
+        "Summary",
+        "Metric distributions",
+        "Mouth opening vs audio",
+        "Identity retrieval",
+        "Emotion-embedding map",
+        "Sample frames",
+        "Per video",
+    ):
         assert f">{section}<" in page, section
     sources = re.findall(r"src=['\"]([^'\"]+)['\"]", page)
     assert len(sources) >= 10 and all(s.startswith("data:image/png;base64,") for s in sources)
@@ -130,8 +154,13 @@ def test_report_renders_in_headless_chromium(generated: Path, preprocessed: Path
     if not report.exists():
         evaluate(generated, preprocessed, report, progress=False)
     shot = tmp_path / "report.png"
-    done = subprocess.run(["scripts/screenshot_report.sh", str(report), str(shot)], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).parents[1])
+    done = subprocess.run(
+        ["scripts/screenshot_report.sh", str(report), str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
     assert done.returncode == 0, done.stderr[-1000:]
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[0] >= 1000 and image.std() > 10  # a rendered page, not a blank one

@@ -95,8 +95,10 @@ def test_tracked_landmarks_match_the_ground_truth(clips, tracks) -> None:
         assert track.landmarks.dtype == np.float32 and track.boxes.shape == (n, 4)
         assert track.found.all() and track.fps == 25.0
         raw, smooth = _error(track.raw_landmarks, clip["truth"]), _error(track.landmarks, clip["truth"])
-        print(f"\n{clip['path'].stem}: landmark error {smooth:.2%} of inter-ocular (raw {raw:.2%}), "
-              f"{track.n_detections} detections for {n} frames")
+        print(
+            f"\n{clip['path'].stem}: landmark error {smooth:.2%} of inter-ocular (raw {raw:.2%}), "
+            f"{track.n_detections} detections for {n} frames"
+        )
         assert smooth < 0.08
         assert smooth <= raw * 1.05  # smoothing does not cost accuracy, mouth included
         # The tracked box is where the detector would put it.
@@ -153,7 +155,9 @@ def test_background_only_is_no_face(background) -> None:
 def test_two_comparable_faces_without_audio_are_ambiguous(clips) -> None:
     a, b = clips[0]["frames"][:12], clips[1]["frames"][:12]
     frames = [np.concatenate([x, y], axis=1) for x, y in zip(a, b)]  # (256, 512, 3)
-    message = r"ambiguous subject: 2 persistent, consistent faces of comparable size .* and no audio to tell the speaker"
+    message = (
+        r"ambiguous subject: 2 persistent, consistent faces of comparable size .* and no audio to tell the speaker"
+    )
     with pytest.raises(AmbiguousSubjectError, match=message) as err:
         track_face(iter(frames))
     assert err.value.kind == "ambiguous_subject"
@@ -190,7 +194,7 @@ def test_face_gone_for_over_a_second_is_face_lost(clips, background) -> None:
 def test_face_lost_too_often_is_face_lost(clips, background) -> None:
     frames = clips[0]["frames"].copy()
     for start in (5, 20, 35):
-        frames[start:start + 6] = background  # 18 of 50 frames, no run over 1 s
+        frames[start : start + 6] = background  # 18 of 50 frames, no run over 1 s
     with pytest.raises(FaceLostError, match=r"face lost in 18 of 50 frames \(more than 25%\)"):
         track_face(iter(frames))
 

@@ -15,7 +15,9 @@ def prefect_api():
         yield
 
 
-def test_preprocess_flow_processes_good_clips_and_lists_rejections(small_corpus: Path, bad_inputs: dict, tmp_path: Path) -> None:
+def test_preprocess_flow_processes_good_clips_and_lists_rejections(
+    small_corpus: Path, bad_inputs: dict, tmp_path: Path
+) -> None:
     from flows.preprocess import preprocess_flow
 
     src = tmp_path / "src"
@@ -52,14 +54,16 @@ def _latest_artifact(key: str) -> dict:
     from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1
+        )
     assert found, f"no {key} artifact"
     return found[0].model_dump()
 
 
-def test_generate_flow_on_ray_then_evaluate_flow_publish_their_results(trained_run: Path, preprocessed: Path,
-                                                                       small_corpus: Path, tmp_path: Path) -> None:
+def test_generate_flow_on_ray_then_evaluate_flow_publish_their_results(
+    trained_run: Path, preprocessed: Path, small_corpus: Path, tmp_path: Path
+) -> None:
     """The deployments' path: generation on Ray (the default, one CPU worker actor here), then evaluation."""
     import json
 
@@ -74,10 +78,18 @@ def test_generate_flow_on_ray_then_evaluate_flow_publish_their_results(trained_r
     bad.write_bytes(b"RIFF....WAVEfmt not really")
     gen = tmp_path / "gen"
     try:
-        summary = generate_flow(run=str(trained_run), audio=[str(audio), str(bad)], out=str(gen), seeds=1, steps=2,
-                                batch_size=2, use_ray=True)
-        again = generate_flow(run=str(trained_run), audio=[str(audio)], out=str(gen), seeds=1, steps=2,
-                              batch_size=2, use_ray=True)
+        summary = generate_flow(
+            run=str(trained_run),
+            audio=[str(audio), str(bad)],
+            out=str(gen),
+            seeds=1,
+            steps=2,
+            batch_size=2,
+            use_ray=True,
+        )
+        again = generate_flow(
+            run=str(trained_run), audio=[str(audio)], out=str(gen), seeds=1, steps=2, batch_size=2, use_ray=True
+        )
     finally:
         ray.shutdown()
     assert (summary["ok"], summary["failed"]) == (1, 1) and (again["ok"], again["skipped"]) == (0, 1)

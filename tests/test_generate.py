@@ -55,12 +55,32 @@ def speech(small_corpus: Path, tmp_path_factory) -> dict[str, Path]:
     wave = load_audio(videos[3])
     raw = folder / "raw.f32"
     wave.astype("<f4").tofile(raw)
-    formats = {"stereo44k.mp3": ["-ar", "44100", "-ac", "2"], "mono22k.m4a": ["-ar", "22050", "-ac", "1"],
-               "stereo48k.flac": ["-ar", "48000", "-ac", "2"], "stereo8k.wav": ["-ar", "8000", "-ac", "2"],
-               "mono32k.mp3": ["-ar", "32000", "-ac", "1"]}
+    formats = {
+        "stereo44k.mp3": ["-ar", "44100", "-ac", "2"],
+        "mono22k.m4a": ["-ar", "22050", "-ac", "1"],
+        "stereo48k.flac": ["-ar", "48000", "-ac", "2"],
+        "stereo8k.wav": ["-ar", "8000", "-ac", "2"],
+        "mono32k.mp3": ["-ar", "32000", "-ac", "1"],
+    }
     for name, args in formats.items():
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "f32le", "-ar", "16000", "-ac", "1", "-i", str(raw), *args,
-                        str(folder / name)], check=True)
+        subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-v",
+                "error",
+                "-f",
+                "f32le",
+                "-ar",
+                "16000",
+                "-ac",
+                "1",
+                "-i",
+                str(raw),
+                *args,
+                str(folder / name),
+            ],
+            check=True,
+        )
         audio[name] = folder / name
     bad = folder / "bad"
     bad.mkdir()
@@ -92,8 +112,9 @@ def test_plan_has_one_mesh_frame_per_video_frame(trained_run: Path, speech: dict
 
 
 @pytest.mark.parametrize("precision, max_diff, mean_diff", [("fp32", 2, 0.1), ("bf16", 12, 1.0)])
-def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained_run: Path, speech: dict, precision: str,
-                                                                         max_diff: int, mean_diff: float) -> None:
+def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(
+    trained_run: Path, speech: dict, precision: str, max_diff: int, mean_diff: float
+) -> None:
     """Frames do not depend on batch company: to rounding in fp32; bf16 kernels block batches differently,
     which moves a few pixels by a few grey levels (measured: max 5 on AMD Zen 4, 9 on an Intel AMX CPU;
     mean about 0.34)."""
@@ -102,8 +123,15 @@ def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained
     lengths = [2, 5, 3]
 
     def jobs(sinks: list[ListSink]) -> list[Job]:
-        return [Job(key=f"clip{i}", seed=i, plan=ClipPlan(plan.points[:n], plan.identity, plan.emotion, plan.size),
-                    open_sink=lambda s=s: s) for i, (n, s) in enumerate(zip(lengths, sinks))]
+        return [
+            Job(
+                key=f"clip{i}",
+                seed=i,
+                plan=ClipPlan(plan.points[:n], plan.identity, plan.emotion, plan.size),
+                open_sink=lambda s=s: s,
+            )
+            for i, (n, s) in enumerate(zip(lengths, sinks))
+        ]
 
     batched_sinks = [ListSink() for _ in lengths]
     batched = ContinuousBatcher(pipe, batch_size=2, steps=3, precision=precision)
@@ -121,13 +149,27 @@ def test_continuous_batching_refills_slots_and_matches_the_per_clip_loop(trained
         assert a.closed and len(a.frames) == len(b.frames)
         diff = np.abs(np.stack(a.frames).astype(int) - np.stack(b.frames).astype(int))
         assert diff.max() <= max_diff and diff.mean() < mean_diff, (
-            f"a clip's frames must not depend on which clips share its batch: max {diff.max()}, mean {diff.mean():.3f}")
+            f"a clip's frames must not depend on which clips share its batch: max {diff.max()}, mean {diff.mean():.3f}"
+        )
 
 
-def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: Path, speech: dict, tmp_path: Path) -> None:
+def test_generate_writes_the_output_contract_and_records_bad_audio(
+    trained_run: Path, speech: dict, tmp_path: Path
+) -> None:
     """8 audio files (3 containers, 5 rates, mono and stereo) × 2 seeds → 16 videos, plus 3 bad files."""
-    good = [speech[k] for k in ("wav0", "wav1", "wav2", "stereo44k.mp3", "mono22k.m4a", "stereo48k.flac",
-                                "stereo8k.wav", "mono32k.mp3")]
+    good = [
+        speech[k]
+        for k in (
+            "wav0",
+            "wav1",
+            "wav2",
+            "stereo44k.mp3",
+            "mono22k.m4a",
+            "stereo48k.flac",
+            "stereo8k.wav",
+            "mono32k.mp3",
+        )
+    ]
     gen = tmp_path / "gen"
     cfg = GenerateConfig(seeds=2, batch_size=4, steps=2, first_frame_retries=2)
     summary = generate(trained_run, [*good, speech["bad"]], gen, cfg, use_ray=False, progress=False)
@@ -149,7 +191,9 @@ def test_generate_writes_the_output_contract_and_records_bad_audio(trained_run: 
     errors = {Path(r["audio"]).name: r["error"] for r in index if r["status"] == "failed"}
     assert set(errors) == {"silence.wav", "short.wav", "notes.wav"}
     assert "silent" in errors["silence.wav"] and "too short" in errors["short.wav"]
-    assert sorted(p.name for p in (gen / "videos").iterdir()) == sorted(Path(r["video"]).name for r in index if r["video"])
+    assert sorted(p.name for p in (gen / "videos").iterdir()) == sorted(
+        Path(r["video"]).name for r in index if r["video"]
+    )
     again = generate(trained_run, [*good, speech["bad"]], gen, cfg, use_ray=False, progress=False)
     assert again["skipped"] == 16 and again["ok"] == 0 and again["generated_frames"] == 0
 
@@ -158,7 +202,9 @@ def test_factor_swap_takes_each_factor_from_its_audio(trained_run: Path, speech:
     planner, plan_a = _plan(trained_run, speech["wav0"])
     _, plan_b = _plan(trained_run, speech["wav1"])
     _, plan_c = _plan(trained_run, speech["wav2"])
-    cfg = GenerateConfig(steps=1, first_frame_retries=0, identity_from=str(speech["wav0"]), emotion_from=str(speech["wav2"]))
+    cfg = GenerateConfig(
+        steps=1, first_frame_retries=0, identity_from=str(speech["wav0"]), emotion_from=str(speech["wav2"])
+    )
     summary = generate(trained_run, [speech["wav1"]], tmp_path / "gen", cfg, use_ray=False, progress=False)
     assert summary["ok"] == 1
     row = pq.read_table(tmp_path / "gen" / "index.parquet").to_pylist()[0]
@@ -175,8 +221,25 @@ def test_factor_swap_takes_each_factor_from_its_audio(trained_run: Path, speech:
 def test_sigkill_then_rerun_gives_every_video_exactly_once(trained_run: Path, speech: dict, tmp_path: Path) -> None:
     gen = tmp_path / "gen"
     audio = [str(speech[k]) for k in ("wav0", "wav1", "wav2")]
-    cmd = [sys.executable, "-m", "imagineid.cli", "generate", str(trained_run), *audio, "--out", str(gen),
-           "--seeds", "2", "--batch-size", "2", "--steps", "2", "--first-frame-retries", "0", "--no-ray"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "imagineid.cli",
+        "generate",
+        str(trained_run),
+        *audio,
+        "--out",
+        str(gen),
+        "--seeds",
+        "2",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--first-frame-retries",
+        "0",
+        "--no-ray",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list((gen / "records").glob("*.json")):
@@ -210,13 +273,20 @@ def test_generate_refuses_an_unknown_precision_before_any_work(trained_run: Path
     from imagineid.errors import ImagineIDError
 
     with pytest.raises(ImagineIDError, match="precision must be one of auto, fp32, bf16, fp16, got 'half'"):
-        generate(trained_run, [speech["wav0"]], tmp_path / "gen", GenerateConfig(precision="half"), use_ray=False,
-                 progress=False)
+        generate(
+            trained_run,
+            [speech["wav0"]],
+            tmp_path / "gen",
+            GenerateConfig(precision="half"),
+            use_ray=False,
+            progress=False,
+        )
     assert not (tmp_path / "gen").exists()
 
 
-def test_a_folder_refuses_videos_from_another_generator_or_settings(trained_run: Path, speech: dict,
-                                                                     tmp_path: Path) -> None:
+def test_a_folder_refuses_videos_from_another_generator_or_settings(
+    trained_run: Path, speech: dict, tmp_path: Path
+) -> None:
     import json
     import shutil
 
@@ -226,7 +296,9 @@ def test_a_folder_refuses_videos_from_another_generator_or_settings(trained_run:
     cfg = GenerateConfig(seeds=1, batch_size=2, steps=2, first_frame_retries=0)
     assert generate(trained_run, [speech["wav0"]], gen, cfg, use_ray=False, progress=False)["ok"] == 1
     # More seeds and another batch size extend the same folder.
-    more = generate(trained_run, [speech["wav0"]], gen, replace(cfg, seeds=2, batch_size=1), use_ray=False, progress=False)
+    more = generate(
+        trained_run, [speech["wav0"]], gen, replace(cfg, seeds=2, batch_size=1), use_ray=False, progress=False
+    )
     assert more["skipped"] == 1 and more["ok"] == 1
     with pytest.raises(ImagineIDError, match=r"steps differ.*new --out"):
         generate(trained_run, [speech["wav0"]], gen, replace(cfg, steps=3), use_ray=False, progress=False)
@@ -246,8 +318,16 @@ def test_a_folder_refuses_videos_from_another_generator_or_settings(trained_run:
 
 def _finished(folder, key: str, audio: Path, sha: str | None) -> None:
     folder.video(key).write_bytes(b"a finished video")
-    folder.record({"key": key, "audio": str(audio.resolve()), "stem": key.split("__seed")[0], "audio_sha256": sha,
-                   "status": "ok", "seed": 0})
+    folder.record(
+        {
+            "key": key,
+            "audio": str(audio.resolve()),
+            "stem": key.split("__seed")[0],
+            "audio_sha256": sha,
+            "status": "ok",
+            "seed": 0,
+        }
+    )
 
 
 def test_a_dot_named_audio_keeps_its_video_while_temps_go(tmp_path: Path) -> None:

@@ -54,8 +54,9 @@ def test_base_stays_frozen_while_adapters_train(trained) -> None:
 
 
 def _args(batch: dict, invariant: bool) -> dict:
-    args = dict(mesh=batch["mesh"], identity=batch["heard_identity"], emotion=batch["heard_emotion"],
-                num_inference_steps=4)
+    args = dict(
+        mesh=batch["mesh"], identity=batch["heard_identity"], emotion=batch["heard_emotion"], num_inference_steps=4
+    )
     if invariant:
         args.update(reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"])
     return args
@@ -99,8 +100,7 @@ def test_generator_check_reports_every_metric_and_ablation(trained) -> None:
     for section in (report["invariant"], *report["ablations"].values()):
         assert 0.0 <= section["face_detection_rate"] <= 1.0
         assert section["background_psnr_db"] > 0
-    assert set(report["ablations"]) == {"no_textual_inversion", "no_spatial_adapter", "no_blending",
-                                        "pure_noise_start"}
+    assert set(report["ablations"]) == {"no_textual_inversion", "no_spatial_adapter", "no_blending", "pure_noise_start"}
     assert report["variable"]["same_seed_identical"] is True
 
 
@@ -114,12 +114,15 @@ def test_strength_starts_invariant_frames_from_the_noised_reference(trained, bat
     cached = pipe.encode_latents(batch["reference"])  # (2, 4, 16, 16)
     with torch.no_grad():
         start = pipe.decode(cached, None, None).clamp(-1, 1)  # the reference as this (barely trained) VAE sees it
-    close = {s: psnr(pipe(**args, strength=s, generator=torch.Generator().manual_seed(0)), start, face)
-             for s in (0.1, 1.0)}
+    close = {
+        s: psnr(pipe(**args, strength=s, generator=torch.Generator().manual_seed(0)), start, face) for s in (0.1, 1.0)
+    }
     assert close[0.1] > close[1.0] + 3  # one step from a lightly noised reference stays near it
     # A cached latent of the reference is what the pipeline encodes itself.
-    torch.testing.assert_close(pipe(**args, strength=0.5, generator=torch.Generator().manual_seed(0)),
-                               pipe(**args, strength=0.5, init_latents=cached, generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(
+        pipe(**args, strength=0.5, generator=torch.Generator().manual_seed(0)),
+        pipe(**args, strength=0.5, init_latents=cached, generator=torch.Generator().manual_seed(0)),
+    )
     with pytest.raises(ValueError, match="strength"):
         pipe(**args, strength=0.0)
 

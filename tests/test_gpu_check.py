@@ -65,8 +65,14 @@ def test_script_parses():
 
 def run_script(root: Path, env: dict, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=60)
+    done = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
     return done, time.perf_counter() - start
 
 
@@ -78,8 +84,9 @@ def assert_nothing_created(root: Path) -> None:
 def test_no_gpu_exits_3_before_installing(tmp_path):
     """Any machine: nvidia-smi pointed at a missing file. Run from another directory."""
     root = checkout_copy(tmp_path)
-    done, seconds = run_script(root, script_env(GPU_CHECK_NVIDIA_SMI=str(tmp_path / "missing" / "nvidia-smi")),
-                               cwd=tmp_path)
+    done, seconds = run_script(
+        root, script_env(GPU_CHECK_NVIDIA_SMI=str(tmp_path / "missing" / "nvidia-smi")), cwd=tmp_path
+    )
     assert done.returncode == 3, done.stderr
     assert seconds < 30
     lines = done.stderr.strip().splitlines()
@@ -144,8 +151,8 @@ def fake_gpu_machine(tmp_path: Path) -> tuple[Path, dict]:
     bin_dir.mkdir(parents=True)
     fakes = {
         bin_dir / "python": FAKE_PYTHON,
-        bin_dir / "imagineid": "#!/bin/sh\necho \"$*\" >> \"$FAKE_LOG\"\necho 'demo 1/5 synth: 8 training clips'\n"
-                               "echo 'demo 5/5 evaluate: 4 videos'\necho 'report → /x/gen/report.html'\n",
+        bin_dir / "imagineid": '#!/bin/sh\necho "$*" >> "$FAKE_LOG"\necho \'demo 1/5 synth: 8 training clips\'\n'
+        "echo 'demo 5/5 evaluate: 4 videos'\necho 'report → /x/gen/report.html'\n",
         tmp_path / "nvidia-smi": textwrap.dedent("""\
             #!/bin/sh
             case "$1" in
@@ -157,8 +164,12 @@ def fake_gpu_machine(tmp_path: Path) -> tuple[Path, dict]:
     for path, text in fakes.items():
         path.write_text(text)
         path.chmod(0o755)
-    env = script_env(GPU_CHECK_NVIDIA_SMI=str(tmp_path / "nvidia-smi"), PYTHON=sys.executable,
-                     FAKE_LOG=str(tmp_path / "calls.log"), OUT=str(tmp_path / "out"))
+    env = script_env(
+        GPU_CHECK_NVIDIA_SMI=str(tmp_path / "nvidia-smi"),
+        PYTHON=sys.executable,
+        FAKE_LOG=str(tmp_path / "calls.log"),
+        OUT=str(tmp_path / "out"),
+    )
     (tmp_path / "out").mkdir()
     return root, env
 
@@ -215,8 +226,14 @@ def test_table_peak():
 def test_bench_quick_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--json-out", str(out)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--device", "cpu", "--json-out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result == json.loads(out.read_text())
@@ -243,9 +260,14 @@ def test_bench_quick_on_cpu(tmp_path):
 
 def test_bench_casts_modules_for_half_precision(tmp_path):
     """The fp16 / bf16 path (modules cast, FLOPs counted on the cast UNet), here bf16 at tiny sizes."""
-    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--dtypes", "bf16",
-                           "--sections", "generation"], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--device", "cpu", "--dtypes", "bf16", "--sections", "generation"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = json.loads(done.stdout)["generation"]["runs"]
     assert run["dtype"] == "bf16" and "error" not in run and run["frames_per_s"] > 0

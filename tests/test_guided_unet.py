@@ -13,24 +13,40 @@ from imagineid.models.ldm import build_tiny, tiny_adapter_kwargs
 def plain_guidance(unet, sample, t, cond, uncond, residuals, scale) -> torch.Tensor:
     """The textbook two-halves call, as diffusers' pipelines write it; written out here rather than taken
     from `duplicated_noise`, so the fallback test compares with an independent oracle."""
-    unconditional, conditional = unet(torch.cat([sample, sample]), t, encoder_hidden_states=torch.cat([uncond, cond]),
-                                      down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals]
-                                      ).sample.chunk(2)
+    unconditional, conditional = unet(
+        torch.cat([sample, sample]),
+        t,
+        encoder_hidden_states=torch.cat([uncond, cond]),
+        down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals],
+    ).sample.chunk(2)
     return unconditional + scale * (conditional - unconditional)
 
 
 def sd15_layout_unet(**extra) -> UNet2DConditionModel:
     """SD 1.5's block structure (cross-attention from the first block) at tiny widths."""
     torch.manual_seed(0)
-    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4,
-                                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                                block_out_channels=(32, 32, 64, 64), layers_per_block=2, cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=32, **extra).eval()
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=2,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        **extra,
+    ).eval()
 
 
-SD15_ADAPTER = {"in_channels": 3, "channels": [32, 32, 64, 64], "num_res_blocks": 1, "downscale_factor": 8,
-                "adapter_type": "full_adapter"}
+SD15_ADAPTER = {
+    "in_channels": 3,
+    "channels": [32, 32, 64, 64],
+    "num_res_blocks": 1,
+    "downscale_factor": 8,
+    "adapter_type": "full_adapter",
+}
 
 
 def inputs(unet: UNet2DConditionModel, adapter_kwargs: dict, batch: int, size: int, vae_factor: int):

@@ -65,8 +65,12 @@ def test_deployments_pass_only_parameters_their_flows_take() -> None:
     from pathlib import Path
 
     specs = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())["deployments"]
-    flows_by_entry = {"flows/preprocess.py:preprocess_flow": "preprocess", "flows/train.py:train_flow": "train",
-                      "flows/generate.py:generate_flow": "generate", "flows/evaluate.py:evaluate_flow": "evaluate"}
+    flows_by_entry = {
+        "flows/preprocess.py:preprocess_flow": "preprocess",
+        "flows/train.py:train_flow": "train",
+        "flows/generate.py:generate_flow": "generate",
+        "flows/evaluate.py:evaluate_flow": "evaluate",
+    }
     for spec in specs:
         job = flows_by_entry[spec["entrypoint"]]
         taken = set(inspect.signature(JOBS[job][0].fn).parameters)

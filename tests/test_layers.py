@@ -10,18 +10,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "imagineid"
 
 # Bottom to top. Within one rank nothing imports sideways either.
 LAYERS = [
-    ["imagineid", "errors"],                                # the package root, the error type
-    ["safe_loading", "parallel", "precision"],              # utilities with no project dependencies
-    ["media", "models"],                                    # ffmpeg I/O; nn.Modules (diffusers style)
-    ["audio", "pipelines"],                                 # audio features; the diffusers pipeline
-    ["face"],                                               # detection, tracking, morphable models, masks
-    ["data"],                                               # DATA/ and the synthetic corpus
-    ["preprocessing"],                                      # videos → DATA
-    ["runs"],                                               # RUN/
-    ["listening"],                                          # the trained disentangler, at inference
-    ["training"],                                           # DATA → RUN
-    ["generation"],                                         # RUN + audio → GEN
-    ["evaluation"],                                         # GEN → metrics
+    ["imagineid", "errors"],  # the package root, the error type
+    ["safe_loading", "parallel", "precision"],  # utilities with no project dependencies
+    ["media", "models"],  # ffmpeg I/O; nn.Modules (diffusers style)
+    ["audio", "pipelines"],  # audio features; the diffusers pipeline
+    ["face"],  # detection, tracking, morphable models, masks
+    ["data"],  # DATA/ and the synthetic corpus
+    ["preprocessing"],  # videos → DATA
+    ["runs"],  # RUN/
+    ["listening"],  # the trained disentangler, at inference
+    ["training"],  # DATA → RUN
+    ["generation"],  # RUN + audio → GEN
+    ["evaluation"],  # GEN → metrics
     ["demo"],
     ["cli"],
 ]
@@ -37,9 +37,16 @@ def imports(path: Path) -> list[tuple[int, str]]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] if node.module != "imagineid" else [  # `from imagineid import x`: x a module?
-                f"imagineid.{a.name}" if (PACKAGE / a.name).is_dir() or (PACKAGE / f"{a.name}.py").exists()
-                else "imagineid" for a in node.names]
+            names = (
+                [node.module]
+                if node.module != "imagineid"
+                else [  # `from imagineid import x`: x a module?
+                    f"imagineid.{a.name}"
+                    if (PACKAGE / a.name).is_dir() or (PACKAGE / f"{a.name}.py").exists()
+                    else "imagineid"
+                    for a in node.names
+                ]
+            )
             found += [(node.lineno, n) for n in names if n.split(".")[0] == "imagineid"]
         elif isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "imagineid"]
@@ -71,12 +78,15 @@ def test_nothing_imports_upward_or_sideways() -> None:
 
 
 def test_generation_has_no_import_cycle() -> None:
-    graph = {name: {t for _, t in imports(path) if t.startswith("imagineid.generation.")}
-             for name, path in modules() if name.startswith("imagineid.generation.")}
+    graph = {
+        name: {t for _, t in imports(path) if t.startswith("imagineid.generation.")}
+        for name, path in modules()
+        if name.startswith("imagineid.generation.")
+    }
     seen, stack = set(), []
 
     def visit(node: str) -> None:
-        assert node not in stack, " → ".join([*stack[stack.index(node):], node])
+        assert node not in stack, " → ".join([*stack[stack.index(node) :], node])
         if node in seen:
             return
         stack.append(node)

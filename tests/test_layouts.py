@@ -13,7 +13,19 @@ import yaml
 from imagineid.data.layouts import DATASETS, MissingSourceError, SourceClip, discover
 
 CARDS = Path(__file__).resolve().parents[1] / "datasets"
-CARD_KEYS = {"name", "dataset_flag", "description", "homepage", "obtain", "licence", "layout", "labels", "splits", "size", "preprocessing"}  # fmt: skip
+CARD_KEYS = {
+    "name",
+    "dataset_flag",
+    "description",
+    "homepage",
+    "obtain",
+    "licence",
+    "layout",
+    "labels",
+    "splits",
+    "size",
+    "preprocessing",
+}
 
 
 def touch(root: Path, *relpaths: str) -> list[Path]:
@@ -50,11 +62,21 @@ def mead(tmp_path: Path) -> Path:
 
 def test_mead_speaker_gender_emotion_intensity(mead: Path) -> None:
     clips = by_name(discover([mead], dataset="mead"))
-    assert sorted(clips) == ["M003_front_happy_level_2_001", "M003_front_neutral_level_1_003", "W009_left_30_surprised_level_3_012"]  # fmt: skip
+    assert sorted(clips) == [
+        "M003_front_happy_level_2_001",
+        "M003_front_neutral_level_1_003",
+        "W009_left_30_surprised_level_3_012",
+    ]
     happy = clips["M003_front_happy_level_2_001"]
     assert happy.dataset == "mead" and happy.speaker_id == "M003" and happy.split is None
     assert happy.path == mead / "M003/video/front/happy/level_2/001.mp4"
-    assert happy.labels == {"gender": "male", "emotion": "happy", "intensity": pytest.approx(2 / 3), "level": 2.0, "view": "front"}  # fmt: skip
+    assert happy.labels == {
+        "gender": "male",
+        "emotion": "happy",
+        "intensity": pytest.approx(2 / 3),
+        "level": 2.0,
+        "view": "front",
+    }
     surprised = clips["W009_left_30_surprised_level_3_012"]
     assert surprised.labels["gender"] == "female" and surprised.labels["intensity"] == 1.0
     assert surprised.labels["view"] == "left_30"
@@ -71,13 +93,21 @@ def test_mead_is_auto_detected(mead: Path) -> None:
 
 def test_voxceleb2_with_split_prefix_and_meta(tmp_path: Path) -> None:
     root = tmp_path / "vox2"
-    touch(root, "dev/mp4/id00012/21Uxsk56VDQ/00001.mp4", "dev/mp4/id00012/21Uxsk56VDQ/00002.mp4",
-          "test/mp4/id00017/01dfn2spqyE/00001.mp4")  # fmt: skip
+    touch(
+        root,
+        "dev/mp4/id00012/21Uxsk56VDQ/00001.mp4",
+        "dev/mp4/id00012/21Uxsk56VDQ/00002.mp4",
+        "test/mp4/id00017/01dfn2spqyE/00001.mp4",
+    )
     (root / "vox2_meta.csv").write_text(
         "VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set \nid00012 ,n000012 ,m ,dev \nid00017 ,n000017 ,f ,test \n"
     )
     clips = discover([root], dataset="voxceleb2")
-    assert [c.name for c in clips] == ["id00012_21Uxsk56VDQ_00001", "id00012_21Uxsk56VDQ_00002", "id00017_01dfn2spqyE_00001"]  # fmt: skip
+    assert [c.name for c in clips] == [
+        "id00012_21Uxsk56VDQ_00001",
+        "id00012_21Uxsk56VDQ_00002",
+        "id00017_01dfn2spqyE_00001",
+    ]
     assert [c.speaker_id for c in clips] == ["id00012", "id00012", "id00017"]
     assert [c.split for c in clips] == ["dev", "dev", "test"]
     assert [c.labels.get("gender") for c in clips] == ["male", "male", "female"]
@@ -98,8 +128,16 @@ def test_voxceleb2_without_prefix(tmp_path: Path) -> None:
 
 def test_hdtf_speakers_from_clip_names(tmp_path: Path) -> None:
     root = tmp_path / "HDTF"
-    touch(root, "WDA_BarackObama_000.mp4", "WDA_BarackObama_001.mp4", "RD_Radio1_000.mp4", "RD_Radio11_000.mp4",
-          "WDA_AmyKlobuchar0_000.mp4", "WDA_AmyKlobuchar1_002.mp4", "WRA_LucilleRoybal-Allard_000.mp4")  # fmt: skip
+    touch(
+        root,
+        "WDA_BarackObama_000.mp4",
+        "WDA_BarackObama_001.mp4",
+        "RD_Radio1_000.mp4",
+        "RD_Radio11_000.mp4",
+        "WDA_AmyKlobuchar0_000.mp4",
+        "WDA_AmyKlobuchar1_002.mp4",
+        "WRA_LucilleRoybal-Allard_000.mp4",
+    )
     clips = by_name(discover([root], dataset="hdtf"))
     assert clips["WDA_BarackObama_000"].speaker_id == "WDA_BarackObama"
     assert clips["WDA_BarackObama_000"].labels == {"source": "WDA", "video": "BarackObama"}
@@ -125,13 +163,27 @@ def test_hdtf_readme_naming_needs_the_flag(tmp_path: Path) -> None:
 @pytest.fixture
 def synthetic(tmp_path: Path) -> Path:
     root = tmp_path / "synth"
-    speakers = [("s1-00", "male", "adult"), ("s1-01", "female", "child"), ("s1-02", "male", "elder"), ("s1-03", "female", "adult")]  # fmt: skip
+    speakers = [
+        ("s1-00", "male", "adult"),
+        ("s1-01", "female", "child"),
+        ("s1-02", "male", "elder"),
+        ("s1-03", "female", "adult"),
+    ]
     rows = []
     for speaker, gender, age in speakers:
         for c, emotion in enumerate(("happy", "sad")):
-            rows.append({"clip_id": f"{speaker}-c{c:02d}", "video": f"videos/{speaker}-c{c:02d}.mp4",
-                         "speaker_id": speaker, "gender": gender, "age_group": age, "emotion": emotion,
-                         "emotion_intensity": 0.75, "text": "Bob bought a big blue map."})  # fmt: skip
+            rows.append(
+                {
+                    "clip_id": f"{speaker}-c{c:02d}",
+                    "video": f"videos/{speaker}-c{c:02d}.mp4",
+                    "speaker_id": speaker,
+                    "gender": gender,
+                    "age_group": age,
+                    "emotion": emotion,
+                    "emotion_intensity": 0.75,
+                    "text": "Bob bought a big blue map.",
+                }
+            )
     root.mkdir()
     pq.write_table(pa.Table.from_pylist(rows), root / "metadata.parquet")
     touch(root, *(r["video"] for r in rows))
@@ -167,8 +219,15 @@ def test_stray_file_in_synthetic_folder_is_generic(synthetic: Path) -> None:
 
 
 def test_generic_speaker_is_folder_or_stem(tmp_path: Path) -> None:
-    touch(tmp_path, "talks/alice/one.mp4", "talks/alice/two.MOV", "talks/bob.webm", "talks/notes.txt",
-          "talks/.hidden.mp4", "talks/alice/.cache/x.mp4")  # fmt: skip
+    touch(
+        tmp_path,
+        "talks/alice/one.mp4",
+        "talks/alice/two.MOV",
+        "talks/bob.webm",
+        "talks/notes.txt",
+        "talks/.hidden.mp4",
+        "talks/alice/.cache/x.mp4",
+    )
     clips = discover([tmp_path / "talks"])
     assert [(c.name, c.speaker_id) for c in clips] == [("alice_one", "alice"), ("alice_two", "alice"), ("bob", "bob")]
     assert all(c.dataset == "generic" and c.labels == {} and c.split is None for c in clips)

@@ -269,9 +269,7 @@ def test_write_video_rejects_bad_frames(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ffmpeg_failure_is_a_media_error_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ffmpeg_failure_is_a_media_error_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("imagineid.media.encode.ffmpeg_exe", lambda: shutil.which("false"))
     with pytest.raises(MediaError, match="H.264 encoding failed"):
         write_video(tmp_path / "out.mp4", smooth_frames(8))
@@ -309,10 +307,13 @@ def test_parse_ffmpeg_info_handles_real_world_lines() -> None:
     assert (no_fps.fps, no_fps.duration_s, no_fps.n_frames, no_fps.has_audio) == (1000.0, None, None, False)
 
 
-@pytest.mark.parametrize("listing", [
-    "ffconcat version 1.0\nfile secret.wav\n",  # a concat list: ffmpeg would play secret.wav
-    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nsecret.wav\n#EXT-X-ENDLIST\n",  # an HLS playlist
-])
+@pytest.mark.parametrize(
+    "listing",
+    [
+        "ffconcat version 1.0\nfile secret.wav\n",  # a concat list: ffmpeg would play secret.wav
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nsecret.wav\n#EXT-X-ENDLIST\n",  # an HLS playlist
+    ],
+)
 def test_a_list_of_other_files_named_mp4_is_refused_not_followed(tmp_path: Path, listing: str) -> None:
     from imagineid.media import load_audio, write_audio
     from imagineid.media.errors import UnreadableMediaError
@@ -347,8 +348,12 @@ def test_a_decode_that_gives_nothing_is_stopped_by_wall_clock_not_left_hanging(t
 
     fifo = tmp_path / "hung.rgb"
     os.mkfifo(fifo)
-    stream = ffmpeg.output(ffmpeg.input(file_url(fifo), format="rawvideo", pix_fmt="rgb24", s="8x8"), "pipe:",
-                           format="rawvideo", pix_fmt="rgb24").global_args(*QUIET)
+    stream = ffmpeg.output(
+        ffmpeg.input(file_url(fifo), format="rawvideo", pix_fmt="rgb24", s="8x8"),
+        "pipe:",
+        format="rawvideo",
+        pix_fmt="rgb24",
+    ).global_args(*QUIET)
     start = time.monotonic()
     with pytest.raises(StalledMediaError, match="hung.rgb.*no output for 1 s"):
         list(_frames(str(fifo), stream, (8, 8, 3), chunk=1, stall_s=1.0))
@@ -358,8 +363,9 @@ def test_a_decode_that_gives_nothing_is_stopped_by_wall_clock_not_left_hanging(t
     # A slow consumer is not a stall: only time spent waiting for ffmpeg counts.
     frames = smooth_frames(6, 16)
     write_video(tmp_path / "ok.mp4", frames, fps=FPS)
-    ok = ffmpeg.output(ffmpeg.input(file_url(tmp_path / "ok.mp4")), "pipe:", format="rawvideo",
-                       pix_fmt="rgb24").global_args(*QUIET)
+    ok = ffmpeg.output(
+        ffmpeg.input(file_url(tmp_path / "ok.mp4")), "pipe:", format="rawvideo", pix_fmt="rgb24"
+    ).global_args(*QUIET)
     got = []
     for frame in _frames(str(tmp_path / "ok.mp4"), ok, (16, 16, 3), chunk=1, stall_s=0.5):
         got.append(frame)

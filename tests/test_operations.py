@@ -25,11 +25,16 @@ from conftest import copy_videos
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DEPLOYMENTS = {"preprocess/nightly": "flows/preprocess.py", "train/on-demand": "flows/train.py",
-               "generate/weekly-eval": "flows/generate.py", "evaluate/weekly-eval": "flows/evaluate.py"}
+DEPLOYMENTS = {
+    "preprocess/nightly": "flows/preprocess.py",
+    "train/on-demand": "flows/train.py",
+    "generate/weekly-eval": "flows/generate.py",
+    "evaluate/weekly-eval": "flows/evaluate.py",
+}
 
 
 # -- helpers: free ports, background commands that are always cleaned up ----------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -39,8 +44,9 @@ def free_port() -> int:
 
 def run(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a command from the repository root; fail the test with its output when it fails."""
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False)
+    done = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+    )
     assert done.returncode == 0, f"{' '.join(cmd)} → {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
@@ -75,8 +81,15 @@ def _stop(proc: subprocess.Popen, grace: float = 30) -> None:
 def background(cmd: list[str], env: dict, log: Path, ready: str | None = None, timeout: float = 180):
     """Start `cmd` (a make target) in its own session; yield once `ready` shows in its log; always stop it."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout
         while ready and ready not in log.read_text(errors="replace"):
@@ -90,8 +103,14 @@ def background(cmd: list[str], env: dict, log: Path, ready: str | None = None, t
 
 def ops_env(tmp: Path, **extra: str) -> dict:
     """The environment of every command: a private Prefect home (never the user's database)."""
-    env = dict(os.environ, PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1", PREFECT_WORKER_QUERY_SECONDS="2")
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        RAY_USAGE_STATS_ENABLED="0",
+        HF_HUB_OFFLINE="1",
+        PREFECT_WORKER_QUERY_SECONDS="2",
+    )
     env.pop("PREFECT_API_URL", None)
     env.pop("RAY_ADDRESS", None)
     env.update(extra)
@@ -147,6 +166,7 @@ def api(url: str, method: str, path: str, body: dict | None = None):
 
 
 # -- fast checks: policy, prefect.yaml, summary, incremental preprocessing --------------------------------
+
 
 def test_transient_failures_are_retried_and_input_errors_are_not() -> None:
     import ray.exceptions
@@ -207,20 +227,38 @@ def test_evaluation_follows_generation_and_not_itself() -> None:
     from prefect.server.events.schemas.automations import EventTrigger
     from prefect.server.events.schemas.events import ReceivedEvent
 
-    spec = next(d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
-                if d["entrypoint"].startswith("flows/evaluate.py"))
+    spec = next(
+        d
+        for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+        if d["entrypoint"].startswith("flows/evaluate.py")
+    )
     [deployed] = _initialize_deployment_triggers("weekly-eval", spec["triggers"])  # as `prefect deploy` reads it
-    trigger = EventTrigger.model_validate(deployed.model_dump(
-        mode="json", include={"match", "match_related", "expect", "after", "for_each", "posture", "threshold", "within"}))
+    trigger = EventTrigger.model_validate(
+        deployed.model_dump(
+            mode="json",
+            include={"match", "match_related", "expect", "after", "for_each", "posture", "threshold", "within"},
+        )
+    )
 
     def completed(flow: str, deployment: str) -> ReceivedEvent:
         return ReceivedEvent(
-            occurred=datetime.now(UTC), event="prefect.flow-run.Completed", id=uuid4(),
+            occurred=datetime.now(UTC),
+            event="prefect.flow-run.Completed",
+            id=uuid4(),
             resource={"prefect.resource.id": f"prefect.flow-run.{uuid4()}"},
-            related=[{"prefect.resource.id": f"prefect.flow.{uuid4()}", "prefect.resource.role": "flow",
-                      "prefect.resource.name": flow},
-                     {"prefect.resource.id": f"prefect.deployment.{uuid4()}", "prefect.resource.role": "deployment",
-                      "prefect.resource.name": deployment}])
+            related=[
+                {
+                    "prefect.resource.id": f"prefect.flow.{uuid4()}",
+                    "prefect.resource.role": "flow",
+                    "prefect.resource.name": flow,
+                },
+                {
+                    "prefect.resource.id": f"prefect.deployment.{uuid4()}",
+                    "prefect.resource.role": "deployment",
+                    "prefect.resource.name": deployment,
+                },
+            ],
+        )
 
     assert trigger.covers(completed("generate", "weekly-eval"))
     assert not trigger.covers(completed("evaluate", "weekly-eval"))  # no loop
@@ -230,8 +268,11 @@ def test_evaluation_follows_generation_and_not_itself() -> None:
 def test_summary_lists_every_failure() -> None:
     from tasks.summary import summary_markdown
 
-    text = summary_markdown("preprocess → d", {"sources": 3, "processed": 1},
-                            [{"source": "a|b.mp4", "status": "lost", "message": "worker\ndied"}])
+    text = summary_markdown(
+        "preprocess → d",
+        {"sources": 3, "processed": 1},
+        [{"source": "a|b.mp4", "status": "lost", "message": "worker\ndied"}],
+    )
     assert "| 3 | 1 |" in text and "## Failures (1)" in text and "| a\\|b.mp4 | lost | worker died |" in text
     assert "none" in summary_markdown("t", {"n": 0}, [])
 
@@ -257,8 +298,11 @@ def test_a_changed_source_replaces_its_clip(small_corpus: Path, tmp_path: Path) 
 
 # -- acceptance: server + worker, Ray cluster, a killed Ray task ------------------------------------------
 
+
 @pytest.mark.slow
-def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, small_corpus: Path, tmp_path: Path) -> None:
+def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(
+    server, small_corpus: Path, tmp_path: Path
+) -> None:
     url, env, port = server
     anonymous = httpx.post(f"{url}/deployments/filter", json={}, timeout=10)
     assert anonymous.status_code == 401  # the API refuses whoever lacks the auth string
@@ -270,8 +314,11 @@ def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, sm
     deploy = "--all"
     if len(existing) < len(DEPLOYMENTS):  # a flow still being written: deploy the others by name
         specs = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
-        deploy = " ".join(f"--name {d['entrypoint'].split(':')[1]}/{d['name']}" for d in specs  # prefect matches
-                          if (REPO / d["entrypoint"].split(":")[0]).exists())          # function/deployment
+        deploy = " ".join(
+            f"--name {d['entrypoint'].split(':')[1]}/{d['name']}"
+            for d in specs  # prefect matches
+            if (REPO / d["entrypoint"].split(":")[0]).exists()
+        )  # function/deployment
     run(["make", "deploy", f"PREFECT_PORT={port}", f"IMAGINEID_WORK={work}", f"DEPLOY={deploy}"], env)
 
     deployments = {}
@@ -300,12 +347,31 @@ def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(server, sm
         settled(work / "incoming")
         run(nightly_run, env, timeout=660)
         assert len(list((work / "data" / "clips").glob("*.parquet"))) == 6
-        [summary] = api(url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["preprocess-summary"]}},
-                                                           "sort": "CREATED_DESC", "limit": 1})
+        [summary] = api(
+            url,
+            "POST",
+            "/artifacts/filter",
+            {"artifacts": {"key": {"any_": ["preprocess-summary"]}}, "sort": "CREATED_DESC", "limit": 1},
+        )
         assert "| 6 | 1 | 5 | 0 | 0 |" in summary["data"]  # sources, skipped, processed, rejected, lost
 
-        run([str(BIN / "prefect"), "deployment", "run", "train/on-demand", "--param", "stages=identity",
-             "--param", "max_steps=2", "--watch", "--watch-timeout", "600"], env, timeout=660)
+        run(
+            [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "train/on-demand",
+                "--param",
+                "stages=identity",
+                "--param",
+                "max_steps=2",
+                "--watch",
+                "--watch-timeout",
+                "600",
+            ],
+            env,
+            timeout=660,
+        )
         assert (work / "runs" / "main" / "identity" / "done.json").exists()
 
     # pause and resume schedules as the guide says; the API shows the result
@@ -334,12 +400,32 @@ def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: P
     # A private Ray temp dir (short: socket paths are limited to ~107 bytes) keeps this head out of
     # /tmp/ray/ray_current_cluster, which other Ray users on the machine would read.
     ray_tmp = tempfile.mkdtemp(prefix="ray-")
-    head = ["make", "ray-head", f"RAY_PORT={port}", f"RAY_CLIENT_PORT={free_port()}",
-            f"RAY_AGENT_PORT={free_port()}", f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}"]
+    head = [
+        "make",
+        "ray-head",
+        f"RAY_PORT={port}",
+        f"RAY_CLIENT_PORT={free_port()}",
+        f"RAY_AGENT_PORT={free_port()}",
+        f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}",
+    ]
     try:
         with background(head, env, tmp_path / "ray-head.log", ready="Ray runtime started"):
-            done = run([str(BIN / "imagineid"), "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
-                        "--stages", "identity", "--max-steps", "2", "--ray-address", address], env)
+            done = run(
+                [
+                    str(BIN / "imagineid"),
+                    "train",
+                    str(tmp_path / "data"),
+                    "--out",
+                    str(tmp_path / "run"),
+                    "--stages",
+                    "identity",
+                    "--max-steps",
+                    "2",
+                    "--ray-address",
+                    address,
+                ],
+                env,
+            )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert "Connecting to existing Ray cluster at address: " in done.stderr
@@ -347,8 +433,9 @@ def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: P
 
 
 @pytest.mark.slow
-def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(server, small_corpus: Path, tmp_path: Path,
-                                                                          monkeypatch) -> None:
+def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(
+    server, small_corpus: Path, tmp_path: Path, monkeypatch
+) -> None:
     import ray
     from prefect.settings import (
         PREFECT_API_AUTH_STRING,
@@ -387,8 +474,12 @@ def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(serve
         ray.shutdown()
     assert Path(marker).exists()  # the first attempt of `once` was killed...
     assert summary["processed"] == 2 and summary["lost"] == 1 and summary["rejected"] == 0  # ...and retried
-    artifacts = api(url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["preprocess-summary"]}},
-                                                      "sort": "CREATED_DESC", "limit": 1})
+    artifacts = api(
+        url,
+        "POST",
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": ["preprocess-summary"]}}, "sort": "CREATED_DESC", "limit": 1},
+    )
     assert poison in artifacts[0]["data"] and "WorkerCrashedError" in artifacts[0]["data"]
     assert once not in artifacts[0]["data"] and good not in artifacts[0]["data"]
 
@@ -425,6 +516,8 @@ def test_a_task_retries_a_transient_error_and_not_a_bad_input(server) -> None:
         fast = flaky.with_options(retry_delay_seconds=0)
         return [fast("io"), fast("bad", return_state=True).type.value]
 
-    with temporary_settings({PREFECT_API_URL: server[0], PREFECT_API_AUTH_STRING: server[1]["PREFECT_API_AUTH_STRING"]}):
+    with temporary_settings(
+        {PREFECT_API_URL: server[0], PREFECT_API_AUTH_STRING: server[1]["PREFECT_API_AUTH_STRING"]}
+    ):
         assert both() == ["io", "FAILED"]
     assert calls == ["io", "io", "bad"]

@@ -12,7 +12,8 @@ from imagineid.precision import autocast, resolve
 
 
 def test_auto_picks_fp16_on_gpus_and_bf16_only_for_big_batches_on_cpus_with_native_bf16(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cpu, big = torch.device("cpu"), precision.CPU_BF16_MIN_BATCH
     assert resolve("auto", torch.device("cuda"), 1) == "fp16"
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)

@@ -49,7 +49,11 @@ def test_labels_come_from_the_synthetic_metadata(dataset, small_corpus: Path) ->
     for clip in clips:
         truth = meta[Path(clip["source"]).stem]
         assert (clip["dataset"], clip["speaker_id"], clip["gender"], clip["emotion"]) == (
-            "synthetic", truth["speaker_id"], truth["gender"], truth["emotion"])
+            "synthetic",
+            truth["speaker_id"],
+            truth["gender"],
+            truth["emotion"],
+        )
 
 
 def test_landmarks_and_mouth_coefficients_match_the_ground_truth(dataset, small_corpus: Path) -> None:
@@ -128,8 +132,9 @@ def test_shards_of_an_earlier_pipeline_version_read_beside_newer_ones(dataset, t
     assert Store(copy).read_table("clips", ["clip_id", "source_clip_id"]).num_rows == len(shards)
 
 
-def test_a_rejected_new_version_keeps_the_good_old_clip_until_a_good_one_replaces_it(small_corpus: Path,
-                                                                                      tmp_path: Path) -> None:
+def test_a_rejected_new_version_keeps_the_good_old_clip_until_a_good_one_replaces_it(
+    small_corpus: Path, tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     videos = sorted((small_corpus / "videos").glob("*.mp4"))
     copy_videos(small_corpus, src, [videos[0].name])
@@ -217,10 +222,15 @@ def test_bad_inputs_are_recorded_and_the_rest_proceeds(small_corpus: Path, bad_i
     assert summary.n_processed == len(good)
     assert set(failures) == {p.stem for p in bad_inputs.values()}
     expected = {
-        "truncated": "truncated", "notes": "not a readable media file", "no_audio": "no audio stream",
-        "silent": "silent", "no_face": "no face", "one_frame": "audio is too short",
+        "truncated": "truncated",
+        "notes": "not a readable media file",
+        "no_audio": "no audio stream",
+        "silent": "silent",
+        "no_face": "no face",
+        "one_frame": "audio is too short",
         # A mirrored copy beside the speaker: both mouths follow the speech alike, so nothing tells them apart.
-        "several_faces": "ambiguous subject: 2 persistent, consistent faces", "tiny_face": "face too small (",
+        "several_faces": "ambiguous subject: 2 persistent, consistent faces",
+        "tiny_face": "face too small (",
     }
     for stem, words in expected.items():
         assert words in failures[stem]["message"], (stem, failures[stem]["message"])

@@ -33,7 +33,9 @@ def files(tmp_path_factory):
 
 
 def imagineid(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=180, check=False
+    )
 
 
 def test_flame_blend_shapes_and_skinning(files) -> None:
@@ -120,8 +122,20 @@ def test_projection_round_trip(files) -> None:
 def test_preprocess_flame_writes_100_shape_and_50_expression(small_corpus, files, tmp_path) -> None:
     videos = copy_videos(small_corpus, tmp_path / "src")[:2]
     data = tmp_path / "data"
-    result = imagineid("preprocess", *map(str, videos), "--out", str(data), "--workers", "1", "--morphable", "flame",
-                       "--flame", str(files / "flame"), "--deca", str(files / "deca" / "deca_model.tar"))
+    result = imagineid(
+        "preprocess",
+        *map(str, videos),
+        "--out",
+        str(data),
+        "--workers",
+        "1",
+        "--morphable",
+        "flame",
+        "--flame",
+        str(files / "flame"),
+        "--deca",
+        str(files / "deca" / "deca_model.tar"),
+    )
     assert result.returncode == 0, result.stderr
     assert "2 processed, 0 rejected" in result.stdout
     clips = pq.read_table(data / "clips").to_pylist()
@@ -136,8 +150,20 @@ def test_preprocess_flame_writes_100_shape_and_50_expression(small_corpus, files
     config = json.loads((data / "morphable" / version / "config.json").read_text())
     assert config["format"] == "imagineid.flame/1" and config["mouth"]["expression_components"] == [0, 1, 2]
     assert {c["morphable_version"] for c in clips} == {version}
-    again = cli("preprocess", *videos, "--out", data, "--workers", "1", "--morphable", "flame",
-                "--flame", files / "flame", "--deca", files / "deca")  # the folder: same files, same config
+    again = cli(
+        "preprocess",
+        *videos,
+        "--out",
+        data,
+        "--workers",
+        "1",
+        "--morphable",
+        "flame",
+        "--flame",
+        files / "flame",
+        "--deca",
+        files / "deca",
+    )  # the folder: same files, same config
     assert again.exit_code == 0 and "2 already done" in again.stdout
     train = cli("train", data, "--out", tmp_path / "run", "--no-ray")
     assert train.exit_code != 0 and "FLAME coefficients" in train.stderr

@@ -19,7 +19,9 @@ from imagineid.models.ldm import image_size, load_sd15
 
 
 def imagineid(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +61,31 @@ def test_train_sd15_adapters_then_generate_one_frame(sd15, data, tmp_path) -> No
     from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 
     run = tmp_path / "run"
-    result = imagineid("train", str(data), "--out", str(run), "--profile", "sd15", "--base-model", str(sd15),
-                       "--stages", "identity,content,emotion,ldm,adapters", "--max-steps", "1", "--no-ray",
-                       "--voice-variants", "1")  # the adapters learn from what the disentangler hears
+    result = imagineid(
+        "train",
+        str(data),
+        "--out",
+        str(run),
+        "--profile",
+        "sd15",
+        "--base-model",
+        str(sd15),
+        "--stages",
+        "identity,content,emotion,ldm,adapters",
+        "--max-steps",
+        "1",
+        "--no-ray",
+        "--voice-variants",
+        "1",
+    )  # the adapters learn from what the disentangler hears
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ldm not trained" in result.stdout and "adapters trained" in result.stdout
     assert not (run / "ldm").exists() and (run / "adapters" / "done.json").exists()
     # The base stays frozen: the saved pipeline's UNet is byte-identical to the folder's.
-    saved, original = load_file(str(run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")), \
-        load_file(str(sd15 / "unet" / "diffusion_pytorch_model.safetensors"))
+    saved, original = (
+        load_file(str(run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")),
+        load_file(str(sd15 / "unet" / "diffusion_pytorch_model.safetensors")),
+    )
     assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in saved)
 
     pipe = ImagineIDPipeline.from_pretrained(run / "pipeline")
@@ -75,14 +93,21 @@ def test_train_sd15_adapters_then_generate_one_frame(sd15, data, tmp_path) -> No
     size = pipe.unet.config.sample_size * 8
     ti = pipe.textual_inversion.config
     generator = torch.Generator().manual_seed(0)
-    frame = pipe(torch.zeros(1, 3, size, size), torch.zeros(1, ti.identity_dim), torch.zeros(1, ti.emotion_dim),
-                 num_inference_steps=2, generator=generator)
+    frame = pipe(
+        torch.zeros(1, 3, size, size),
+        torch.zeros(1, ti.identity_dim),
+        torch.zeros(1, ti.emotion_dim),
+        num_inference_steps=2,
+        generator=generator,
+    )
     assert frame.shape == (1, 3, 64, 64) and torch.isfinite(frame).all()
 
 
 def test_sd15_missing_files_are_one_line(sd15, tmp_path) -> None:
     def one_line(*extra: str) -> str:
-        result = cli("train", tmp_path / "data", "--out", tmp_path / "run", "--profile", "sd15", "--stages", "adapters", *extra)
+        result = cli(
+            "train", tmp_path / "data", "--out", tmp_path / "run", "--profile", "sd15", "--stages", "adapters", *extra
+        )
         lines = result.stderr.strip().splitlines()
         assert result.exit_code != 0 and len(lines) == 1, result.stderr
         assert "docs/pretrained.md § Stable Diffusion 1.5" in lines[0]

@@ -53,8 +53,9 @@ def test_missing_and_foreign_folders(wav2vec2, tmp_path) -> None:
         SpeechEncoder.load(tmp_path / "noweights")
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(
-        tmp_path / "bert")
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(MalformedWeightsError, match="not a wav2vec2-style"):
         SpeechEncoder.load(tmp_path / "bert")
 

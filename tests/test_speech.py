@@ -124,8 +124,9 @@ def test_children_have_shorter_vocal_tracts() -> None:
     boy, man = sample_voice(rng, "male", "child"), sample_voice(rng, "male", "adult")
     assert boy.formant_ratio > 1.1 and man.formant_ratio == 1.0
     f_boy = voice_stats(synthesize(TEXT, boy).samples).formants_hz
-    f_man = voice_stats(synthesize(TEXT, dataclasses.replace(boy, age_group="adult", formant_ratio=1.0,
-                                                             f0_median_hz=0.0)).samples).formants_hz
+    f_man = voice_stats(
+        synthesize(TEXT, dataclasses.replace(boy, age_group="adult", formant_ratio=1.0, f0_median_hz=0.0)).samples
+    ).formants_hz
     assert f_boy[1] > 1.05 * f_man[1]  # F2 rises with the shorter tract
 
 

@@ -65,14 +65,27 @@ def _face_print(rng: np.random.Generator, size: int = 160) -> np.ndarray:
     """A cartoon face (dlib's HOG detector fires on it) as printed on a shirt."""
     s = size
     img = np.full((s, s, 3), (60, 90, 150), np.uint8)
-    cv2.ellipse(img, (s // 2, s // 2), (int(s * .32), int(s * .42)), 0, 0, 360, (200, 170, 150), -1)
+    cv2.ellipse(img, (s // 2, s // 2), (int(s * 0.32), int(s * 0.42)), 0, 0, 360, (200, 170, 150), -1)
     for dx in (-1, 1):
-        cv2.ellipse(img, (s // 2 + dx * int(s * .13), int(s * .42)), (int(s * .07), int(s * .035)), 0, 0, 360,
-                    (30, 30, 30), -1)
-        cv2.line(img, (s // 2 + dx * int(s * .06), int(s * .33)), (s // 2 + dx * int(s * .22), int(s * .32)),
-                 (40, 30, 20), 3)
-    cv2.line(img, (s // 2, int(s * .45)), (s // 2 - 5, int(s * .6)), (120, 90, 80), 2)
-    cv2.ellipse(img, (s // 2, int(s * .72)), (int(s * .12), int(s * .04)), 0, 0, 360, (120, 40, 50), -1)
+        cv2.ellipse(
+            img,
+            (s // 2 + dx * int(s * 0.13), int(s * 0.42)),
+            (int(s * 0.07), int(s * 0.035)),
+            0,
+            0,
+            360,
+            (30, 30, 30),
+            -1,
+        )
+        cv2.line(
+            img,
+            (s // 2 + dx * int(s * 0.06), int(s * 0.33)),
+            (s // 2 + dx * int(s * 0.22), int(s * 0.32)),
+            (40, 30, 20),
+            3,
+        )
+    cv2.line(img, (s // 2, int(s * 0.45)), (s // 2 - 5, int(s * 0.6)), (120, 90, 80), 2)
+    cv2.ellipse(img, (s // 2, int(s * 0.72)), (int(s * 0.12), int(s * 0.04)), 0, 0, 360, (120, 40, 50), -1)
     return cv2.GaussianBlur(img, (0, 0), 1.5)
 
 
@@ -131,7 +144,8 @@ def test_face_like_print_does_not_displace_the_speaker_even_without_audio(clips)
     assert _error(track.landmarks - [256, 0], clips[0]["truth"]) < 0.08
     assert track.runner_up["why_not"].startswith("no face-like landmark fit")
     assert track.runner_up["presence"] > 0.5 and track.runner_up["width"] > 0.8 * np.median(
-        track.boxes[:, 2] - track.boxes[:, 0])  # persistent and of comparable size: only the fit tells
+        track.boxes[:, 2] - track.boxes[:, 0]
+    )  # persistent and of comparable size: only the fit tells
 
 
 def test_a_face_that_changes_identity_does_not_displace_the_speaker(clips) -> None:
@@ -173,8 +187,10 @@ def test_a_person_mouthing_other_words_is_not_the_speaker(clips) -> None:
 def test_two_still_faces_with_silent_mouths_are_ambiguous(clips) -> None:
     a, b = clips
     frames = [np.concatenate([a["frames"][0], b["frames"][0]], axis=1)] * 50
-    message = (r"ambiguous subject: 2 persistent, consistent faces of comparable size \(track \d 104 px, track \d 104 px\)"
-               r" and no speaker evidence: no mouth follows the speech")
+    message = (
+        r"ambiguous subject: 2 persistent, consistent faces of comparable size \(track \d 104 px, track \d 104 px\)"
+        r" and no speaker evidence: no mouth follows the speech"
+    )
     with pytest.raises(AmbiguousSubjectError, match=message) as err:
         track_face(iter(frames), audio=a["audio"])
     assert err.value.kind == "ambiguous_subject"
@@ -196,7 +212,7 @@ def test_subject_all_keeps_every_persistent_face(clips) -> None:
 def _small(frame: np.ndarray, canvas_hw: tuple[int, int], side: int) -> np.ndarray:
     canvas = np.full((*canvas_hw, 3), 90, np.uint8)
     y, x = (canvas_hw[0] - side) // 2, (canvas_hw[1] - side) // 3
-    canvas[y:y + side, x:x + side] = cv2.resize(frame, (side, side), interpolation=cv2.INTER_AREA)
+    canvas[y : y + side, x : x + side] = cv2.resize(frame, (side, side), interpolation=cv2.INTER_AREA)
     return canvas
 
 
@@ -256,8 +272,9 @@ def test_preprocess_records_the_kept_track_and_splits_with_subject_all(clips, tm
     src.mkdir()
     audio = a["audio"][0]
     write_video(src / "poster.mp4", _pair(a["frames"], [b["frames"][0]] * 50), fps=25, audio=audio)
-    write_video(src / "two_still.mp4", [np.concatenate([a["frames"][0], b["frames"][0]], axis=1)] * 50, fps=25,
-                audio=audio)
+    write_video(
+        src / "two_still.mp4", [np.concatenate([a["frames"][0], b["frames"][0]], axis=1)] * 50, fps=25, audio=audio
+    )
 
     one = preprocess([src], tmp_path / "one", workers=1, progress=False)
     assert (one.n_processed, one.n_failed, one.by_rule) == (1, 1, {"ambiguous_subject": 1})
@@ -279,7 +296,9 @@ def test_preprocess_records_the_kept_track_and_splits_with_subject_all(clips, tm
     for name in ("poster.mp4", "two_still.mp4"):
         mine = [r for r in rows if Path(r["source"]).name == name]
         assert len(mine) == 2 and len({r["subject_track"] for r in mine}) == 2
-        assert len({r["source_clip_id"] for r in mine}) == 1 and mine[0]["source_clip_id"] in {r["clip_id"] for r in mine}
+        assert len({r["source_clip_id"] for r in mine}) == 1 and mine[0]["source_clip_id"] in {
+            r["clip_id"] for r in mine
+        }
     again = preprocess([src], tmp_path / "all", PreprocessConfig(subject="all"), workers=1, progress=False)
     assert (again.n_processed, again.n_skipped) == (0, 2)
 
@@ -293,8 +312,9 @@ def _slow_head_motion(photo: np.ndarray, n: int = 50) -> list[np.ndarray]:
     frames = []
     for i in range(n):
         t = i / 25
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), 3 * np.sin(2 * np.pi * 0.3 * t),
-                                    1 + 0.02 * np.sin(2 * np.pi * 0.15 * t))
+        m = cv2.getRotationMatrix2D(
+            (w / 2, h / 2), 3 * np.sin(2 * np.pi * 0.3 * t), 1 + 0.02 * np.sin(2 * np.pi * 0.15 * t)
+        )
         m[:, 2] += (6 * np.sin(2 * np.pi * 0.2 * t + 1), 4 * np.sin(2 * np.pi * 0.25 * t))
         frames.append(cv2.warpAffine(photo, m, (w, h), borderMode=cv2.BORDER_REFLECT))
     return frames
@@ -306,8 +326,28 @@ def _vp9_opus(mp4: Path) -> Path:
     from imagineid.media.ffmpeg_bin import ffmpeg_exe
 
     webm = mp4.with_suffix(".webm")
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(mp4), "-c:v", "libvpx-vp9", "-deadline", "realtime",
-                    "-cpu-used", "8", "-b:v", "1M", "-c:a", "libopus", str(webm)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(mp4),
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-b:v",
+            "1M",
+            "-c:a",
+            "libopus",
+            str(webm),
+        ],
+        check=True,
+    )
     mp4.unlink()
     return webm
 
@@ -321,8 +361,12 @@ def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) ->
     src = tmp_path / "src"
     src.mkdir()
     write_video(src / "astronaut_512.mp4", moving, fps=25, audio=audio)
-    write_video(src / "astronaut_640x480.mp4", [cv2.resize(f, (640, 480), interpolation=cv2.INTER_AREA) for f in moving],
-                fps=25, audio=audio)
+    write_video(
+        src / "astronaut_640x480.mp4",
+        [cv2.resize(f, (640, 480), interpolation=cv2.INTER_AREA) for f in moving],
+        fps=25,
+        audio=audio,
+    )
     _vp9_opus(src / "astronaut_640x480.mp4")
     # The cameraman: a ~65 px face half hidden by his camera, found only by the CNN detector, on which
     # the shape predictor drifts from its own last fit; squeezed to 640x480 as a webcam would deliver it.
@@ -330,23 +374,37 @@ def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) ->
     write_video(src / "camera_640x480.mp4", _slow_head_motion(cv2.resize(camera, (640, 480))), fps=25, audio=audio)
     write_video(src / "camera_512.mp4", _slow_head_motion(camera), fps=25, audio=audio)
     _vp9_opus(src / "camera_512.mp4")
-    small = [cv2.copyMakeBorder(cv2.resize(f, (200, 200), interpolation=cv2.INTER_AREA), 140, 140, 220, 220,
-                                cv2.BORDER_REPLICATE) for f in moving]  # 640x480, face ~37 px
+    small = [
+        cv2.copyMakeBorder(
+            cv2.resize(f, (200, 200), interpolation=cv2.INTER_AREA), 140, 140, 220, 220, cv2.BORDER_REPLICATE
+        )
+        for f in moving
+    ]  # 640x480, face ~37 px
     write_video(src / "small_face.mp4", small, fps=25, audio=audio)
-    write_video(src / "side_by_side.mp4", [np.concatenate([f, f], axis=1) for f in
-                                           (cv2.resize(f, (320, 320), interpolation=cv2.INTER_AREA) for f in moving)],
-                fps=25, audio=audio)
+    write_video(
+        src / "side_by_side.mp4",
+        [
+            np.concatenate([f, f], axis=1)
+            for f in (cv2.resize(f, (320, 320), interpolation=cv2.INTER_AREA) for f in moving)
+        ],
+        fps=25,
+        audio=audio,
+    )
 
     summary = preprocess([src], tmp_path / "data", workers=1, progress=False)
     store = Store(tmp_path / "data")
     kept = {Path(r["source"]).name: r for r in store.read_table("clips").to_pylist()}
     failed = {Path(r["source"]).name: r for r in store.read_table("failures").to_pylist()}
-    assert set(kept) == {"astronaut_512.mp4", "astronaut_640x480.webm", "camera_640x480.mp4", "camera_512.webm"}, \
-        [f["message"] for f in failed.values()]
+    assert set(kept) == {"astronaut_512.mp4", "astronaut_640x480.webm", "camera_640x480.mp4", "camera_512.webm"}, [
+        f["message"] for f in failed.values()
+    ]
     patch = json.loads(kept["astronaut_512.mp4"]["runner_up"])  # the mission patch: a track, dismissed for its fit
     assert patch["why_not"].startswith("no face-like landmark fit") and patch["presence"] >= 0.5
     assert failed["small_face.mp4"]["error_type"] == "face_too_small"
-    assert "face too small (3" in failed["small_face.mp4"]["message"] and "px < 48 px" in failed["small_face.mp4"]["message"]
+    assert (
+        "face too small (3" in failed["small_face.mp4"]["message"]
+        and "px < 48 px" in failed["small_face.mp4"]["message"]
+    )
     assert failed["side_by_side.mp4"]["error_type"] == "ambiguous_subject"
     assert summary.by_rule == {"face_too_small": 1, "ambiguous_subject": 1}
 
@@ -360,6 +418,7 @@ def test_real_photo_videos_of_one_person_are_processed(clips, tmp_path: Path) ->
     assert "small_face.mp4: [face_too_small] face too small (3" in result.stdout
     split = cli("preprocess", src / "side_by_side.mp4", "--out", tmp_path / "all", "--workers", "1", "--subject", "all")
     assert "1 sources: 2 processed, 0 rejected" in split.stdout, split.stdout
-    strict = cli("preprocess", src / "astronaut_512.mp4", "--out", tmp_path / "strict", "--workers", "1",
-                 "--min-face-px", "100")
+    strict = cli(
+        "preprocess", src / "astronaut_512.mp4", "--out", tmp_path / "strict", "--workers", "1", "--min-face-px", "100"
+    )
     assert "[face_too_small] face too small (87 px < 100 px" in strict.stdout, strict.stdout

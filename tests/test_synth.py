@@ -38,8 +38,22 @@ def test_videos_are_25fps_h264_with_3s_aac(corpus: Path) -> None:
 
 def test_metadata_holds_the_ground_truth(corpus: Path) -> None:
     table = pq.read_table(corpus / "metadata.parquet")
-    for column in ("speaker_id", "gender", "age_group", "emotion", "text", "face_width", "jaw", "brow_ridge",
-                   "eye_spacing", "nose_length", "skin_tone", "hair_color", "mouth_opening", "landmarks"):
+    for column in (
+        "speaker_id",
+        "gender",
+        "age_group",
+        "emotion",
+        "text",
+        "face_width",
+        "jaw",
+        "brow_ridge",
+        "eye_spacing",
+        "nose_length",
+        "skin_tone",
+        "hair_color",
+        "mouth_opening",
+        "landmarks",
+    ):
         assert column in table.column_names, column
     rows = table.to_pylist()
     assert len(rows) == 8 and len({r["speaker_id"] for r in rows}) == 4
@@ -98,5 +112,6 @@ def test_face_geometry_follows_the_voice() -> None:
 def test_a_folder_with_another_config_is_refused(tmp_path: Path) -> None:
     synthesize_corpus(tmp_path, SMALL, progress=False)
     with pytest.raises(ImagineIDError, match="holds a corpus made with"):
-        synthesize_corpus(tmp_path, SynthConfig(speakers=3, clips_per_speaker=1, seconds=1.2, size=128, seed=7),
-                          progress=False)
+        synthesize_corpus(
+            tmp_path, SynthConfig(speakers=3, clips_per_speaker=1, seconds=1.2, size=128, seed=7), progress=False
+        )

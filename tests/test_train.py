@@ -42,7 +42,9 @@ def _digest(folder: Path) -> dict:
 
 
 def imagineid(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "imagineid.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_stages_write_weights_config_and_metrics(run) -> None:
@@ -77,12 +79,15 @@ def test_validation_speakers_are_held_out(run, data: Path) -> None:
 def test_sigkill_during_content_then_rerun_resumes(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = ["train", str(data), "--out", str(out), "--no-ray", "--max-steps", "60", "--checkpoint-every", "20"]
-    proc = subprocess.Popen([sys.executable, "-m", "imagineid.cli", *cmd], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imagineid.cli", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = out / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
-        if log.exists() and any('"checkpoint"' in l and '"content"' in l for l in log.read_text().splitlines()):
+        if log.exists() and any(
+            '"checkpoint"' in line and '"content"' in line for line in log.read_text().splitlines()
+        ):
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
@@ -105,8 +110,18 @@ def test_listen_prints_one_json_object_per_input(run, data: Path, small_corpus: 
     write_audio(tmp_path / "a.wav", samples)
     write_audio(tmp_path / "b.mp3", samples)
     (tmp_path / "notes.txt").write_text("not audio")
-    result = imagineid("listen", str(out), str(tmp_path / "a.wav"), str(tmp_path / "b.mp3"),
-                       str(tmp_path / "notes.txt"), "--json", "--retrieve", str(data), "--top-k", "2")
+    result = imagineid(
+        "listen",
+        str(out),
+        str(tmp_path / "a.wav"),
+        str(tmp_path / "b.mp3"),
+        str(tmp_path / "notes.txt"),
+        "--json",
+        "--retrieve",
+        str(data),
+        "--top-k",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     entries = [json.loads(line) for line in result.stdout.splitlines()]
     assert [Path(e["audio"]).name for e in entries] == ["a.wav", "b.mp3", "notes.txt"]

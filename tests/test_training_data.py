@@ -31,8 +31,11 @@ def data(small_corpus, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clips(data) -> list[dict]:
-    return Store(data).read_table("clips", ["clip_id", "speaker_id", "gender", "age_group", "emotion",
-                                           "split", "n_frames"]).to_pylist()
+    return (
+        Store(data)
+        .read_table("clips", ["clip_id", "speaker_id", "gender", "age_group", "emotion", "split", "n_frames"])
+        .to_pylist()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,7 @@ def test_split_by_speaker_hash_without_split_column(tmp_path):
     splits = split_clips(tmp_path, val_fraction=0.25)
     assert splits == split_clips(tmp_path, val_fraction=0.25)
     assert len(splits["val"]) == 2 * 3 and len(splits["train"]) == 6 * 3
+
     def speakers(ids: list[str]) -> set[int]:
         return {int(c[1:]) // 3 for c in ids}  # clip c{i} belongs to speaker i // 3
 
@@ -143,14 +147,16 @@ def test_windows_are_sliced_from_their_clip(data, stats):
     window = next(iter(WindowDataset(data, train[:1], window=8, stats=stats, seed=3)))
     sample = samples[train[0]]
     mouth = torch.tensor(sample.mouth)
-    starts = [i for i in range(sample.n_frames - 7) if torch.equal(mouth[i:i + 8], window["mouth"])]
+    starts = [i for i in range(sample.n_frames - 7) if torch.equal(mouth[i : i + 8], window["mouth"])]
     assert len(starts) == 1
     start = starts[0]
     # the whole clip is normalised (its own speech mean), then cut
-    np.testing.assert_allclose(window["mel"].numpy(), stats.normalize(sample.mel)[4 * start:4 * start + 32])
-    np.testing.assert_allclose(window["opening"].numpy(), sample.opening[start:start + 8])
+    np.testing.assert_allclose(window["mel"].numpy(), stats.normalize(sample.mel)[4 * start : 4 * start + 32])
+    np.testing.assert_allclose(window["opening"].numpy(), sample.opening[start : start + 8])
     # the envelope is the whole clip's, cut with the mel: relative to the clip's loud frames, not the window's
-    np.testing.assert_allclose(window["envelope"].numpy(), mel_envelope(sample.mel)[4 * start:4 * start + 32], rtol=1e-6)
+    np.testing.assert_allclose(
+        window["envelope"].numpy(), mel_envelope(sample.mel)[4 * start : 4 * start + 32], rtol=1e-6
+    )
 
 
 def test_flatten_spectrum_keeps_only_the_loudness_contour():
@@ -170,13 +176,16 @@ def test_valid_masks_padding_on_short_clips(data, clips, stats):
     batch = next(iter(DataLoader(dataset, batch_size=6)))
     assert batch["mel"].shape == (6, 4 * (t + 14), 80) and batch["valid"].shape == (6, t + 14)
     assert batch["valid"][:, :t].all() and not batch["valid"][:, t:].any()
-    assert batch["mel"][:, 4 * t:].abs().sum() == 0 and batch["mouth"][:, t:].abs().sum() == 0
-    assert batch["mel"][:, :4 * t].abs().sum() > 0
+    assert batch["mel"][:, 4 * t :].abs().sum() == 0 and batch["mouth"][:, t:].abs().sum() == 0
+    assert batch["mel"][:, : 4 * t].abs().sum() > 0
 
 
 def test_workers_share_the_epoch(data, stats):
     dataset = WindowDataset(data, split_clips(data)["train"], window=16, stats=stats, windows_per_epoch=10)
-    assert sum(len(b["mouth"]) for b in DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="spawn")) == 10
+    assert (
+        sum(len(b["mouth"]) for b in DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="spawn"))
+        == 10
+    )
 
 
 def test_clip_tensors_are_a_batch_of_one(data, stats):

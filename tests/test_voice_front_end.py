@@ -102,7 +102,9 @@ def test_malformed_weights_are_named(tmp_path) -> None:
 
 
 def test_utterance_normalisation_ignores_gain_and_channel_tilt() -> None:
-    speech = synthesize("Every word counts when the line is bad.", sample_voice(np.random.default_rng(3), "male", "adult"))
+    speech = synthesize(
+        "Every word counts when the line is bad.", sample_voice(np.random.default_rng(3), "male", "adult")
+    )
     mel = log_mel(speech.samples)
     stats = MelStats(np.zeros(80, np.float32), np.ones(80, np.float32), mode="utterance")
     tilt = np.linspace(-1.0, 1.0, 80, dtype=np.float32)  # a microphone's spectral tilt: constant per bin in log-mel
@@ -148,8 +150,11 @@ def test_gender_and_age_read_only_the_measured_statistics() -> None:
     from imagineid.audio.voice_stats import F0_STATS, PHYSICAL_STATS
     from imagineid.models import IdentityEncoder
 
-    model = IdentityEncoder(n_voice=VOICE_DIM, gender_features=[STATS.start + i for i in F0_STATS],
-                            age_features=[STATS.start + i for i in PHYSICAL_STATS]).eval()
+    model = IdentityEncoder(
+        n_voice=VOICE_DIM,
+        gender_features=[STATS.start + i for i in F0_STATS],
+        age_features=[STATS.start + i for i in PHYSICAL_STATS],
+    ).eval()
     mel, voice = torch.randn(2, 200, 80), torch.randn(2, VOICE_DIM)
     with pytest.raises(ValueError, match="voice must be"):
         model(mel)

@@ -176,12 +176,20 @@ def draw_augment(rng: np.random.Generator, keep_timing: bool, strength: float = 
 
 def _voice(x: np.ndarray, sr: int, aug: VoiceAugment, rng: np.random.Generator) -> np.ndarray:
     """Pitch, formant and tempo of a drawn augmentation, through `change_voice`."""
-    return change_voice(x, sr, aug.formant_ratio, pitch_semitones=aug.pitch_semitones, speed=aug.speed,
-                        seed=int(rng.integers(2**31)))
+    return change_voice(
+        x, sr, aug.formant_ratio, pitch_semitones=aug.pitch_semitones, speed=aug.speed, seed=int(rng.integers(2**31))
+    )
 
 
-def change_voice(x: np.ndarray, sr: int, formant_ratio: float = 1.0, pitch_semitones: float = 0.0,
-                 new_median_hz: float = 0.0, speed: float = 1.0, seed: int = 0) -> np.ndarray:
+def change_voice(
+    x: np.ndarray,
+    sr: int,
+    formant_ratio: float = 1.0,
+    pitch_semitones: float = 0.0,
+    new_median_hz: float = 0.0,
+    speed: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Pitch, formant and tempo in one Praat 'Change gender' (PSOLA): one analysis, one resynthesis.
 
     PSOLA moves F0 without touching the spectral envelope, and the formant ratio resamples the

@@ -110,7 +110,8 @@ def check_audio(
     peak_db, rms_db = audio_levels(x)
     if not rms_db >= silence_dbfs:
         raise SilentAudioError(
-            f"audio is silent (peak {peak_db:.1f} dBFS / RMS {rms_db:.1f} dBFS; needs RMS above {silence_dbfs:.0f} dBFS)"
+            f"audio is silent (peak {peak_db:.1f} dBFS / RMS {rms_db:.1f} dBFS; "
+            f"needs RMS above {silence_dbfs:.0f} dBFS)"
         )
 
 
@@ -222,7 +223,11 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
 
 def from_pcm16(data: bytes | np.ndarray) -> np.ndarray:
     """int16 PCM (bytes or array) → float32 samples in [-1, 1]."""
-    pcm = np.frombuffer(data, np.int16) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.int16)
+    pcm = (
+        np.frombuffer(data, np.int16)
+        if isinstance(data, (bytes, bytearray, memoryview))
+        else np.asarray(data, np.int16)
+    )
     return pcm.astype(np.float32) / 32767.0
 
 

@@ -63,8 +63,9 @@ def power_mel(samples: np.ndarray) -> np.ndarray:
     return (power @ mel_filterbank(N_CHANNELS, SAMPLE_RATE, WINDOW).T).astype(np.float32)  # (T, 40)
 
 
-def trim_long_silences(samples: np.ndarray, frame_ms: int = 30, max_silent_frames: int = 6,
-                       threshold_db: float = 40.0) -> np.ndarray:
+def trim_long_silences(
+    samples: np.ndarray, frame_ms: int = 30, max_silent_frames: int = 6, threshold_db: float = 40.0
+) -> np.ndarray:
     """Drop silent stretches longer than `max_silent_frames` frames: pauses would otherwise dilute the
     partial embeddings. A frame is speech when its energy is within `threshold_db` of the loudest frame,
     smoothed over a few frames like a VAD; shorter pauses stay (they are part of the speaker's rhythm)."""
@@ -109,7 +110,7 @@ class SpeakerEncoder(nn.Module):
         self.linear = nn.Linear(256, EMBED_DIM)
 
     @classmethod
-    def from_file(cls, path: str | Path | None = None) -> "SpeakerEncoder":
+    def from_file(cls, path: str | Path | None = None) -> SpeakerEncoder:
         """Load Resemblyzer's checkpoint (`{"model_state": state_dict, ...}`) without executing pickled code."""
         path = Path(path) if path is not None else default_weights()
         if not path.is_file():
@@ -120,7 +121,9 @@ class SpeakerEncoder(nn.Module):
             model = cls()
             model.load_state_dict({k: v for k, v in state.items() if not k.startswith("similarity_")})
         except Exception as err:  # a truncated or foreign file: say which one
-            raise SpeakerEncoderUnavailableError(f"{path} is not a Resemblyzer speaker encoder checkpoint: {err}") from err
+            raise SpeakerEncoderUnavailableError(
+                f"{path} is not a Resemblyzer speaker encoder checkpoint: {err}"
+            ) from err
         return model.eval()
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:

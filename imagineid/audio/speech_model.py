@@ -1,4 +1,5 @@
-"""Optional self-supervised speech features (wav2vec2 / HuBERT) from a local transformers folder (docs/architecture.md §4).
+"""Optional self-supervised speech features (wav2vec2 / HuBERT) from a local transformers folder
+(docs/architecture.md §4).
 
     encoder = SpeechEncoder.load("models/wav2vec2-base-960h")     # local files only, never downloads
     feats = encoder.features_for_frames(wave, n_frames=75)         # (300, 768): 100 Hz, rows 4i..4i+3 = frame i
@@ -56,23 +57,30 @@ class SpeechEncoder:
             raise MissingWeightsError(f"missing speech model config: {folder / 'config.json'} ({see_docs(SECTION)})")
         if not any((folder / name).is_file() for name in _WEIGHTS):
             raise MissingWeightsError(
-                f"missing speech model weights: {folder}/{' or '.join(_WEIGHTS)} ({see_docs(SECTION)})")
+                f"missing speech model weights: {folder}/{' or '.join(_WEIGHTS)} ({see_docs(SECTION)})"
+            )
         try:
             config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-            model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=None, trust_remote_code=False)
+            model = AutoModel.from_pretrained(
+                folder, local_files_only=True, use_safetensors=None, trust_remote_code=False
+            )
         except (OSError, ValueError, KeyError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise MalformedWeightsError(f"{folder} does not load as a speech model: {first} ({see_docs(SECTION)})") from err
+            raise MalformedWeightsError(
+                f"{folder} does not load as a speech model: {first} ({see_docs(SECTION)})"
+            ) from err
         if getattr(config, "conv_stride", None) is None or int(np.prod(config.conv_stride)) != STRIDE:
             raise MalformedWeightsError(
                 f"{folder} holds a {config.model_type} model, not a wav2vec2-style speech encoder with a 320-sample "
-                f"stride ({see_docs(SECTION)})")
+                f"stride ({see_docs(SECTION)})"
+            )
         normalize = True
         if (folder / "preprocessor_config.json").is_file():
             from transformers import AutoFeatureExtractor
 
-            normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(folder, local_files_only=True),
-                                     "do_normalize", True))
+            normalize = bool(
+                getattr(AutoFeatureExtractor.from_pretrained(folder, local_files_only=True), "do_normalize", True)
+            )
         return cls(model, normalize, layer)
 
     @torch.no_grad()
@@ -87,14 +95,15 @@ class SpeechEncoder:
         out = []
         for start in range(0, n_frames, chunk):
             lo, hi = max(0, start - context), min(n_frames, start + chunk + context)
-            piece = torch.as_tensor(x[lo * STRIDE: (hi - 1) * STRIDE + RECEPTIVE], dtype=torch.float32)[None]
+            piece = torch.as_tensor(x[lo * STRIDE : (hi - 1) * STRIDE + RECEPTIVE], dtype=torch.float32)[None]
             result = self.model(piece.to(device), output_hidden_states=self.layer is not None)
             hidden = result.last_hidden_state if self.layer is None else result.hidden_states[self.layer]
-            out.append(hidden[0, start - lo: start - lo + min(chunk, n_frames - start)].float().cpu().numpy())
+            out.append(hidden[0, start - lo : start - lo + min(chunk, n_frames - start)].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
-    def features_for_frames(self, samples: np.ndarray, n_frames: int, fps: float = 25.0,
-                            per_frame: bool = False) -> np.ndarray:
+    def features_for_frames(
+        self, samples: np.ndarray, n_frames: int, fps: float = 25.0, per_frame: bool = False
+    ) -> np.ndarray:
         """Features on the log-mel grid of `mel_for_frames`: (k·n_frames, D), k = 100 / fps; with
         `per_frame`, each video frame's k rows averaged: (n_frames, D)."""
         k = mel_frames_per_video_frame(fps)

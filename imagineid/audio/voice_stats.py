@@ -53,20 +53,28 @@ class VoiceStats:
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()} | {
-            "formants_hz": [None if math.isnan(f) else round(f, 1) for f in self.formants_hz]}
+            "formants_hz": [None if math.isnan(f) else round(f, 1) for f in self.formants_hz]
+        }
 
     def vector(self) -> np.ndarray:
         """(VOICE_STATS_DIM,) float32: log-frequencies, range, voicing, quality; 0 where unmeasured."""
+
         def log2(hz: float, ref: float) -> float:
             return math.log2(hz / ref) if hz > 0 and math.isfinite(hz) else 0.0
 
         f = self.formants_hz
         values = [
-            log2(self.f0_median_hz, REFERENCE_F0_HZ), log2(self.f0_p10_hz, REFERENCE_F0_HZ),
-            log2(self.f0_p90_hz, REFERENCE_F0_HZ), self.f0_range_semitones / 12.0, self.voiced_fraction,
+            log2(self.f0_median_hz, REFERENCE_F0_HZ),
+            log2(self.f0_p10_hz, REFERENCE_F0_HZ),
+            log2(self.f0_p90_hz, REFERENCE_F0_HZ),
+            self.f0_range_semitones / 12.0,
+            self.voiced_fraction,
             math.log10(max(self.jitter, 1e-4)) + 2.0 if math.isfinite(self.jitter) else 0.0,
             self.hnr_db / 20.0 if math.isfinite(self.hnr_db) else 0.0,
-            log2(f[0], 500.0), log2(f[1], 1500.0), log2(f[2], 2500.0), log2(f[3], 3500.0),
+            log2(f[0], 500.0),
+            log2(f[1], 1500.0),
+            log2(f[2], 2500.0),
+            log2(f[3], 3500.0),
             log2(self.formant_dispersion_hz, 1000.0),
         ]
         return np.nan_to_num(np.asarray(values, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -108,8 +116,14 @@ def voice_stats(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> VoiceSta
     medians = tuple(float(np.nanmedian(row)) if np.any(np.isfinite(row)) else nan for row in tracks)
     dispersion = (medians[3] - medians[0]) / 3.0 if all(math.isfinite(m) for m in medians) else nan
     return VoiceStats(
-        duration_s=duration, voiced_fraction=fraction,
-        f0_median_hz=p50, f0_p10_hz=p10, f0_p90_hz=p90, f0_range_semitones=12.0 * math.log2(p90 / p10),
-        jitter=jitter if math.isfinite(jitter) else nan, hnr_db=hnr, formants_hz=medians,  # type: ignore[arg-type]
+        duration_s=duration,
+        voiced_fraction=fraction,
+        f0_median_hz=p50,
+        f0_p10_hz=p10,
+        f0_p90_hz=p90,
+        f0_range_semitones=12.0 * math.log2(p90 / p10),
+        jitter=jitter if math.isfinite(jitter) else nan,
+        hnr_db=hnr,
+        formants_hz=medians,  # type: ignore[arg-type]
         formant_dispersion_hz=dispersion,
     )

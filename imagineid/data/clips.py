@@ -83,7 +83,9 @@ def _speaker_hash(speaker_id: str) -> float:
     return int(hashlib.sha256(speaker_id.encode()).hexdigest()[:12], 16) / 16**12
 
 
-def clip_rows(data: DataArg, clip_ids: Sequence[str] | None = None, columns: Sequence[str] = CLIP_COLUMNS) -> list[dict]:
+def clip_rows(
+    data: DataArg, clip_ids: Sequence[str] | None = None, columns: Sequence[str] = CLIP_COLUMNS
+) -> list[dict]:
     """Rows of the clips table (small: one row per clip), optionally only `clip_ids`, in clip_id order."""
     store = as_store(data)
     if not any((store.root / "clips").glob("*.parquet")):
@@ -140,8 +142,9 @@ def read_clip(store: Store, row: dict, speaker_index: int, bank: VoiceSource | N
     mouth = to_numpy_vectors(frames["mouth"])
     mel = read_mel(store, clip_id)
     if len(mel) != MELS_PER_FRAME * len(mouth):
-        raise ValueError(f"clip {clip_id}: {len(mel)} mel rows for {len(mouth)} frames "
-                         f"(expected {MELS_PER_FRAME * len(mouth)})")
+        raise ValueError(
+            f"clip {clip_id}: {len(mel)} mel rows for {len(mouth)} frames (expected {MELS_PER_FRAME * len(mouth)})"
+        )
     landmarks = to_numpy_vectors(frames["crop_landmarks"]).reshape(-1, 68, 2)
     return ClipSample(
         clip_id=clip_id,
@@ -218,8 +221,11 @@ class MelStats:
     @classmethod
     def load(cls, path: str | Path) -> MelStats:
         payload = json.loads(Path(path).read_text())
-        return cls(np.asarray(payload["mean"], np.float32), np.asarray(payload["std"], np.float32),
-                   payload.get("mode", "global"))
+        return cls(
+            np.asarray(payload["mean"], np.float32),
+            np.asarray(payload["std"], np.float32),
+            payload.get("mode", "global"),
+        )
 
 
 def mel_stats(data: DataArg, clip_ids: Sequence[str], max_clips: int = 200, mode: str = "utterance") -> MelStats:
@@ -253,8 +259,10 @@ def clip_audio(store: Store, clip_id: str) -> tuple[np.ndarray, int]:
     path = store.shard("audio", clip_id)
     names = pq.read_schema(path).names
     if "pcm16" not in names:
-        raise ImagineIDError(f"{store.root} was preprocessed before DATA/audio kept the waveform (no pcm16 column): "
-                             f"re-run `imagineid preprocess ... --out {store.root}` into a new folder")
+        raise ImagineIDError(
+            f"{store.root} was preprocessed before DATA/audio kept the waveform (no pcm16 column): "
+            f"re-run `imagineid preprocess ... --out {store.root}` into a new folder"
+        )
     table = pq.read_table(path, columns=["pcm16", "n_mel"])
     pcm = table["pcm16"][0].as_py()
     if pcm is None:

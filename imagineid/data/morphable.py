@@ -25,7 +25,8 @@ def current_model(store: Store) -> PCAMorphableModel | None:
     if is_flame_folder(folder):
         raise NotBuiltYetError(
             f"{store.root} holds FLAME coefficients (--morphable flame); training and generation read PCA datasets "
-            f"only so far: preprocess into another folder with --morphable pca")
+            f"only so far: preprocess into another folder with --morphable pca"
+        )
     return PCAMorphableModel.load(folder)
 
 
@@ -37,7 +38,7 @@ def point_current(store: Store, folder: Path) -> None:
 
 
 def current_kind(store: Store) -> str | None:
-    """"pca" or "flame": the kind of coefficients the dataset holds (None before the first fit)."""
+    """ "pca" or "flame": the kind of coefficients the dataset holds (None before the first fit)."""
     pointer = store.morphable / CURRENT
     if not pointer.exists():
         return None

@@ -140,8 +140,11 @@ def sample_voice(rng: np.random.Generator, gender: str, age_group: str) -> Voice
     )
     if age_group == "child":
         child = _CHILD_VOICE[gender]
-        voice = dataclasses.replace(voice, f0_median_hz=round(float(rng.uniform(*child["f0"])), 1),
-                                    formant_ratio=round(float(rng.uniform(*child["formant"])), 3))
+        voice = dataclasses.replace(
+            voice,
+            f0_median_hz=round(float(rng.uniform(*child["f0"])), 1),
+            formant_ratio=round(float(rng.uniform(*child["formant"])), 3),
+        )
     return voice
 
 
@@ -156,7 +159,8 @@ class _Prosody:
     word_gap: int = 0
 
 
-# Acted-emotion prosody as reported for MEAD-like corpora (exaggerated, as acted corpora are): happy = higher, livelier, faster;
+# Acted-emotion prosody as reported for MEAD-like corpora (exaggerated, as acted corpora are):
+# happy = higher, livelier, faster;
 # sad = lower, flat, slow, quiet, with pauses; angry = loud, fast-ish, wide excursions.
 _EMOTION_PROSODY: dict[str, _Prosody] = {
     "neutral": _Prosody(),

@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -151,8 +151,10 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ImagineIDError(f"another `imagineid preprocess` is writing to {self.root}; "
-                                 "wait for it to finish (or use another --out)") from None
+            raise ImagineIDError(
+                f"another `imagineid preprocess` is writing to {self.root}; "
+                "wait for it to finish (or use another --out)"
+            ) from None
         try:
             yield
         finally:

@@ -43,8 +43,12 @@ from imagineid.errors import ImagineIDError
 from imagineid.media import write_video
 
 SKIN_TONES = (
-    (1.05, 1.00, 0.97), (1.00, 0.93, 0.88), (0.95, 0.88, 0.80),
-    (0.82, 0.70, 0.58), (0.68, 0.55, 0.44), (0.52, 0.42, 0.34),
+    (1.05, 1.00, 0.97),
+    (1.00, 0.93, 0.88),
+    (0.95, 0.88, 0.80),
+    (0.82, 0.70, 0.58),
+    (0.68, 0.55, 0.44),
+    (0.52, 0.42, 0.34),
 )
 HAIR_COLOURS = ((28, 24, 22), (60, 42, 30), (105, 75, 50), (200, 170, 110), (130, 60, 35), (150, 115, 80))
 METADATA = "metadata.parquet"
@@ -166,9 +170,17 @@ def plan_clip(config: SynthConfig, speaker: Speaker, index: int, clip: int) -> C
         affines.append(m)
     pose = np.array([(m.angle_deg, m.tx, m.ty, m.scale) for m in motions], dtype=np.float32)
     return ClipPlan(
-        clip_id=f"{speaker.speaker_id}-c{clip:02d}", speaker=speaker, emotion=emotion, intensity=intensity,
-        text=text, speech=speech, visemes=visemes.astype(np.float32), landmarks=np.stack(landmarks),
-        motions=np.stack(affines), head_pose=pose, background_seed=int(rng.integers(2**31)),
+        clip_id=f"{speaker.speaker_id}-c{clip:02d}",
+        speaker=speaker,
+        emotion=emotion,
+        intensity=intensity,
+        text=text,
+        speech=speech,
+        visemes=visemes.astype(np.float32),
+        landmarks=np.stack(landmarks),
+        motions=np.stack(affines),
+        head_pose=pose,
+        background_seed=int(rng.integers(2**31)),
     )
 
 
@@ -262,6 +274,9 @@ def synthesize_corpus(out: str | Path, config: SynthConfig = SynthConfig(), prog
         plans.append(plan)
     write_table_atomic(_metadata_table(config, plans), out / METADATA, {"synth_config": str(asdict(config))})
     return SynthSummary(
-        n_speakers=len(speakers), n_clips=len(plans), n_frames=len(plans) * config.n_frames,
-        n_rendered=rendered, seconds=time.perf_counter() - start,
+        n_speakers=len(speakers),
+        n_clips=len(plans),
+        n_frames=len(plans) * config.n_frames,
+        n_rendered=rendered,
+        seconds=time.perf_counter() - start,
     )

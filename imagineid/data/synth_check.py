@@ -104,7 +104,8 @@ def check_preprocessed(corpus: str | Path, data: str | Path) -> PreprocessCheck:
         measured.append(lm.mouth_opening(model.reconstruct(np.asarray(clip["shape"], np.float32), mouth=mouth)))
         expected.append(lm.mouth_opening(gt))
     return PreprocessCheck(
-        n_clips=len(errors), n_frames=int(sum(len(e) for e in errors)),
+        n_clips=len(errors),
+        n_frames=int(sum(len(e) for e in errors)),
         landmark_error_iod=float(np.mean(np.concatenate(errors))),
         mouth_opening_correlation=float(np.corrcoef(np.concatenate(measured), np.concatenate(expected))[0, 1]),
     )

@@ -93,8 +93,13 @@ def _person_mask(photo: np.ndarray) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     cv2.setRNGSeed(0)
     cv2.grabCut(
-        cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), mask, (4, 4, w - 8, h - 4),
-        np.zeros((1, 65)), np.zeros((1, 65)), 5, cv2.GC_INIT_WITH_RECT,
+        cv2.cvtColor(photo, cv2.COLOR_RGB2BGR),
+        mask,
+        (4, 4, w - 8, h - 4),
+        np.zeros((1, 65)),
+        np.zeros((1, 65)),
+        5,
+        cv2.GC_INIT_WITH_RECT,
     )
     fg = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
@@ -134,7 +139,9 @@ def load_template(size: int) -> FaceTemplate:
     hair = cv2.GaussianBlur(hair, (0, 0), 0.015 * width)
     brow_mask = np.zeros((size, size), np.float32)
     for brow in (points[lm.RIGHT_BROW], points[lm.LEFT_BROW]):
-        cv2.polylines(brow_mask, [np.round(brow * 4).astype(np.int32)], False, 1.0, max(1, int(0.04 * width)), cv2.LINE_AA, 2)
+        cv2.polylines(
+            brow_mask, [np.round(brow * 4).astype(np.int32)], False, 1.0, max(1, int(0.04 * width)), cv2.LINE_AA, 2
+        )
     brows = cv2.GaussianBlur(brow_mask, (0, 0), 0.02 * width)
     return FaceTemplate(image=image, landmarks=points, person=person, hair=hair, skin=skin, brows=brows)
 
@@ -201,9 +208,7 @@ def identity_landmarks(template: FaceTemplate, f: IdentityFactors) -> np.ndarray
     return p.astype(np.float32)
 
 
-def expression_landmarks(
-    rest: np.ndarray, opening: float, width: float, emotion: str, intensity: float
-) -> np.ndarray:
+def expression_landmarks(rest: np.ndarray, opening: float, width: float, emotion: str, intensity: float) -> np.ndarray:
     """Landmarks (68, 2) for one frame: rest pose + viseme (opening 0..1, width 0..1 with 0.5 neutral) + emotion."""
     if emotion not in EMOTIONS:
         raise ValueError(f"emotion must be one of {EMOTIONS}, got {emotion!r}")
@@ -310,7 +315,7 @@ class SpeakerLook:
     rest: np.ndarray  # (68, 2) rest-pose landmarks of this speaker
 
     @classmethod
-    def build(cls, template: FaceTemplate, f: IdentityFactors) -> "SpeakerLook":
+    def build(cls, template: FaceTemplate, f: IdentityFactors) -> SpeakerLook:
         img = template.image.copy()
         skin = template.skin[..., None]
         img = img * (1 - skin) + np.clip(img * np.asarray(f.skin_tone, np.float32), 0, 255) * skin
@@ -330,7 +335,9 @@ def _anchors(size: int, n: int = 5) -> np.ndarray:
     s = np.linspace(0, size - 1, n)
     e = np.full(n, size - 1.0)
     z = np.zeros(n)
-    pts = np.concatenate([np.stack([s, z], 1), np.stack([s, e], 1), np.stack([z, s], 1)[1:-1], np.stack([e, s], 1)[1:-1]])
+    pts = np.concatenate(
+        [np.stack([s, z], 1), np.stack([s, e], 1), np.stack([z, s], 1)[1:-1], np.stack([e, s], 1)[1:-1]]
+    )
     return pts.astype(np.float32)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +37,19 @@ SKIPPED = {
     "fid": "skipped: needs Inception-v3 FID weights (pt_inception-2015-12-05); none given and nothing is downloaded",
     "fvd": "skipped: needs I3D weights (i3d_torchscript.pt); none given and nothing is downloaded",
 }
-AGGREGATED = ("face_detection_rate", "identity_distance_to_frame1", "lipsync_audio_r", "lipsync_audio_best_r",
-              "lipsync_mesh_r", "lipsync_mesh_best_r", "background_psnr_db", "landmark_jitter",
-              "truth_landmark_distance", "gender_agrees", "emotion_agrees")
+AGGREGATED = (
+    "face_detection_rate",
+    "identity_distance_to_frame1",
+    "lipsync_audio_r",
+    "lipsync_audio_best_r",
+    "lipsync_mesh_r",
+    "lipsync_mesh_best_r",
+    "background_psnr_db",
+    "landmark_jitter",
+    "truth_landmark_distance",
+    "gender_agrees",
+    "emotion_agrees",
+)
 
 
 def _similarity_residual(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,8 +77,12 @@ def ground_truth(audio: str) -> dict | None:
 
 
 def truth_metrics(faces: VideoFaces, row: dict, truth: dict, every: int) -> dict:
-    out = {"gender_agrees": float(row["predicted_gender"] == truth["gender"]) if row["predicted_gender"] else float("nan"),
-           "emotion_agrees": float(row["predicted_emotion"] == truth["emotion"]) if row["predicted_emotion"] else float("nan")}
+    out = {
+        "gender_agrees": float(row["predicted_gender"] == truth["gender"]) if row["predicted_gender"] else float("nan"),
+        "emotion_agrees": float(row["predicted_emotion"] == truth["emotion"])
+        if row["predicted_emotion"]
+        else float("nan"),
+    }
     true_points = [np.asarray(p, np.float64).reshape(68, 2) for p in truth["landmarks"]][::every]
     residuals = [_similarity_residual(t, g) for g, t in zip(faces.landmarks, true_points) if g is not None]
     out["truth_landmark_distance"] = float(np.mean(residuals)) if residuals else float("nan")
@@ -93,8 +106,9 @@ def _clean(value):
     return value
 
 
-def evaluate(gen: str | Path, data: str | Path, report: str | Path | None = None, every: int = 1,
-             progress: bool = True) -> dict:
+def evaluate(
+    gen: str | Path, data: str | Path, report: str | Path | None = None, every: int = 1, progress: bool = True
+) -> dict:
     """Measure every generated video; write GEN/metrics.json and the HTML report; → the metrics."""
     gen, data = Path(gen), Path(data)
     if not (gen / "index.parquet").exists():
@@ -111,14 +125,25 @@ def evaluate(gen: str | Path, data: str | Path, report: str | Path | None = None
         truth = ground_truth(row["audio"])
         if truth is not None:
             metrics.update(truth_metrics(faces, row, truth, every))
-        videos.append({"key": row["key"], "audio": row["audio"], "seed": row["seed"], "video": row["video"],
-                       "frames": row["frames"], "predicted_gender": row["predicted_gender"],
-                       "predicted_emotion": row["predicted_emotion"], **metrics})
+        videos.append(
+            {
+                "key": row["key"],
+                "audio": row["audio"],
+                "seed": row["seed"],
+                "video": row["video"],
+                "frames": row["frames"],
+                "predicted_gender": row["predicted_gender"],
+                "predicted_emotion": row["predicted_emotion"],
+                **metrics,
+            }
+        )
         descriptor = next((d for d in faces.descriptors if d is not None), None)
         if descriptor is not None:
             first_descriptors.setdefault(row["audio"], []).append(descriptor)
         samples[row["key"]] = faces.frames[:: max(1, len(faces.frames) // 8)][:8]
-    diversity = [float(np.linalg.norm(a - b)) for ds in first_descriptors.values() for a, b in itertools.combinations(ds, 2)]
+    diversity = [
+        float(np.linalg.norm(a - b)) for ds in first_descriptors.values() for a, b in itertools.combinations(ds, 2)
+    ]
     summary = {name: _nanmean([v.get(name) for v in videos]) for name in AGGREGATED}
     summary["seed_diversity"] = float(np.mean(diversity)) if diversity else None
     summary["videos"] = len(videos)

@@ -26,13 +26,17 @@ from imagineid.generation.run import generate
 from imagineid.media import load_audio
 
 
-def factor_swap(run: Path, identity_audio: Path, content_audio: Path, out: Path, seeds: int = 2, steps: int = 20) -> dict:
+def factor_swap(
+    run: Path, identity_audio: Path, content_audio: Path, out: Path, seeds: int = 2, steps: int = 20
+) -> dict:
     cfg = GenerateConfig(seeds=seeds, steps=steps, identity_from=str(identity_audio))
     generate(run, [content_audio], out, cfg, use_ray=False, progress=False)
     rows = [r for r in pq.read_table(out / "index.parquet").to_pylist() if r["status"] == "ok"]
     planner = Planner.load(run, size=64)
-    predicted = {name: planner.plan(planner.listener.prepare(load_audio(path))).mouth_opening
-                 for name, path in (("A", identity_audio), ("B", content_audio))}
+    predicted = {
+        name: planner.plan(planner.listener.prepare(load_audio(path))).mouth_opening
+        for name, path in (("A", identity_audio), ("B", content_audio))
+    }
     landmarker = DlibLandmarker(upsample=1)
     report = {"identity_from": str(identity_audio), "content_from": str(content_audio), "videos": []}
     for row in rows:
@@ -58,8 +62,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    print(json.dumps(factor_swap(args.run, args.identity_audio, args.content_audio, args.out, args.seeds, args.steps),
-                     indent=2))
+    print(
+        json.dumps(
+            factor_swap(args.run, args.identity_audio, args.content_audio, args.out, args.seeds, args.steps), indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

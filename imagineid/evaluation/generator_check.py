@@ -4,10 +4,10 @@
 
 Prints JSON: invariant-mode face detection rate (dlib on frames upscaled to 256 px), dlib-descriptor
 distance to the true frame, background PSNR vs the reference (adapter + pixel paste / adapter only /
-no blending), correlation of
-the generated mouth opening with the conditioning mesh's; variable-mode seed reproducibility and the
-mean pairwise descriptor distance of 8 seeds (raw, and with generate's frame-1 face check); and the same invariant metrics with each adapter off, and
-with invariant frames denoised from pure noise instead of the noised reference (`strength` 1).
+no blending), correlation of the generated mouth opening with the conditioning mesh's; variable-mode
+seed reproducibility and the mean pairwise descriptor distance of 8 seeds (raw, and with generate's
+frame-1 face check); and the same invariant metrics with each adapter off, and with invariant frames
+denoised from pure noise instead of the noised reference (`strength` 1).
 """
 
 from __future__ import annotations
@@ -48,11 +48,18 @@ def _faces(frames: torch.Tensor, landmarker: DlibLandmarker) -> list[tuple[np.nd
     return found
 
 
-def invariant_metrics(pipe: ImagineIDPipeline, batch: dict, mesh_opening: np.ndarray, landmarker: DlibLandmarker,
-                      steps: int, **switches) -> dict:
-    args = dict(mesh=batch["mesh"], identity=batch["heard_identity"], emotion=batch["heard_emotion"],
-                reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"],
-                num_inference_steps=steps)
+def invariant_metrics(
+    pipe: ImagineIDPipeline, batch: dict, mesh_opening: np.ndarray, landmarker: DlibLandmarker, steps: int, **switches
+) -> dict:
+    args = dict(
+        mesh=batch["mesh"],
+        identity=batch["heard_identity"],
+        emotion=batch["heard_emotion"],
+        reference=batch["reference"],
+        neighbour=batch["neighbour"],
+        blend_mask=batch["blend_mask"],
+        num_inference_steps=steps,
+    )
     frames = pipe(**args, generator=torch.Generator().manual_seed(0), **switches)
     generated, truth = _faces(frames, landmarker), _faces(batch["image"], landmarker)
     distances = [float(np.linalg.norm(g[1] - t[1])) for g, t in zip(generated, truth) if g and t]
@@ -60,7 +67,8 @@ def invariant_metrics(pipe: ImagineIDPipeline, batch: dict, mesh_opening: np.nda
     outside = (batch["blend_mask"] < 0.01).float()  # strictly outside the dilated face mask
     return {
         "face_detection_rate": sum(g is not None for g in generated) / len(generated),
-        "face_detection_rate_true_frames": sum(t is not None for t in truth) / len(truth),  # dlib's ceiling at this size
+        "face_detection_rate_true_frames": sum(t is not None for t in truth)
+        / len(truth),  # dlib's ceiling at this size
         "descriptor_distance_to_truth": float(np.mean(distances)) if distances else float("nan"),
         "background_psnr_db": psnr(frames, batch["reference"], outside),
         "mouth_opening_correlation": float(np.corrcoef(*zip(*opened))[0, 1]) if len(opened) > 2 else float("nan"),
@@ -72,30 +80,47 @@ def check(run: Path, data: Path, clips: int = 4, frames: int = 8, steps: int = 2
     split = json.loads((run / "split.json").read_text())
     store = Store(data)
     heard = clip_heard_features(run, data, split["val"][:clips])
-    dataset = FrameConditionDataset(data, split["val"][:clips], current_model(store), pipe.vae.config.sample_size, seed=0,
-                                    heard=heard)
-    picks = [i for c in range(len(dataset.clips)) for i in
-             [k for k, (cc, _) in enumerate(dataset.index) if cc == c][:: max(1, 49 // frames)][:frames]]
+    dataset = FrameConditionDataset(
+        data, split["val"][:clips], current_model(store), pipe.vae.config.sample_size, seed=0, heard=heard
+    )
+    picks = [
+        i
+        for c in range(len(dataset.clips))
+        for i in [k for k, (cc, _) in enumerate(dataset.index) if cc == c][:: max(1, 49 // frames)][:frames]
+    ]
     items = [dataset[i] for i in picks]
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    mesh_opening = np.array([lm.mouth_opening(dataset.clips[c].points[t]) for c, t in (dataset.index[i] for i in picks)])
+    mesh_opening = np.array(
+        [lm.mouth_opening(dataset.clips[c].points[t]) for c, t in (dataset.index[i] for i in picks)]
+    )
     landmarker = DlibLandmarker(upsample=1)
-    report = {"frames": len(items), "steps": steps,
-              "invariant": invariant_metrics(pipe, batch, mesh_opening, landmarker, steps)}
+    report = {
+        "frames": len(items),
+        "steps": steps,
+        "invariant": invariant_metrics(pipe, batch, mesh_opening, landmarker, steps),
+    }
     report["invariant"]["background_psnr_adapter_only_db"] = invariant_metrics(
-        pipe, batch, mesh_opening, landmarker, steps, paste=False)["background_psnr_db"]
+        pipe, batch, mesh_opening, landmarker, steps, paste=False
+    )["background_psnr_db"]
     report["invariant"]["background_psnr_no_blending_db"] = invariant_metrics(
-        pipe, batch, mesh_opening, landmarker, steps, blend=False)["background_psnr_db"]
+        pipe, batch, mesh_opening, landmarker, steps, blend=False
+    )["background_psnr_db"]
     report["ablations"] = {
         name: invariant_metrics(pipe, batch, mesh_opening, landmarker, steps, **switch)
-        for name, switch in (("no_textual_inversion", {"identity_tokens": False}),
-                             ("no_spatial_adapter", {"conditioning_scale": 0.0}),
-                             ("no_blending", {"blend": False}),
-                             ("pure_noise_start", {"strength": 1.0}))
+        for name, switch in (
+            ("no_textual_inversion", {"identity_tokens": False}),
+            ("no_spatial_adapter", {"conditioning_scale": 0.0}),
+            ("no_blending", {"blend": False}),
+            ("pure_noise_start", {"strength": 1.0}),
+        )
     }
     # Variable mode: one identity, eight seeds.
-    one = dict(mesh=batch["mesh"][:1], identity=batch["heard_identity"][:1], emotion=batch["heard_emotion"][:1],
-               num_inference_steps=steps)
+    one = dict(
+        mesh=batch["mesh"][:1],
+        identity=batch["heard_identity"][:1],
+        emotion=batch["heard_emotion"][:1],
+        num_inference_steps=steps,
+    )
     seeds = torch.cat([pipe(**one, generator=torch.Generator().manual_seed(s)) for s in range(8)])
     again = pipe(**one, generator=torch.Generator().manual_seed(0))
     descriptors = [f[1] for f in _faces(seeds, landmarker) if f]
@@ -125,8 +150,13 @@ def _with_frame1_check(pipe: ImagineIDPipeline, one: dict, landmarker: DlibLandm
         attempts.append(attempt)
     descriptors = [f[1] for f in _faces(torch.cat(frames), landmarker) if f]
     pairs = [float(np.linalg.norm(a - b)) for a, b in itertools.combinations(descriptors, 2)]
-    return {"with_frame1_check": {"faces_found_of_8": len(descriptors), "mean_attempts": float(np.mean(attempts)),
-                                  "mean_pairwise_descriptor_distance": float(np.mean(pairs)) if pairs else float("nan")}}
+    return {
+        "with_frame1_check": {
+            "faces_found_of_8": len(descriptors),
+            "mean_attempts": float(np.mean(attempts)),
+            "mean_pairwise_descriptor_distance": float(np.mean(pairs)) if pairs else float("nan"),
+        }
+    }
 
 
 def main() -> None:

@@ -23,11 +23,29 @@ import numpy as np  # noqa: E402
 from imagineid.audio.features import frame_rms  # noqa: E402
 from imagineid.evaluation.video_metrics import read_audio  # noqa: E402
 
-DISTRIBUTIONS = ("face_detection_rate", "identity_distance_to_frame1", "lipsync_audio_best_r", "lipsync_mesh_best_r",
-                 "background_psnr_db", "landmark_jitter")
-TABLE_COLUMNS = ("key", "frames", "face_detection_rate", "identity_distance_to_frame1", "lipsync_audio_r",
-                 "lipsync_audio_best_r", "lipsync_audio_best_lag", "lipsync_mesh_r", "background_psnr_db",
-                 "landmark_jitter", "predicted_gender", "predicted_emotion", "truth_landmark_distance")
+DISTRIBUTIONS = (
+    "face_detection_rate",
+    "identity_distance_to_frame1",
+    "lipsync_audio_best_r",
+    "lipsync_mesh_best_r",
+    "background_psnr_db",
+    "landmark_jitter",
+)
+TABLE_COLUMNS = (
+    "key",
+    "frames",
+    "face_detection_rate",
+    "identity_distance_to_frame1",
+    "lipsync_audio_r",
+    "lipsync_audio_best_r",
+    "lipsync_audio_best_lag",
+    "lipsync_mesh_r",
+    "background_psnr_db",
+    "landmark_jitter",
+    "predicted_gender",
+    "predicted_emotion",
+    "truth_landmark_distance",
+)
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
@@ -83,8 +101,11 @@ def traces_plot(videos: list[dict], gen: Path, n: int = 3) -> str:
         ax.plot(norm(opening), label="mouth opening (generated)", color="#cc3311")
         if audio is not None:
             ax.plot(norm(frame_rms(audio, len(opening))), label="audio envelope", color="#4477aa", alpha=0.7)
-        ax.set_title(f"{video['key']}  (r = {_fmt(video.get('lipsync_audio_r'))}, best lag {video.get('lipsync_audio_best_lag')})",
-                     fontsize=10)
+        ax.set_title(
+            f"{video['key']}  (r = {_fmt(video.get('lipsync_audio_r'))}, "
+            f"best lag {video.get('lipsync_audio_best_lag')})",
+            fontsize=10,
+        )
         ax.set_xlabel("frame")
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
@@ -105,8 +126,10 @@ def listener_sections(gen: Path, data: Path, videos: list[dict]) -> str:
     listener = Listener.load(run)
     rows, identity, emotion = dataset_embeddings(listener, data)
     store = Store(data)
-    parts = ["<h2>Identity retrieval</h2><p>Generated frame 1 (left) and the dataset clips whose identity "
-             "embedding is nearest to the audio's (the same voice traits should give the same gender).</p>"]
+    parts = [
+        "<h2>Identity retrieval</h2><p>Generated frame 1 (left) and the dataset clips whose identity "
+        "embedding is nearest to the audio's (the same voice traits should give the same gender).</p>"
+    ]
     audios = list(dict.fromkeys(v["audio"] for v in videos))[:4]
     heard = {a: listener.hear(listener.prepare(load_audio(a))) for a in audios}
     for audio in audios:
@@ -116,7 +139,10 @@ def listener_sections(gen: Path, data: Path, videos: list[dict]) -> str:
         cells = [f"<td><img src='{png(first)}' width=96><br>generated ({_fmt(video['predicted_gender'])})</td>"]
         for i in near:
             crop = next(iter_frames(store.crops(rows[i]["clip_id"]), size=96))
-            cells.append(f"<td><img src='{png(crop)}' width=96><br>{_fmt(rows[i]['speaker_id'])} ({_fmt(rows[i]['gender'])})</td>")
+            cells.append(
+                f"<td><img src='{png(crop)}' width=96><br>{_fmt(rows[i]['speaker_id'])} "
+                f"({_fmt(rows[i]['gender'])})</td>"
+            )
         parts.append(f"<p>{html.escape(Path(audio).name)}</p><table><tr>{''.join(cells)}</tr></table>")
     if emotion is not None and len(emotion) >= 3:
         project = pca_2d(emotion)
@@ -141,15 +167,19 @@ def write_report(path: Path, metrics: dict, samples: dict[str, list[np.ndarray]]
     videos = metrics["videos"]
     strips = "".join(
         f"<p>{html.escape(key)}</p><div class=strip>"
-        + "".join(f"<img src='{png(f)}' width=128>" for f in frames) + "</div>"
-        for key, frames in list(samples.items())[:8])
+        + "".join(f"<img src='{png(f)}' width=128>" for f in frames)
+        + "</div>"
+        for key, frames in list(samples.items())[:8]
+    )
     try:
         listened = listener_sections(gen, data, videos)
     except Exception as err:  # noqa: BLE001 - the rest of the report is still worth having
         listened = f"<p class=muted>Identity retrieval and emotion map failed: {html.escape(str(err))}</p>"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>imagineid evaluation — {html.escape(gen.name)}</title>
+    title = f"imagineid evaluation — {html.escape(gen.name)}"
+    where = f"{html.escape(str(gen))} · {len(videos)} videos · metrics.json holds every number"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}</style></head><body>
-<h1>imagineid evaluation</h1><p class=muted>{html.escape(str(gen))} · {len(videos)} videos · metrics.json holds every number</p>
+<h1>imagineid evaluation</h1><p class=muted>{where}</p>
 <h2>Summary</h2>{_table(summary_rows, ("metric", "value"))}
 <h2>Metric distributions</h2><img src="{distributions_plot(videos)}">
 <h2>Mouth opening vs audio</h2><img src="{traces_plot(videos, gen)}">

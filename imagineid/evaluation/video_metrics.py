@@ -55,6 +55,7 @@ def detect_video(path: str | Path, landmarker: DlibLandmarker, every: int = 1) -
 
 def lagged_correlation(a: np.ndarray, b: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, float, int]:
     """Pearson r of a vs b where both are finite → (r at lag 0, best r, its lag); lag k pairs a[t + k] with b[t]."""
+
     def r(x: np.ndarray, y: np.ndarray) -> float:
         ok = np.isfinite(x) & np.isfinite(y)
         if ok.sum() < 5 or x[ok].std() == 0 or y[ok].std() == 0:
@@ -93,22 +94,30 @@ def video_metrics(faces: VideoFaces, audio: np.ndarray | None, mesh_opening: np.
         out["identity_distance_to_frame1"] = float("nan")
     # lip sync
     opening = np.array([lm.mouth_opening(p) if p is not None else np.nan for p in faces.landmarks], np.float64)
-    for name, reference in (("audio", None if audio is None else frame_rms(audio, n * every, 25.0)[::every]),
-                            ("mesh", None if mesh_opening is None else np.asarray(mesh_opening, np.float64)[::every])):
+    for name, reference in (
+        ("audio", None if audio is None else frame_rms(audio, n * every, 25.0)[::every]),
+        ("mesh", None if mesh_opening is None else np.asarray(mesh_opening, np.float64)[::every]),
+    ):
         r0, best, lag = lagged_correlation(opening, reference) if reference is not None else (float("nan"),) * 2 + (0,)
         out[f"lipsync_{name}_r"], out[f"lipsync_{name}_best_r"], out[f"lipsync_{name}_best_lag"] = r0, best, lag
     # background stability vs frame 1, outside both frames' dilated face masks
     if first is not None:
         mask0 = blend_mask(faces.landmarks[first], DLIB_SIZE) > 0
-        values = [_psnr(f, faces.frames[first], ~(mask0 | (blend_mask(p, DLIB_SIZE) > 0)))
-                  for i, (f, p) in enumerate(zip(faces.frames, faces.landmarks)) if p is not None and i != first]
+        values = [
+            _psnr(f, faces.frames[first], ~(mask0 | (blend_mask(p, DLIB_SIZE) > 0)))
+            for i, (f, p) in enumerate(zip(faces.frames, faces.landmarks))
+            if p is not None and i != first
+        ]
         values = [v for v in values if np.isfinite(v)]
         out["background_psnr_db"] = float(np.mean(values)) if values else float("nan")
     else:
         out["background_psnr_db"] = float("nan")
     # landmark jitter: consecutive found frames only
-    triples = [(a, b, c) for a, b, c in zip(faces.landmarks, faces.landmarks[1:], faces.landmarks[2:])
-               if a is not None and b is not None and c is not None]  # consecutive frames with a face
+    triples = [
+        (a, b, c)
+        for a, b, c in zip(faces.landmarks, faces.landmarks[1:], faces.landmarks[2:])
+        if a is not None and b is not None and c is not None
+    ]  # consecutive frames with a face
     if triples:
         a, b, c = (np.stack(x) for x in zip(*triples))  # (K, 68, 2) each
         accel = np.linalg.norm(c - 2 * b + a, axis=-1).mean(axis=-1)  # (K,)

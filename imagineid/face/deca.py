@@ -61,10 +61,11 @@ def decompose(code: torch.Tensor | np.ndarray) -> DecaCode:
         raise ValueError(f"DECA code must be (B, {N_PARAMS}), got {code.shape}")
     parts, start = {}, 0
     for name, size in PARAMS.items():
-        parts[name] = code[:, start:start + size].astype(np.float32)
+        parts[name] = code[:, start : start + size].astype(np.float32)
         start += size
-    return DecaCode(parts["shape"], parts["tex"], parts["exp"], parts["pose"], parts["cam"],
-                    parts["light"].reshape(-1, 9, 3))
+    return DecaCode(
+        parts["shape"], parts["tex"], parts["exp"], parts["pose"], parts["cam"], parts["light"].reshape(-1, 9, 3)
+    )
 
 
 class _Bottleneck(nn.Module):
@@ -83,8 +84,9 @@ class _Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or inplanes != planes * 4:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(planes * 4))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -122,11 +124,14 @@ class _ResNet(nn.Module):
 class DecaEncoder(nn.Module):
     """DECA's E_flame: ResNet features → Linear → ReLU → Linear(236)."""
 
-    def __init__(self, blocks: tuple[int, ...] = (3, 4, 6, 3), width: int = 64, hidden: int = 1024,
-                 n_params: int = N_PARAMS) -> None:
+    def __init__(
+        self, blocks: tuple[int, ...] = (3, 4, 6, 3), width: int = 64, hidden: int = 1024, n_params: int = N_PARAMS
+    ) -> None:
         super().__init__()
         self.encoder = _ResNet(blocks, width)
-        self.layers = nn.Sequential(nn.Linear(self.encoder.out_features, hidden), nn.ReLU(), nn.Linear(hidden, n_params))
+        self.layers = nn.Sequential(
+            nn.Linear(self.encoder.out_features, hidden), nn.ReLU(), nn.Linear(hidden, n_params)
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, 224, 224) RGB in [0, 1] → (B, 236)."""
@@ -137,7 +142,7 @@ class DecaEncoder(nn.Module):
         """Crops (B, 3, 224, 224) in [0, 1] → DecaCode, in batches (eval mode, no gradients)."""
         images = torch.as_tensor(images, dtype=torch.float32)
         device = next(self.parameters()).device
-        codes = [self(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+        codes = [self(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
         return decompose(torch.cat(codes) if codes else torch.zeros(0, N_PARAMS))
 
     @classmethod
@@ -149,29 +154,36 @@ class DecaEncoder(nn.Module):
         state = _flame_encoder_state(checkpoint, file)
         blocks, width, hidden, n_params = _architecture(state, file)
         if n_params != N_PARAMS:
-            raise MalformedWeightsError(f"{file}: E_flame predicts {n_params} numbers, DECA's coarse model predicts "
-                                        f"{N_PARAMS} ({see_docs(SECTION)})")
+            raise MalformedWeightsError(
+                f"{file}: E_flame predicts {n_params} numbers, DECA's coarse model predicts "
+                f"{N_PARAMS} ({see_docs(SECTION)})"
+            )
         model = cls(blocks, width, hidden, n_params)
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
-            raise MalformedWeightsError(f"{file}: E_flame keys do not match DECA's encoder (missing {missing[:3]}, "
-                                        f"unexpected {unexpected[:3]}) ({see_docs(SECTION)})")
+            raise MalformedWeightsError(
+                f"{file}: E_flame keys do not match DECA's encoder (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}) ({see_docs(SECTION)})"
+            )
         return model.eval()
 
 
 def _flame_encoder_state(checkpoint: object, file: Path) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict):
-        raise MalformedWeightsError(f"{file} holds a {type(checkpoint).__name__}, not DECA's dict ({see_docs(SECTION)})")
+        raise MalformedWeightsError(
+            f"{file} holds a {type(checkpoint).__name__}, not DECA's dict ({see_docs(SECTION)})"
+        )
     if isinstance(checkpoint.get("E_flame"), dict):
         state = dict(checkpoint["E_flame"])
     else:
-        state = {k[len("E_flame."):]: v for k, v in checkpoint.items() if k.startswith("E_flame.")}
+        state = {k[len("E_flame.") :]: v for k, v in checkpoint.items() if k.startswith("E_flame.")}
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise MalformedWeightsError(
             f"{file} has no E_flame weights (keys: {sorted(checkpoint)[:6]}); is it DECA's deca_model.tar? "
-            f"({see_docs(SECTION)})")
+            f"({see_docs(SECTION)})"
+        )
     return state
 
 

@@ -36,7 +36,8 @@ def face_chip(image: np.ndarray, box: np.ndarray, points: np.ndarray) -> np.ndar
 
     x0, y0, x1, y1 = (round(float(v)) for v in box)
     shape = dlib.full_object_detection(
-        dlib.rectangle(x0, y0, x1, y1), [dlib.point(round(float(x)), round(float(y))) for x, y in points])
+        dlib.rectangle(x0, y0, x1, y1), [dlib.point(round(float(x)), round(float(y))) for x, y in points]
+    )
     return np.asarray(dlib.get_face_chip(np.ascontiguousarray(image), shape, 150, 0.25))
 
 

@@ -65,14 +65,18 @@ class FanLandmarker:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self._fa = face_alignment.FaceAlignment(
-                face_alignment.LandmarksType.TWO_D, device=self.device, face_detector="sfd", compile=False,
+                face_alignment.LandmarksType.TWO_D,
+                device=self.device,
+                face_detector="sfd",
+                compile=False,
                 face_detector_kwargs={"path_to_detector": str(folder / S3FD_CHECKPOINT)},
             )
         except Exception as err:  # a truncated or foreign file fails inside torch.load / load_state_dict
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise MalformedWeightsError(
                 f"face-alignment checkpoints in {folder} do not load ({type(err).__name__}: {first}); "
-                f"replace {FAN_CHECKPOINT} / {S3FD_CHECKPOINT} ({see_docs(SECTION)})") from err
+                f"replace {FAN_CHECKPOINT} / {S3FD_CHECKPOINT} ({see_docs(SECTION)})"
+            ) from err
         self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
@@ -83,7 +87,9 @@ class FanLandmarker:
 
     def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         with self._lock:
-            found = self._fa.get_landmarks_from_image(image, detected_faces=[(box.left, box.top, box.right, box.bottom, box.score)])
+            found = self._fa.get_landmarks_from_image(
+                image, detected_faces=[(box.left, box.top, box.right, box.bottom, box.score)]
+            )
         if not found:
             raise ImagineIDError("FAN found no landmarks in the detected face box")
         return np.asarray(found[0][:, :2], np.float32)

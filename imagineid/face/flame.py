@@ -56,7 +56,9 @@ def batch_rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     return eye + sin * k + (1 - cos) * torch.bmm(k, k)
 
 
-def _rigid_transforms(rotations: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _rigid_transforms(
+    rotations: torch.Tensor, joints: torch.Tensor, parents: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward kinematics. rotations (B, J, 3, 3), rest joints (B, J, 3) → posed joints (B, J, 3) and the
     per-joint transforms (B, J, 4, 4) that map rest-pose points to posed points."""
     b, j = joints.shape[:2]
@@ -80,20 +82,27 @@ def _rigid_transforms(rotations: torch.Tensor, joints: torch.Tensor, parents: li
 class FLAME(nn.Module):
     """FLAME as a torch module (buffers only: the model is fixed, we never train it)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], landmark_faces: np.ndarray | None = None,
-                 landmark_bary: np.ndarray | None = None, n_shape: int = 100, n_expression: int = 50) -> None:
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        landmark_faces: np.ndarray | None = None,
+        landmark_bary: np.ndarray | None = None,
+        n_shape: int = 100,
+        n_expression: int = 50,
+    ) -> None:
         super().__init__()
         v = arrays["v_template"].shape[0]
         dirs = arrays["shapedirs"]
         if n_shape > N_SHAPE_TOTAL or N_SHAPE_TOTAL + n_expression > dirs.shape[2]:
             raise MalformedWeightsError(
                 f"FLAME shapedirs has {dirs.shape[2]} components: cannot take {n_shape} shape + {n_expression} "
-                f"expression ({see_docs(SECTION)})")
+                f"expression ({see_docs(SECTION)})"
+            )
         self.n_shape, self.n_expression = n_shape, n_expression
         f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))
         self.register_buffer("v_template", f32(arrays["v_template"]))  # (V, 3)
         self.register_buffer("shapedirs", f32(dirs[:, :, :n_shape]))  # (V, 3, n_shape)
-        self.register_buffer("exprdirs", f32(dirs[:, :, N_SHAPE_TOTAL:N_SHAPE_TOTAL + n_expression]))
+        self.register_buffer("exprdirs", f32(dirs[:, :, N_SHAPE_TOTAL : N_SHAPE_TOTAL + n_expression]))
         posedirs = np.asarray(arrays["posedirs"], np.float32)
         self.register_buffer("posedirs", f32(posedirs.reshape(-1, posedirs.shape[-1]).T))  # (36, V·3)
         self.register_buffer("J_regressor", f32(arrays["J_regressor"]))  # (5, V)
@@ -112,8 +121,9 @@ class FLAME(nn.Module):
 
     # -- loading ---------------------------------------------------------------------------------------
     @classmethod
-    def from_files(cls, path: str | Path, landmarks: str | Path | None = None, n_shape: int = 100,
-                   n_expression: int = 50) -> FLAME:
+    def from_files(
+        cls, path: str | Path, landmarks: str | Path | None = None, n_shape: int = 100, n_expression: int = 50
+    ) -> FLAME:
         """`path` is generic_model.pkl or the folder holding it; the landmark embedding is `landmarks`, or
         else the first of `EMBEDDING_FILES` next to the model."""
         path = Path(path).expanduser()
@@ -122,7 +132,8 @@ class FLAME(nn.Module):
         if not isinstance(arrays, dict) or any(k not in arrays for k in _KEYS):
             got = sorted(arrays) if isinstance(arrays, dict) else type(arrays).__name__
             raise MalformedWeightsError(
-                f"{model_file} is not a FLAME model: needs keys {', '.join(_KEYS)}, has {got} ({see_docs(SECTION)})")
+                f"{model_file} is not a FLAME model: needs keys {', '.join(_KEYS)}, has {got} ({see_docs(SECTION)})"
+            )
         if landmarks is None:
             found = [model_file.parent / n for n in EMBEDDING_FILES if (model_file.parent / n).is_file()]
             landmarks = found[0] if found else model_file.parent / EMBEDDING_FILES[0]
@@ -130,19 +141,33 @@ class FLAME(nn.Module):
         return cls(arrays, faces, bary, n_shape, n_expression)
 
     # -- the model -------------------------------------------------------------------------------------
-    def forward(self, shape: torch.Tensor, expression: torch.Tensor, global_pose: torch.Tensor | None = None,
-                neck_pose: torch.Tensor | None = None, jaw_pose: torch.Tensor | None = None,
-                eye_pose: torch.Tensor | None = None) -> FlameOutput:
+    def forward(
+        self,
+        shape: torch.Tensor,
+        expression: torch.Tensor,
+        global_pose: torch.Tensor | None = None,
+        neck_pose: torch.Tensor | None = None,
+        jaw_pose: torch.Tensor | None = None,
+        eye_pose: torch.Tensor | None = None,
+    ) -> FlameOutput:
         """shape (B, n_shape), expression (B, n_expression); poses axis-angle (B, 3), eyes (B, 6); None = 0."""
         b = shape.shape[0]
         zeros = lambda n: shape.new_zeros(b, n)
-        pose = torch.cat([global_pose if global_pose is not None else zeros(3),
-                          neck_pose if neck_pose is not None else zeros(3),
-                          jaw_pose if jaw_pose is not None else zeros(3),
-                          eye_pose if eye_pose is not None else zeros(6)], dim=1)  # (B, 15)
+        pose = torch.cat(
+            [
+                global_pose if global_pose is not None else zeros(3),
+                neck_pose if neck_pose is not None else zeros(3),
+                jaw_pose if jaw_pose is not None else zeros(3),
+                eye_pose if eye_pose is not None else zeros(6),
+            ],
+            dim=1,
+        )  # (B, 15)
         # 1. Blend shapes: identity and expression offsets on the template
-        v_shaped = (self.v_template + torch.einsum("bk,vck->bvc", shape, self.shapedirs)
-                    + torch.einsum("bk,vck->bvc", expression, self.exprdirs))  # (B, V, 3)
+        v_shaped = (
+            self.v_template
+            + torch.einsum("bk,vck->bvc", shape, self.shapedirs)
+            + torch.einsum("bk,vck->bvc", expression, self.exprdirs)
+        )  # (B, V, 3)
         joints = torch.einsum("jv,bvc->bjc", self.J_regressor, v_shaped)  # (B, 5, 3)
         # 2. Pose correctives from the non-root joint rotations
         rotations = batch_rodrigues(pose.view(-1, 3)).view(b, self.n_joints, 3, 3)
@@ -170,23 +195,34 @@ class FLAME(nn.Module):
 
 def _check(arrays: dict, v: int, parents: list[int], landmark_faces: np.ndarray | None) -> None:
     """Shapes that must agree, else a clear error instead of a broadcasting failure later."""
-    expected = {"shapedirs": (v, 3), "posedirs": (v, 3), "weights": (v, len(parents)),
-                "J_regressor": (len(parents), v), "v_template": (v, 3)}
+    expected = {
+        "shapedirs": (v, 3),
+        "posedirs": (v, 3),
+        "weights": (v, len(parents)),
+        "J_regressor": (len(parents), v),
+        "v_template": (v, 3),
+    }
     for key, shape in expected.items():
         got = np.shape(arrays[key])
         if tuple(got[: len(shape)]) != shape:
-            raise MalformedWeightsError(f"FLAME {key} has shape {got}, expected leading dimensions {shape} ({see_docs(SECTION)})")
+            raise MalformedWeightsError(
+                f"FLAME {key} has shape {got}, expected leading dimensions {shape} ({see_docs(SECTION)})"
+            )
     if np.shape(arrays["posedirs"])[-1] != 9 * (len(parents) - 1):
         raise MalformedWeightsError(
             f"FLAME posedirs has {np.shape(arrays['posedirs'])[-1]} columns, expected {9 * (len(parents) - 1)} "
-            f"({see_docs(SECTION)})")
+            f"({see_docs(SECTION)})"
+        )
     if any(not 0 <= p < i for i, p in enumerate(parents) if i):
-        raise MalformedWeightsError(f"FLAME kintree_table parents {parents} are not in kinematic order ({see_docs(SECTION)})")
+        raise MalformedWeightsError(
+            f"FLAME kintree_table parents {parents} are not in kinematic order ({see_docs(SECTION)})"
+        )
     n_faces = len(arrays["f"])
     if landmark_faces is not None and (np.max(landmark_faces) >= n_faces or np.min(landmark_faces) < 0):
         raise MalformedWeightsError(
             f"the landmark embedding points at face {int(np.max(landmark_faces))} but the model has {n_faces} faces "
-            f"(embedding and model do not belong together; {see_docs(SECTION)})")
+            f"(embedding and model do not belong together; {see_docs(SECTION)})"
+        )
 
 
 def load_landmark_embedding(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +236,9 @@ def load_landmark_embedding(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     else:
         data = load_pickle(path, SECTION, what)
     if not isinstance(data, dict):
-        raise MalformedWeightsError(f"{path} holds a {type(data).__name__}, expected a dict of arrays ({see_docs(SECTION)})")
+        raise MalformedWeightsError(
+            f"{path} holds a {type(data).__name__}, expected a dict of arrays ({see_docs(SECTION)})"
+        )
     for faces_key, bary_key in (("full_lmk_faces_idx", "full_lmk_bary_coords"), ("lmk_face_idx", "lmk_b_coords")):
         if faces_key in data and bary_key in data:
             faces = np.asarray(data[faces_key]).reshape(-1).astype(np.int64)
@@ -209,11 +247,13 @@ def load_landmark_embedding(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     else:
         raise MalformedWeightsError(
             f"{path} has keys {sorted(data)}; expected full_lmk_faces_idx / full_lmk_bary_coords (DECA) or "
-            f"lmk_face_idx / lmk_b_coords (static 68) ({see_docs(SECTION)})")
+            f"lmk_face_idx / lmk_b_coords (static 68) ({see_docs(SECTION)})"
+        )
     if len(faces) != 68 or len(bary) != 68:
         raise MalformedWeightsError(
             f"{path} embeds {len(faces)} landmarks; 68 are needed (the 51-point static embedding has no jaw "
-            f"contour: use DECA's landmark_embedding.npy) ({see_docs(SECTION)})")
+            f"contour: use DECA's landmark_embedding.npy) ({see_docs(SECTION)})"
+        )
     return faces, bary
 
 

@@ -93,10 +93,12 @@ class FlameMorphableModel:
         codes, transforms = [], []
         frames_iter = iter(frames)
         for start in range(0, len(landmarks), batch_size):
-            chunk = landmarks[start:start + batch_size]
+            chunk = landmarks[start : start + batch_size]
             images = list(islice(frames_iter, len(chunk)))
             if len(images) != len(chunk):
-                raise ImagineIDError(f"the crop video has {start + len(images)} frames for {len(landmarks)} landmark sets")
+                raise ImagineIDError(
+                    f"the crop video has {start + len(images)} frames for {len(landmarks)} landmark sets"
+                )
             crops, m = deca_crops(images, chunk)
             codes.append(self.encoder.encode(crops))
             transforms.append(m)
@@ -109,18 +111,29 @@ class FlameMorphableModel:
         pose = _similarity(code["cam"], m)
         points = self.landmarks_2d(shape, code["expression"], code["pose"], pose)
         residual = np.linalg.norm(points - landmarks, axis=-1).mean(axis=-1)
-        return FlameCoefficients(shape=shape.astype(np.float32), expression=code["expression"], mouth=mouth.astype(np.float32),
-                                 pose=pose, residual_px=residual.astype(np.float32), flame_pose=code["pose"],
-                                 camera=code["cam"])
+        return FlameCoefficients(
+            shape=shape.astype(np.float32),
+            expression=code["expression"],
+            mouth=mouth.astype(np.float32),
+            pose=pose,
+            residual_px=residual.astype(np.float32),
+            flame_pose=code["pose"],
+            camera=code["cam"],
+        )
 
     @torch.no_grad()
-    def landmarks_2d(self, shape: np.ndarray, expression: np.ndarray, flame_pose: np.ndarray,
-                     pose: np.ndarray | None = None) -> np.ndarray:
+    def landmarks_2d(
+        self, shape: np.ndarray, expression: np.ndarray, flame_pose: np.ndarray, pose: np.ndarray | None = None
+    ) -> np.ndarray:
         """The 68 FLAME landmarks (T, 68, 2): model frame (x, −y), or crop pixels through `pose` (T, 4)."""
         t = len(expression)
         f = lambda a: torch.as_tensor(np.asarray(a, np.float32))
-        out = self.flame(f(np.repeat(np.reshape(shape, (1, -1)), t, axis=0)), f(expression),
-                         global_pose=f(flame_pose[:, :3]), jaw_pose=f(flame_pose[:, 3:]))
+        out = self.flame(
+            f(np.repeat(np.reshape(shape, (1, -1)), t, axis=0)),
+            f(expression),
+            global_pose=f(flame_pose[:, :3]),
+            jaw_pose=f(flame_pose[:, 3:]),
+        )
         points = out.landmarks[..., :2].numpy() * np.array([1.0, -1.0], np.float32)  # y down
         return points if pose is None else apply_pose(points, pose)
 
@@ -133,9 +146,14 @@ class FlameMorphableModel:
     def config(self) -> dict:
         cfg = {
             "format": FORMAT,
-            "n_shape": self.n_shape, "n_expression": self.n_expression, "n_mouth": self.n_mouth,
-            "mouth": {"jaw_pose": N_JAW, "expression_components": self.mouth_components,
-                      "lower_face_share_threshold": LOWER_FACE_SHARE},
+            "n_shape": self.n_shape,
+            "n_expression": self.n_expression,
+            "n_mouth": self.n_mouth,
+            "mouth": {
+                "jaw_pose": N_JAW,
+                "expression_components": self.mouth_components,
+                "lower_face_share_threshold": LOWER_FACE_SHARE,
+            },
             "lower_face_share": [round(float(s), 4) for s in self.lower_share],
             "sha256": self.digests(),
             "files": {name: str(path) for name, path in self.files.items()},
@@ -176,13 +194,21 @@ def resolve_files(flame: str | Path, deca: str | Path, landmarks: str | Path | N
     if landmarks is None:
         found = [model_file.parent / n for n in EMBEDDING_FILES if (model_file.parent / n).is_file()]
         landmarks = found[0] if found else model_file.parent / EMBEDDING_FILES[0]
-    files = {"flame": model_file, "landmarks": Path(landmarks).expanduser(),
-             "deca": deca_path / CHECKPOINT if deca_path.is_dir() else deca_path}
-    what = {"flame": f"FLAME model ({MODEL_FILE})", "landmarks": "FLAME 68-landmark embedding",
-            "deca": f"DECA model ({CHECKPOINT})"}
+    files = {
+        "flame": model_file,
+        "landmarks": Path(landmarks).expanduser(),
+        "deca": deca_path / CHECKPOINT if deca_path.is_dir() else deca_path,
+    }
+    what = {
+        "flame": f"FLAME model ({MODEL_FILE})",
+        "landmarks": "FLAME 68-landmark embedding",
+        "deca": f"DECA model ({CHECKPOINT})",
+    }
     for name, path in files.items():
         if not path.is_file():
-            raise MissingWeightsError(f"missing {what[name]}: {path} ({see_docs(DECA_SECTION if name == 'deca' else FLAME_SECTION)})")
+            raise MissingWeightsError(
+                f"missing {what[name]}: {path} ({see_docs(DECA_SECTION if name == 'deca' else FLAME_SECTION)})"
+            )
     return files
 
 
@@ -204,6 +230,6 @@ def _similarity(cam: np.ndarray, to_deca: np.ndarray) -> np.ndarray:
     scale = half * s / k  # may be negative for a garbage camera: then a rotation by π
     offset_x = (half * (1 + s * tx) - cx) / k
     offset_y = (half * (1 - s * ty) - cy) / k
-    return np.stack([np.log(np.abs(scale) + 1e-12), np.where(scale < 0, np.pi, 0.0), offset_x, offset_y],
-                    axis=1).astype(np.float32)
-
+    return np.stack(
+        [np.log(np.abs(scale) + 1e-12), np.where(scale < 0, np.pi, 0.0), offset_x, offset_y], axis=1
+    ).astype(np.float32)

@@ -135,8 +135,9 @@ def _check_landmarks(points: np.ndarray, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be (T, 68, 2) landmarks, got shape {arr.shape}")
     bad = ~np.isfinite(arr).all(axis=(1, 2))
     if bad.any():
-        raise MorphableError(f"{what} has {int(bad.sum())} frame(s) with NaN or infinite landmarks "
-                             f"(first: frame {int(np.argmax(bad))})")
+        raise MorphableError(
+            f"{what} has {int(bad.sum())} frame(s) with NaN or infinite landmarks (first: frame {int(np.argmax(bad))})"
+        )
     return arr
 
 
@@ -240,10 +241,15 @@ class PCAMorphableModel:
 
         arrays = {
             "mean": _real(ref),
-            "shape_basis": shape_basis.reshape(-1, 68, 2), "shape_std": shape_std, "shape_explained": shape_ratio,
-            "expression_basis": expr_basis.reshape(-1, 68, 2), "expression_std": expr_std,
+            "shape_basis": shape_basis.reshape(-1, 68, 2),
+            "shape_std": shape_std,
+            "shape_explained": shape_ratio,
+            "expression_basis": expr_basis.reshape(-1, 68, 2),
+            "expression_std": expr_std,
             "expression_explained": expr_ratio,
-            "mouth_basis": mouth_basis.reshape(-1, 68, 2), "mouth_std": mouth_std, "mouth_explained": mouth_ratio,
+            "mouth_basis": mouth_basis.reshape(-1, 68, 2),
+            "mouth_std": mouth_std,
+            "mouth_explained": mouth_ratio,
         }
         meta = {"n_clips": len(arrs), "n_identities": len(identity), "n_frames": len(z)}
         return cls(arrays, meta)
@@ -330,8 +336,11 @@ class PCAMorphableModel:
         """JSON config, `version` included: a hash of the arrays and the rest of this config."""
         cfg = {
             "format": FORMAT,
-            "n_shape": self.n_shape, "n_expression": self.n_expression, "n_mouth": self.n_mouth,
-            "stable_points": list(STABLE_POINTS), "mouth_points": list(MOUTH_POINTS),
+            "n_shape": self.n_shape,
+            "n_expression": self.n_expression,
+            "n_mouth": self.n_mouth,
+            "stable_points": list(STABLE_POINTS),
+            "mouth_points": list(MOUTH_POINTS),
             "explained_variance": {p: [round(float(v), 6) for v in self.arrays[f"{p}_explained"]] for p in self.PARTS},
             **{k: self.meta[k] for k in _META if k in self.meta},
         }

@@ -90,8 +90,13 @@ def mouth_speech_correlation(opening: np.ndarray, found: np.ndarray, envelope: n
 
 
 def track_evidence(
-    track: int, raw: dict[int, np.ndarray], widths: list[float], scores: list[float], n_frames: int,
-    envelope: np.ndarray | None, policy: SubjectPolicy,
+    track: int,
+    raw: dict[int, np.ndarray],
+    widths: list[float],
+    scores: list[float],
+    n_frames: int,
+    envelope: np.ndarray | None,
+    policy: SubjectPolicy,
 ) -> TrackEvidence:
     """Evidence for one track: raw is frame → (68, 2) landmarks, widths per frame, scores per detection.
     The descriptor spread is left for decide() to ask for, as only some decisions need it."""
@@ -105,13 +110,21 @@ def track_evidence(
     motion = float(opening[found].std()) if found.sum() > 1 else 0.0
     speech_r = None
     if envelope is not None:
-        speech_r = 0.0 if motion < policy.min_mouth_motion else mouth_speech_correlation(
-            opening, found, envelope, policy.max_lag)
+        speech_r = (
+            0.0
+            if motion < policy.min_mouth_motion
+            else mouth_speech_correlation(opening, found, envelope, policy.max_lag)
+        )
     return TrackEvidence(
-        track=track, presence=len(frames) / max(n_frames, 1),
-        width=float(np.median(widths)) if widths else 0.0, area=float(np.median(np.square(widths))) if widths else 0.0,
+        track=track,
+        presence=len(frames) / max(n_frames, 1),
+        width=float(np.median(widths)) if widths else 0.0,
+        area=float(np.median(np.square(widths))) if widths else 0.0,
         detector_score=float(np.median(scores)) if scores and np.isfinite(scores).any() else float("nan"),
-        landmark_jitter=_jitter(points), spread=None, speech_r=speech_r, mouth_motion=motion,
+        landmark_jitter=_jitter(points),
+        spread=None,
+        speech_r=speech_r,
+        mouth_motion=motion,
     )
 
 
@@ -139,8 +152,12 @@ def _jitter(points: np.ndarray) -> float:
     return float(np.median(residual / np.maximum(scale, 1e-9)))
 
 
-def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = "one",
-           spread_of: Callable[[int], float | None] | None = None) -> SubjectDecision:
+def decide(
+    evidence: list[TrackEvidence],
+    policy: SubjectPolicy,
+    subject: str = "one",
+    spread_of: Callable[[int], float | None] | None = None,
+) -> SubjectDecision:
     """Pick the subject track (or every persistent face for subject="all") and say why.
 
     `spread_of(track)` gives a track's descriptor spread on demand: the ResNet runs only when identity
@@ -156,15 +173,18 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
         if e not in persistent:
             why_not[e.track] = f"transient: seen on {e.presence:.0%} of frames (< {policy.min_presence:.0%})"
         elif e not in fitting:
-            why_not[e.track] = (f"no face-like landmark fit: its rigid landmarks change shape by "
-                                f"{e.landmark_jitter:.0%} of the face per frame (> {policy.max_jitter:.0%})")
+            why_not[e.track] = (
+                f"no face-like landmark fit: its rigid landmarks change shape by "
+                f"{e.landmark_jitter:.0%} of the face per frame (> {policy.max_jitter:.0%})"
+            )
 
     def consistent(e: TrackEvidence) -> bool:
         if e.spread is None and spread_of is not None:
             e.spread = spread_of(e.track)
         if e.spread is not None and e.spread > policy.max_spread:
-            why_not[e.track] = (f"not one consistent face: its descriptors differ by up to {e.spread:.2f} "
-                                f"(> {policy.max_spread:g})")
+            why_not[e.track] = (
+                f"not one consistent face: its descriptors differ by up to {e.spread:.2f} (> {policy.max_spread:g})"
+            )
             return False
         return True
 
@@ -182,10 +202,14 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
         best, second = speaker
         for e in fitting:
             if e is not best:
-                why_not[e.track] = (f"not the speaker: its mouth follows the speech with r = {e.speech_r:.2f} "
-                                    f"against {best.speech_r:.2f}")
-        reason = (f"active speaker: mouth opening follows the speech envelope (r = {best.speech_r:.2f}; "
-                  f"next face {second.speech_r:.2f}) among {len(fitting)} persistent faces")
+                why_not[e.track] = (
+                    f"not the speaker: its mouth follows the speech with r = {e.speech_r:.2f} "
+                    f"against {best.speech_r:.2f}"
+                )
+        reason = (
+            f"active speaker: mouth opening follows the speech envelope (r = {best.speech_r:.2f}; "
+            f"next face {second.speech_r:.2f}) among {len(fitting)} persistent faces"
+        )
         return SubjectDecision([best.track], reason, _runner_up([second], why_not), evidence)
 
     main = fitting[0]
@@ -201,21 +225,31 @@ def decide(evidence: list[TrackEvidence], policy: SubjectPolicy, subject: str = 
     if len(faces) <= 1:
         keep = faces[0] if faces else main
         note = "the only one" if faces else "the largest; none"
-        return _keep(keep, f"{note} of {len(comparable)} comparable faces with one consistent identity",
-                     by_weight, why_not, evidence)
+        return _keep(
+            keep,
+            f"{note} of {len(comparable)} comparable faces with one consistent identity",
+            by_weight,
+            why_not,
+            evidence,
+        )
     names = ", ".join(f"track {e.track} {e.width:.0f} px" for e in faces)
     speaking = sorted(faces, key=lambda e: -(e.speech_r or 0.0))
     r1, r2 = speaking[0].speech_r, speaking[1].speech_r
     if r1 is None:
         evidence_note = "no audio to tell the speaker"
     elif r1 < policy.speaker_min_r:
-        evidence_note = (f"no speaker evidence: no mouth follows the speech (best r = {r1:.2f} < "
-                         f"{policy.speaker_min_r:g})")
+        evidence_note = (
+            f"no speaker evidence: no mouth follows the speech (best r = {r1:.2f} < {policy.speaker_min_r:g})"
+        )
     else:
-        evidence_note = (f"no speaker evidence: their mouths follow the speech alike (r = {r1:.2f} and {r2:.2f}, "
-                         f"margin < {policy.speaker_margin:g})")
-    message = (f"ambiguous subject: {len(faces)} persistent, consistent faces of comparable size ({names}) and "
-               f"{evidence_note}; --subject all keeps one clip per face")
+        evidence_note = (
+            f"no speaker evidence: their mouths follow the speech alike (r = {r1:.2f} and {r2:.2f}, "
+            f"margin < {policy.speaker_margin:g})"
+        )
+    message = (
+        f"ambiguous subject: {len(faces)} persistent, consistent faces of comparable size ({names}) and "
+        f"{evidence_note}; --subject all keeps one clip per face"
+    )
     return SubjectDecision([], "", None, evidence, ambiguous=message)
 
 
@@ -229,8 +263,13 @@ def _clear_speaker(faces: list[TrackEvidence], policy: SubjectPolicy) -> tuple[T
     return None
 
 
-def _keep(e: TrackEvidence, reason: str, by_weight: list[TrackEvidence], why_not: dict[int, str],
-          evidence: list[TrackEvidence]) -> SubjectDecision:
+def _keep(
+    e: TrackEvidence,
+    reason: str,
+    by_weight: list[TrackEvidence],
+    why_not: dict[int, str],
+    evidence: list[TrackEvidence],
+) -> SubjectDecision:
     dismissed = [d for d in by_weight if d is not e]
     runner_up = _runner_up(dismissed[:1], why_not)
     if runner_up is None:

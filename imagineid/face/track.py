@@ -117,7 +117,9 @@ class TrackConfig:
     max_shift: float = 0.15  # tracking step: landmark centre may move at most this fraction of the box width
     max_scale_change: float = 0.15  # tracking step: landmark scale may change at most this much (relative)
     min_appearance: float = 0.5  # tracking step: correlation of the face patch with the last detected one
-    reanchor_appearance: float = 0.7  # a failed step is re-anchored on the last detection's pixels if they match this well
+    reanchor_appearance: float = (
+        0.7  # a failed step is re-anchored on the last detection's pixels if they match this well
+    )
     probe_face_px: float = 20.0  # a frame without faces is searched again upscaled to find faces this small ...
     probe_max_pixels: int = 5_000_000  # ... unless the upscaled frame would exceed this (then at least 2x)
     probe_every_s: float = 1.0  # at most one such probe per this many seconds, and only until a face is seen
@@ -258,8 +260,10 @@ class _Tracker:
         """(box in frame pixels, detector score) per face, on the frame upscaled by zoom."""
         self.n_detections += 1
         image = _zoomed(frame, zoom)
-        return [(np.array([b.left, b.top, b.right, b.bottom], np.float64) / zoom, b.score)
-                for b in self.landmarker.detect(image)]
+        return [
+            (np.array([b.left, b.top, b.right, b.bottom], np.float64) / zoom, b.score)
+            for b in self.landmarker.detect(image)
+        ]
 
     def _cnn(self, frame: np.ndarray, max_zoom: int) -> list[tuple[np.ndarray, float]]:
         """dlib's CNN detector at zoom 1, 2, 4 … (<= max_zoom) until it finds a face or the next zoom's
@@ -358,7 +362,10 @@ class _Tracker:
             return
         policy = self.config.policy
         for tr in seen:
-            if len(tr.chips) < policy.descriptors_per_track and t - tr.last_chip >= policy.descriptor_every_s * self.fps:
+            if (
+                len(tr.chips) < policy.descriptors_per_track
+                and t - tr.last_chip >= policy.descriptor_every_s * self.fps
+            ):
                 tr.chips.append(face_chip(frame, tr.box, tr.points))
                 tr.last_chip = t
 
@@ -525,8 +532,9 @@ def _track_widths(tr: _Tracklet) -> list[float]:
     return widths
 
 
-def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDecision, rank: int,
-                   max_run: int) -> FaceTrack:
+def _subject_track(
+    tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDecision, rank: int, max_run: int
+) -> FaceTrack:
     """One kept tracklet as a FaceTrack: size and loss checks, interpolation, smoothing."""
     config, fps = tracker.config, tracker.fps
     found = np.zeros(n, bool)
@@ -535,8 +543,10 @@ def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDe
     raw[found] = np.stack([tr.raw[t] for t in sorted(tr.raw)])
     width = float(np.median(_track_widths(tr)))
     if width < config.min_face_px:
-        raise FaceTooSmallError(f"face too small ({_px(width, config.min_face_px)} px < {config.min_face_px:g} px, median box width)",
-                                {"face_px": round(width, 1), "min_face_px": config.min_face_px, "track": tr.id})
+        raise FaceTooSmallError(
+            f"face too small ({_px(width, config.min_face_px)} px < {config.min_face_px:g} px, median box width)",
+            {"face_px": round(width, 1), "min_face_px": config.min_face_px, "track": tr.id},
+        )
 
     # Lost frames: too many, or too long a run, reject; otherwise interpolate.
     lost = int((~found).sum())
@@ -554,10 +564,16 @@ def _subject_track(tr: _Tracklet, n: int, tracker: _Tracker, decision: SubjectDe
     smooth = smooth_landmarks(raw, config.smooth_window, config.smooth_order)
     boxes = np.stack([_box_from_points(p.astype(np.float64), tr.calib) for p in smooth]).astype(np.float32)
     return FaceTrack(
-        landmarks=smooth.astype(np.float32), raw_landmarks=raw.astype(np.float32), boxes=boxes,
-        found=found, n_detections=tracker.n_detections, fps=float(fps), track_id=tr.id,
+        landmarks=smooth.astype(np.float32),
+        raw_landmarks=raw.astype(np.float32),
+        boxes=boxes,
+        found=found,
+        n_detections=tracker.n_detections,
+        fps=float(fps),
+        track_id=tr.id,
         subject_reason=decision.reason if rank == 0 else f"subject=all: face track {rank + 1} of {len(decision.kept)}",
-        runner_up=decision.runner_up, evidence=[e.as_dict() for e in decision.evidence],
+        runner_up=decision.runner_up,
+        evidence=[e.as_dict() for e in decision.evidence],
     )
 
 
@@ -571,8 +587,11 @@ def _raise_none_found(tracker: _Tracker, n: int, where: str) -> None:
     if tracker.tiny_widths:
         width = float(np.median(tracker.tiny_widths))
         raise FaceTooSmallError(
-            f"face too small ({_px(width, tracker.config.min_face_px)} px < {tracker.config.min_face_px:g} px; found only upscaled, {where})",
+            f"face too small ({_px(width, tracker.config.min_face_px)} px < {tracker.config.min_face_px:g} px; "
+            f"found only upscaled, {where})",
             {"face_px": round(width, 1), "min_face_px": tracker.config.min_face_px, "tried": tracker.probes},
         )
-    raise NoFaceError(f"no face found {where} ({tracker.n_detections} detector runs{tried})",
-                      {"detector_runs": tracker.n_detections, "tried": tracker.probes})
+    raise NoFaceError(
+        f"no face found {where} ({tracker.n_detections} detector runs{tried})",
+        {"detector_runs": tracker.n_detections, "tried": tracker.probes},
+    )

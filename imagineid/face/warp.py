@@ -14,7 +14,9 @@ def _tps_kernel(r2: np.ndarray) -> np.ndarray:
     return np.where(r2 > 0, 0.5 * r2 * np.log(np.maximum(r2, 1e-12)), 0.0)
 
 
-def tps_backward_map(dst: np.ndarray, src: np.ndarray, size: tuple[int, int], grid: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def tps_backward_map(
+    dst: np.ndarray, src: np.ndarray, size: tuple[int, int], grid: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Maps (map_x, map_y) for `cv2.remap` so that output pixel `dst[i]` samples input pixel `src[i]`.
 
     dst, src: (N, 2) pixel coordinates; size: output (width, height).

@@ -51,8 +51,11 @@ class ClipPlan:
     def frame(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frame t → mesh (S, S, 3) uint8, blend mask (S, S) float in [0, 1], mouth mask (S, S) bool."""
         p = self.points[t]
-        return (render_mesh(p[None], self.size)[0], blend_mask(p, self.size).astype(np.float32) / 255.0,
-                mouth_mask(p, self.size).astype(bool))
+        return (
+            render_mesh(p[None], self.size)[0],
+            blend_mask(p, self.size).astype(np.float32) / 255.0,
+            mouth_mask(p, self.size).astype(bool),
+        )
 
 
 def fit_length(mel: np.ndarray, n_mel: int) -> np.ndarray:
@@ -64,8 +67,14 @@ def fit_length(mel: np.ndarray, n_mel: int) -> np.ndarray:
 class Planner:
     """The trained disentangler + the run's morphable model and face pose: log-mels → `ClipPlan`."""
 
-    def __init__(self, listener: Listener, model: PCAMorphableModel, relative_pose: np.ndarray, size: int,
-                 identity_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        model: PCAMorphableModel,
+        relative_pose: np.ndarray,
+        size: int,
+        identity_dim: int | None = None,
+    ) -> None:
         if listener.emotion is None:
             raise ValueError("generation needs the identity, content and emotion stages trained")
         self.listener, self.model, self.size = listener, model, size
@@ -74,13 +83,12 @@ class Planner:
         self.identity_dim = identity_dim
 
     @classmethod
-    def load(cls, run: str | Path, size: int, identity_dim: int | None = None) -> "Planner":
+    def load(cls, run: str | Path, size: int, identity_dim: int | None = None) -> Planner:
         model, pose = load_run_assets(run)
         return cls(Listener.load(run), model, pose, size, identity_dim)
 
     @torch.no_grad()
-    def plan(self, identity: Utterance, content: Utterance | None = None,
-             emotion: Utterance | None = None) -> ClipPlan:
+    def plan(self, identity: Utterance, content: Utterance | None = None, emotion: Utterance | None = None) -> ClipPlan:
         """The identity / content / emotion sources (`Listener.prepare`) → the clip's conditions."""
         content = identity if content is None else content
         emotion = content if emotion is None else emotion
@@ -91,12 +99,19 @@ class Planner:
         ident = li.identify(identity)
         content_mel = li.mel(content.mel[: MEL_PER_FRAME * n_frames])  # (1, 4T, 80)
         heard = li.content(content_mel, ident.shape, li.envelope(content.mel[: MEL_PER_FRAME * n_frames]))
-        out = li.emotion(li.emotion_mel(fit_length(emotion.mel, MEL_PER_FRAME * n_frames)),
-                         ident.for_emotion(li.emotion.config.identity_dim), heard.features)
+        out = li.emotion(
+            li.emotion_mel(fit_length(emotion.mel, MEL_PER_FRAME * n_frames)),
+            ident.for_emotion(li.emotion.config.identity_dim),
+            heard.features,
+        )
         shape = ident.shape[0].float().cpu().numpy()  # (n_shape,)
         expression = out.expression[0].float().cpu().numpy()  # (T, n_expression)
         pose = np.repeat(self.pose[None], n_frames, axis=0)  # (T, 4)
         points = self.model.reconstruct(shape, expression=expression, pose=pose).astype(np.float32)
-        return ClipPlan(points=points, identity=identity_features(ident)[0].float().cpu().numpy()[: self.identity_dim],
-                        emotion=out.emotion_logits.softmax(-1)[0].float().cpu().numpy(),
-                        size=self.size, gender=GENDERS[int(ident.gender_logits[0].argmax())])
+        return ClipPlan(
+            points=points,
+            identity=identity_features(ident)[0].float().cpu().numpy()[: self.identity_dim],
+            emotion=out.emotion_logits.softmax(-1)[0].float().cpu().numpy(),
+            size=self.size,
+            gender=GENDERS[int(ident.gender_logits[0].argmax())],
+        )

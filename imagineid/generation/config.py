@@ -32,5 +32,13 @@ class Source:
     sha256: str | None = None  # of the audio file: a changed file is regenerated
 
 
-OUTPUT_SETTINGS = ("steps", "guidance", "strength", "crf", "first_frame_retries", "identity_from", "emotion_from",
-                   "precision")
+OUTPUT_SETTINGS = (
+    "steps",
+    "guidance",
+    "strength",
+    "crf",
+    "first_frame_retries",
+    "identity_from",
+    "emotion_from",
+    "precision",
+)

@@ -27,13 +27,26 @@ from imagineid.data.parquet_io import write_json_atomic, write_table_atomic
 from imagineid.errors import ImagineIDError
 from imagineid.media.atomic import is_temp_sibling
 
-INDEX_SCHEMA = pa.schema([
-    ("key", pa.string()), ("audio", pa.string()), ("seed", pa.int32()), ("video", pa.string()),
-    ("frames", pa.int32()), ("seconds", pa.float64()), ("status", pa.string()), ("error", pa.string()),
-    ("identity_audio", pa.string()), ("emotion_audio", pa.string()), ("predicted_gender", pa.string()),
-    ("predicted_emotion", pa.string()), ("first_frame_attempts", pa.int32()), ("precision", pa.string()),
-    ("mesh_mouth_opening", pa.list_(pa.float32())), ("audio_sha256", pa.string()),
-])
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("audio", pa.string()),
+        ("seed", pa.int32()),
+        ("video", pa.string()),
+        ("frames", pa.int32()),
+        ("seconds", pa.float64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("identity_audio", pa.string()),
+        ("emotion_audio", pa.string()),
+        ("predicted_gender", pa.string()),
+        ("predicted_emotion", pa.string()),
+        ("first_frame_attempts", pa.int32()),
+        ("precision", pa.string()),
+        ("mesh_mouth_opening", pa.list_(pa.float32())),
+        ("audio_sha256", pa.string()),
+    ]
+)
 
 
 def video_stems(paths: list[Path], owners: dict[str, str] | None = None) -> dict[Path, str]:
@@ -71,7 +84,7 @@ class GenFolder:
     def video(self, key: str) -> Path:
         return self.videos / f"{key}.mp4"
 
-    def open(self) -> "GenFolder":
+    def open(self) -> GenFolder:
         """Create the folders, take the lock, remove temp files a killed run left behind."""
         self.videos.mkdir(parents=True, exist_ok=True)
         self.records.mkdir(parents=True, exist_ok=True)
@@ -80,7 +93,9 @@ class GenFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ImagineIDError(f"another `imagineid generate` is writing to {self.root}; wait for it or use another --out")
+            raise ImagineIDError(
+                f"another `imagineid generate` is writing to {self.root}; wait for it or use another --out"
+            ) from None
         self._lock = fd
         for stale in [p for p in self.videos.glob(".*") if is_temp_sibling(p)] + list(self.records.glob(".tmp-*")):
             stale.unlink(missing_ok=True)
@@ -91,7 +106,7 @@ class GenFolder:
             os.close(self._lock)  # releases the flock
             self._lock = None
 
-    def __enter__(self) -> "GenFolder":
+    def __enter__(self) -> GenFolder:
         return self.open()
 
     def __exit__(self, *_: object) -> None:
@@ -108,7 +123,8 @@ class GenFolder:
                 raise ImagineIDError(
                     f"{self.root} holds videos from another generator or settings ({', '.join(changed)} differ: "
                     f"{ {k: before.get(k) for k in changed} } → { {k: provenance.get(k) for k in changed} }); "
-                    "use a new --out, or move the old folder away")
+                    "use a new --out, or move the old folder away"
+                )
         else:
             write_json_atomic(path, provenance)
 

@@ -43,8 +43,9 @@ def provenance(run: Path, cfg: GenerateConfig) -> dict:
     return {"generator": digest.hexdigest()[:16], **{k: getattr(cfg, k) for k in OUTPUT_SETTINGS}}
 
 
-def plan_sources(audio: Sequence[str | Path], folder: GenFolder, seeds: int,
-                 cfg: GenerateConfig) -> tuple[list[Source], int]:
+def plan_sources(
+    audio: Sequence[str | Path], folder: GenFolder, seeds: int, cfg: GenerateConfig
+) -> tuple[list[Source], int]:
     """Discover audio; → (sources with their unfinished seeds, number of finished videos skipped)."""
     paths = discover_audio(audio)
     if not paths:
@@ -70,12 +71,21 @@ def plan_sources(audio: Sequence[str | Path], folder: GenFolder, seeds: int,
     return sources, skipped
 
 
-def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg: GenerateConfig = GenerateConfig(),
-             use_ray: bool = True, ray_address: str | None = None, num_gpus: float = 1.0,
-             progress: bool = True) -> dict:
+def generate(
+    run: str | Path,
+    audio: Sequence[str | Path],
+    out: str | Path,
+    cfg: GenerateConfig = GenerateConfig(),
+    use_ray: bool = True,
+    ray_address: str | None = None,
+    num_gpus: float = 1.0,
+    progress: bool = True,
+) -> dict:
     """Generate every (audio, seed) not yet finished in OUT; → a summary (counts, index path, seconds)."""
     run, out = Path(run), Path(out)
-    cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("identity_from", "emotion_from") if (v := getattr(cfg, k))})
+    cfg = replace(
+        cfg, **{k: str(Path(v).resolve()) for k in ("identity_from", "emotion_from") if (v := getattr(cfg, k))}
+    )
     start = time.perf_counter()
     check_run(run)
     try:  # resolved where the model runs; only the name can be checked here
@@ -93,6 +103,11 @@ def generate(run: str | Path, audio: Sequence[str | Path], out: str | Path, cfg:
             counts = generate_shard(run, sources, out, cfg, progress)
         index = folder.write_index()
         write_json_atomic(out / "generate.json", {"run": str(run.resolve()), "config": asdict(cfg)})
-    return {**counts, "skipped": skipped, "index": str(index), "videos": str(folder.videos),
-            "seconds": round(time.perf_counter() - start, 2), "config": asdict(cfg)}
-
+    return {
+        **counts,
+        "skipped": skipped,
+        "index": str(index),
+        "videos": str(folder.videos),
+        "seconds": round(time.perf_counter() - start, 2),
+        "config": asdict(cfg),
+    }

@@ -83,9 +83,17 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 class ContinuousBatcher:
     """Runs jobs through the pipeline B clips at a time; yields a `JobResult` as each clip finishes."""
 
-    def __init__(self, pipe: ImagineIDPipeline, batch_size: int = 8, steps: int = 20, guidance: float = 2.0,
-                 accept_first: Callable[[np.ndarray], bool] | None = None, first_frame_retries: int = 0,
-                 strength: float = DEFAULT_STRENGTH, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        pipe: ImagineIDPipeline,
+        batch_size: int = 8,
+        steps: int = 20,
+        guidance: float = 2.0,
+        accept_first: Callable[[np.ndarray], bool] | None = None,
+        first_frame_retries: int = 0,
+        strength: float = DEFAULT_STRENGTH,
+        precision: str = "auto",
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.pipe, self.batch_size, self.steps, self.guidance = pipe, batch_size, steps, guidance
@@ -113,9 +121,12 @@ class ContinuousBatcher:
         blend = torch.from_numpy(np.stack(blends))[:, None].to(dev)  # (B, 1, S, S)
         zeros = torch.zeros_like(mesh[0])
         reference = torch.stack([s.first if s.first is not None else zeros for s in slots])  # (B, 3, S, S)
-        neighbour = torch.stack([
-            mask_mouth(s.previous[None], s.previous_mouth[None].float())[0] if s.previous is not None else zeros
-            for s in slots])
+        neighbour = torch.stack(
+            [
+                mask_mouth(s.previous[None], s.previous_mouth[None].float())[0] if s.previous is not None else zeros
+                for s in slots
+            ]
+        )
         variable = torch.tensor([s.t == 0 for s in slots], device=dev)
         fresh = [s for s in slots if s.t > 0 and s.first_latent is None]
         if fresh:  # frame 1 was accepted last tick: encode it once for all the clip's later frames
@@ -127,10 +138,17 @@ class ContinuousBatcher:
         init = torch.cat([s.noise if s.first_latent is None else s.first_latent for s in slots])
         with autocast(self.precision, self.device):
             frames = self.pipe(
-                mesh=mesh, identity=torch.from_numpy(np.stack([s.job.plan.identity for s in slots])).to(dev),
-                reference=reference, neighbour=neighbour, blend_mask=blend, variable=variable,
-                prompt_embeds=torch.cat([s.prompt for s in slots]), latents=torch.cat([s.noise for s in slots]),
-                num_inference_steps=self.steps, guidance_scale=self.guidance, strength=self.strength,
+                mesh=mesh,
+                identity=torch.from_numpy(np.stack([s.job.plan.identity for s in slots])).to(dev),
+                reference=reference,
+                neighbour=neighbour,
+                blend_mask=blend,
+                variable=variable,
+                prompt_embeds=torch.cat([s.prompt for s in slots]),
+                latents=torch.cat([s.noise for s in slots]),
+                num_inference_steps=self.steps,
+                guidance_scale=self.guidance,
+                strength=self.strength,
                 init_latents=init,
             ).float()
         for slot, frame, mouth in zip(slots, frames, mouths):
@@ -175,8 +193,12 @@ class ContinuousBatcher:
 
     def _advance(self, slot: _Slot, image: np.ndarray) -> JobResult | None:
         """Write the frame; → a result when the clip is finished (or its writer failed)."""
-        if (slot.t == 0 and self.accept_first is not None and slot.attempts <= self.first_frame_retries
-                and not self.accept_first(image)):
+        if (
+            slot.t == 0
+            and self.accept_first is not None
+            and slot.attempts <= self.first_frame_retries
+            and not self.accept_first(image)
+        ):
             slot.noise = torch.randn(slot.noise.shape, generator=slot.generator)  # next candidate, same tick count
             return None
         try:

@@ -38,12 +38,28 @@ def _mel(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return samples, log_mel(samples)
 
 
-def _record(source: Source, seed: int, key: str, cfg: GenerateConfig, plan: ClipPlan | None = None,
-            frames: int = 0, error: str | None = None) -> dict:
+def _record(
+    source: Source,
+    seed: int,
+    key: str,
+    cfg: GenerateConfig,
+    plan: ClipPlan | None = None,
+    frames: int = 0,
+    error: str | None = None,
+) -> dict:
     return {
-        "key": key, "audio": source.path, "stem": source.stem, "audio_sha256": source.sha256, "seed": seed, "video": f"videos/{key}.mp4" if error is None else None,
-        "frames": frames, "seconds": frames / FPS, "status": "ok" if error is None else "failed", "error": error,
-        "identity_audio": cfg.identity_from or source.path, "emotion_audio": cfg.emotion_from or source.path,
+        "key": key,
+        "audio": source.path,
+        "stem": source.stem,
+        "audio_sha256": source.sha256,
+        "seed": seed,
+        "video": f"videos/{key}.mp4" if error is None else None,
+        "frames": frames,
+        "seconds": frames / FPS,
+        "status": "ok" if error is None else "failed",
+        "error": error,
+        "identity_audio": cfg.identity_from or source.path,
+        "emotion_audio": cfg.emotion_from or source.path,
         "predicted_gender": plan.gender if plan else None,
         "predicted_emotion": EMOTIONS[int(np.argmax(plan.emotion))] if plan else None,
         "mesh_mouth_opening": plan.mouth_opening.astype(np.float32).tolist() if plan else None,
@@ -59,8 +75,13 @@ def _decoded(sources: Sequence[Source]) -> Iterator[tuple[Source, tuple[np.ndarr
             yield source, err
 
 
-def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: GenerateConfig,
-          swap_mels: dict[str, np.ndarray]) -> Iterator[Job]:
+def _jobs(
+    sources: Sequence[Source],
+    planner: Planner,
+    folder: GenFolder,
+    cfg: GenerateConfig,
+    swap_mels: dict[str, np.ndarray],
+) -> Iterator[Job]:
     """Lazily: per audio, its plan and one job per seed; unusable audio → failed records, no job.
 
     Audio is decoded ahead in a thread (ffmpeg processes, no torch) so a clip joining the batch does not
@@ -79,8 +100,10 @@ def _jobs(sources: Sequence[Source], planner: Planner, folder: GenFolder, cfg: G
                 folder.record(_record(source, seed, key, cfg, error=f"{type(err).__name__}: {err}"))
             continue
         for seed, key in zip(source.seeds, source.keys):
+
             def open_sink(key: str = key, samples: np.ndarray = samples) -> VideoStream:
                 return VideoStream(folder.video(key), fps=FPS, audio=samples, sample_rate=SAMPLE_RATE, crf=cfg.crf)
+
             yield Job(key=key, seed=seed, plan=plan, open_sink=open_sink, info={"source": source})
 
 
@@ -101,8 +124,10 @@ def face_found(min_score: float = FRAME1_MIN_SCORE) -> Callable[[np.ndarray], bo
 def check_run(run: Path) -> None:
     """Fail before any work when the run lacks the frame generator (cheap: no weights are read)."""
     if not (run / "pipeline" / "model_index.json").exists() or not RunDir(run).is_done("adapters"):
-        raise ImagineIDError(f"{run} has no trained frame generator (RUN/pipeline); train it with "
-                             f"`imagineid train DATA --out {run} --stages ldm,adapters`")
+        raise ImagineIDError(
+            f"{run} has no trained frame generator (RUN/pipeline); train it with "
+            f"`imagineid train DATA --out {run} --stages ldm,adapters`"
+        )
 
 
 def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPipeline:
@@ -110,29 +135,53 @@ def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPip
     return ImagineIDPipeline.from_pretrained(run / "pipeline").to(device or pick_device())
 
 
-def generate_shard(run: str | Path, sources: Sequence[Source], out: str | Path, cfg: GenerateConfig,
-                   progress: bool = True) -> dict:
+def generate_shard(
+    run: str | Path, sources: Sequence[Source], out: str | Path, cfg: GenerateConfig, progress: bool = True
+) -> dict:
     """Generate every (source, seed) of this shard; per-video outcomes go to GEN/records. → counts."""
     torch.set_flush_denormal(True)  # CPU: denormal floats slow the VAE 10-20x
     run, folder = Path(run), GenFolder(Path(out))
     folder.videos.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(run)
-    planner = Planner.load(run, size=pipe.vae.config.sample_size,
-                           identity_dim=pipe.textual_inversion.config.identity_dim)
-    swap_mels = {name: planner.listener.prepare(*_mel(path))
-                 for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from)) if path}
-    batcher = ContinuousBatcher(pipe, cfg.batch_size, cfg.steps, cfg.guidance, accept_first=face_found(),
-                                first_frame_retries=cfg.first_frame_retries, strength=cfg.strength,
-                                precision=cfg.precision)
+    planner = Planner.load(
+        run, size=pipe.vae.config.sample_size, identity_dim=pipe.textual_inversion.config.identity_dim
+    )
+    swap_mels = {
+        name: planner.listener.prepare(*_mel(path))
+        for name, path in (("identity", cfg.identity_from), ("emotion", cfg.emotion_from))
+        if path
+    }
+    batcher = ContinuousBatcher(
+        pipe,
+        cfg.batch_size,
+        cfg.steps,
+        cfg.guidance,
+        accept_first=face_found(),
+        first_frame_retries=cfg.first_frame_retries,
+        strength=cfg.strength,
+        precision=cfg.precision,
+    )
     counts = {"ok": 0, "failed": 0, "frames": 0}
     total = sum(len(s.seeds) for s in sources)
     start = time.perf_counter()
     with tqdm(total=total, desc="generate", unit="video", disable=not progress) as bar:
         for result in batcher.run(_jobs(sources, planner, folder, cfg, swap_mels)):
             source = result.job.info["source"]
-            folder.record({**_record(source, result.job.seed, result.job.key, cfg, result.job.plan,
-                                     result.frames if result.error is None else 0, result.error),
-                           "first_frame_attempts": result.first_frame_attempts, "precision": batcher.precision})
+            folder.record(
+                {
+                    **_record(
+                        source,
+                        result.job.seed,
+                        result.job.key,
+                        cfg,
+                        result.job.plan,
+                        result.frames if result.error is None else 0,
+                        result.error,
+                    ),
+                    "first_frame_attempts": result.first_frame_attempts,
+                    "precision": batcher.precision,
+                }
+            )
             counts["ok" if result.error is None else "failed"] += 1
             counts["frames"] += result.frames if result.error is None else 0
             bar.update(1)

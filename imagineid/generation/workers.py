@@ -26,8 +26,15 @@ def shard(sources: Sequence[Source], n: int) -> list[list[Source]]:
     return [list(sources[k::n]) for k in range(n) if sources[k::n]]
 
 
-def generate_on_ray(run: Path, sources: Sequence[Source], out: Path, cfg: GenerateConfig,
-                    ray_address: str | None, num_gpus: float, progress: bool) -> dict:
+def generate_on_ray(
+    run: Path,
+    sources: Sequence[Source],
+    out: Path,
+    cfg: GenerateConfig,
+    ray_address: str | None,
+    num_gpus: float,
+    progress: bool,
+) -> dict:
     import ray
 
     from imagineid.parallel import cluster_gpus, init_ray
@@ -44,8 +51,12 @@ def generate_on_ray(run: Path, sources: Sequence[Source], out: Path, cfg: Genera
     total = sum(len(s.seeds) for s in sources)
     records = Path(out) / "records"
     start = time.time()
-    with tqdm(total=total, desc=f"generate ({len(workers)} {'GPU' if gpus else 'CPU'} worker(s))", unit="video",
-              disable=not progress) as bar:
+    with tqdm(
+        total=total,
+        desc=f"generate ({len(workers)} {'GPU' if gpus else 'CPU'} worker(s))",
+        unit="video",
+        disable=not progress,
+    ) as bar:
         pending = list(refs)
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=2.0)

@@ -1,8 +1,8 @@
 """Decode frames and audio by streaming from an ffmpeg pipe; a video is never held in memory whole.
 
-    for frame in iter_frames("clip.mp4", fps=25, size=256):  # (256, 256, 3) uint8, one at a time
-        ...
-    wave = load_audio("clip.mp4")  # float32 mono in [-1, 1] at 16 kHz
+for frame in iter_frames("clip.mp4", fps=25, size=256):  # (256, 256, 3) uint8, one at a time
+    ...
+wave = load_audio("clip.mp4")  # float32 mono in [-1, 1] at 16 kHz
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ def iter_frames(
     return _frames(path, stream, (height, width, c), chunk)
 
 
-def _frames(path: str, stream: Any, shape: tuple[int, int, int], chunk: int,
-            stall_s: float = DECODE_STALL_S) -> Iterator[np.ndarray]:
+def _frames(
+    path: str, stream: Any, shape: tuple[int, int, int], chunk: int, stall_s: float = DECODE_STALL_S
+) -> Iterator[np.ndarray]:
     """The generator half of iter_frames: arguments are checked at call time, ffmpeg starts on first next()
     (a generator that is never started leaves no process behind). A read that waits `stall_s` seconds for
     frames stops ffmpeg (StalledMediaError); time spent by the consumer between frames does not count."""

@@ -65,8 +65,15 @@ class _H264Pipe:
         h, w = first.shape[:2]
         stream = (
             ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-            .output(file_url(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset,
-                    movflags="+faststart", format="mp4")
+            .output(
+                file_url(tmp),
+                vcodec="libx264",
+                pix_fmt="yuv420p",
+                crf=crf,
+                preset=preset,
+                movflags="+faststart",
+                format="mp4",
+            )
             .global_args(*QUIET)
             .overwrite_output()
         )
@@ -114,8 +121,16 @@ def _mux_audio(
         v = ffmpeg.input(file_url(video))
         a = ffmpeg.input(file_url(raw), format="f32le", ar=sample_rate, ac=1)
         stream = (
-            ffmpeg.output(v["v:0"], a["a:0"], file_url(out), vcodec="copy", acodec="aac",
-                          audio_bitrate=AUDIO_BITRATE, movflags="+faststart", format="mp4")
+            ffmpeg.output(
+                v["v:0"],
+                a["a:0"],
+                file_url(out),
+                vcodec="copy",
+                acodec="aac",
+                audio_bitrate=AUDIO_BITRATE,
+                movflags="+faststart",
+                format="mp4",
+            )
             .global_args(*QUIET)
             .overwrite_output()
         )
@@ -147,8 +162,15 @@ class VideoStream:
                 video.write(frame)
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float = 25, audio: np.ndarray | None = None,
-                 sample_rate: int = 16000, crf: int = 18, preset: str = "medium") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float = 25,
+        audio: np.ndarray | None = None,
+        sample_rate: int = 16000,
+        crf: int = 18,
+        preset: str = "medium",
+    ) -> None:
         _check_settings(fps, crf)
         self.final = Path(path)
         if not self.final.parent.is_dir():
@@ -198,7 +220,7 @@ class VideoStream:
         if self.raw_audio is not None:
             self.raw_audio.unlink(missing_ok=True)
 
-    def __enter__(self) -> "VideoStream":
+    def __enter__(self) -> VideoStream:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -34,7 +34,8 @@ def ffmpeg_exe() -> str:
 
 
 def file_url(path: str | os.PathLike[str]) -> str:
-    """`file:` URL for ffmpeg (inputs and outputs), so names with ':' or a leading '-' are never read as protocols/options."""
+    """`file:` URL for ffmpeg (inputs and outputs), so names with ':' or a leading '-' are never read as
+    protocols / options."""
     return "file:" + os.path.abspath(os.fspath(path))
 
 
@@ -44,8 +45,10 @@ QUIET = ("-hide_banner", "-nostdin", "-v", "error")
 # Inputs are untrusted files. ffmpeg reads only the named file (file: protocol) with a demuxer for a
 # video or audio container: never a playlist (hls), a concat list, an image sequence or a network URL,
 # any of which would make it open other files than the one it was given, whatever the file's name.
-SAFE_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,asf,mxf,dv,nut,ivf,ogg,"
-                 "wav,w64,mp3,flac,aac,aiff,caf,amr,h264,hevc,m4v")
+SAFE_DEMUXERS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,asf,mxf,dv,nut,ivf,ogg,"
+    "wav,w64,mp3,flac,aac,aiff,caf,amr,h264,hevc,m4v"
+)
 UNTRUSTED_INPUT = {"protocol_whitelist": "file", "format_whitelist": SAFE_DEMUXERS}  # ffmpeg.input(**...)
 DECODE_CPU_LIMIT_S = 1800  # a decoding ffmpeg is stopped after this much CPU time: one hung file never blocks a run
 LIMITS = ("-timelimit", str(DECODE_CPU_LIMIT_S))

@@ -105,8 +105,12 @@ def parse_ffmpeg_info(path: str, stderr: str, exact_frames: int | None = None) -
             video = {"index": index, "codec": desc.split()[0].rstrip(","), "fps": fps, "w": width, "h": height}
         elif kind == "Audio" and not audio:
             rate = _HZ.search(desc)
-            audio = {"index": index, "codec": desc.split()[0].rstrip(","),
-                     "rate": int(rate.group(1)) if rate else None, "ch": _channels(desc)}
+            audio = {
+                "index": index,
+                "codec": desc.split()[0].rstrip(","),
+                "rate": int(rate.group(1)) if rate else None,
+                "ch": _channels(desc),
+            }
     fps = video.get("fps")
     n_frames, exact = None, False
     if video and exact_frames:
@@ -114,11 +118,21 @@ def parse_ffmpeg_info(path: str, stderr: str, exact_frames: int | None = None) -
     elif video and duration and fps:
         n_frames = round(duration * float(fps))  # type: ignore[arg-type]
     return MediaInfo(
-        path=path, duration_s=duration, has_video=bool(video), fps=fps,  # type: ignore[arg-type]
-        width=video.get("w"), height=video.get("h"), n_frames=n_frames,  # type: ignore[arg-type]
-        has_audio=bool(audio), audio_rate=audio.get("rate"), audio_channels=audio.get("ch"),  # type: ignore[arg-type]
-        video_codec=video.get("codec"), audio_codec=audio.get("codec"),  # type: ignore[arg-type]
-        n_frames_exact=exact, video_index=video.get("index"), audio_index=audio.get("index"),  # type: ignore[arg-type]
+        path=path,
+        duration_s=duration,
+        has_video=bool(video),
+        fps=fps,  # type: ignore[arg-type]
+        width=video.get("w"),
+        height=video.get("h"),
+        n_frames=n_frames,  # type: ignore[arg-type]
+        has_audio=bool(audio),
+        audio_rate=audio.get("rate"),
+        audio_channels=audio.get("ch"),  # type: ignore[arg-type]
+        video_codec=video.get("codec"),
+        audio_codec=audio.get("codec"),  # type: ignore[arg-type]
+        n_frames_exact=exact,
+        video_index=video.get("index"),
+        audio_index=audio.get("index"),  # type: ignore[arg-type]
     )
 
 

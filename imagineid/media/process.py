@@ -22,8 +22,15 @@ class FFmpegProcess:
     read waits longer than that for its data, and `stalled` says so.
     """
 
-    def __init__(self, stream: Any, exe: str, *, pipe_stdin: bool = False, pipe_stdout: bool = False,
-                 stall_s: float | None = None) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        exe: str,
+        *,
+        pipe_stdin: bool = False,
+        pipe_stdout: bool = False,
+        stall_s: float | None = None,
+    ) -> None:
         self.popen: subprocess.Popen[bytes] = stream.run_async(
             cmd=exe, pipe_stdin=pipe_stdin, pipe_stdout=pipe_stdout, pipe_stderr=True
         )
@@ -98,8 +105,9 @@ def stall_error(path: str | os.PathLike[str], proc: FFmpegProcess) -> StalledMed
     return StalledMediaError(path, f"ffmpeg gave no output for {proc.stall_s:g} s")
 
 
-def run_decode(stream: Any, exe: str, path: str | os.PathLike[str], *, pipe_stdout: bool = False,
-               stall_s: float = DECODE_STALL_S) -> tuple[bytes, str]:
+def run_decode(
+    stream: Any, exe: str, path: str | os.PathLike[str], *, pipe_stdout: bool = False, stall_s: float = DECODE_STALL_S
+) -> tuple[bytes, str]:
     """Run a decoding ffmpeg to the end; returns (stdout, stderr) or raises the classified media error.
 
     Decode errors count even when ffmpeg exits 0: a corrupt file must not pass as a short one. With

@@ -38,8 +38,23 @@ from imagineid.models.textual_inversion_adapter import (
 from imagineid.models.word_tokenizer import WordTokenizer
 
 __all__ = [
-    "ContentEncoderDecoder", "ContentOutput", "EmotionEncoderDecoder", "EmotionOutput", "IdentityEncoder",
-    "IdentityOutput", "LDMComponents", "MaskBlendingAdapter", "SpatialConditionAdapter", "TextualInversionAdapter",
-    "TextualInversionOutput", "WordTokenizer", "build_tiny", "decode_with_blending", "encode_prompt",
-    "load_components", "load_sd15", "mask_mouth", "save_components",
+    "ContentEncoderDecoder",
+    "ContentOutput",
+    "EmotionEncoderDecoder",
+    "EmotionOutput",
+    "IdentityEncoder",
+    "IdentityOutput",
+    "LDMComponents",
+    "MaskBlendingAdapter",
+    "SpatialConditionAdapter",
+    "TextualInversionAdapter",
+    "TextualInversionOutput",
+    "WordTokenizer",
+    "build_tiny",
+    "decode_with_blending",
+    "encode_prompt",
+    "load_components",
+    "load_sd15",
+    "mask_mouth",
+    "save_components",
 ]

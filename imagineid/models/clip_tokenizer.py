@@ -1,4 +1,5 @@
-"""The CLIPTokenizer of a Stable Diffusion 1.5 folder, plus the textual-inversion pseudo-words (docs/architecture.md §4).
+"""The CLIPTokenizer of a Stable Diffusion 1.5 folder, plus the textual-inversion pseudo-words
+(docs/architecture.md §4).
 
 The frame generator splices identity / emotion embeddings into a prompt at reserved tokens `<id0>..`,
 `<emo0>..` (see `prompt_encoding.py`). SD 1.5's vocabulary has no such tokens, so, as diffusers'
@@ -32,22 +33,30 @@ class PseudoWordCLIPTokenizer(PseudoWords, CLIPTokenizer):
 
     def __call__(self, text, padding="max_length", truncation=True, return_tensors="pt", max_length=None, **kwargs):
         """`{"input_ids": (B, L), "attention_mask": (B, L)}` with L = `model_max_length` unless given."""
-        return super().__call__(text, padding=padding, truncation=truncation, return_tensors=return_tensors,
-                                max_length=max_length or self.model_max_length, **kwargs)
+        return super().__call__(
+            text,
+            padding=padding,
+            truncation=truncation,
+            return_tensors=return_tensors,
+            max_length=max_length or self.model_max_length,
+            **kwargs,
+        )
 
 
-def add_pseudo_words(tokenizer: PseudoWordCLIPTokenizer, text_encoder: CLIPTextModel,
-                     num: int = NUM_PSEUDO_TOKENS) -> CLIPTextModel:
+def add_pseudo_words(
+    tokenizer: PseudoWordCLIPTokenizer, text_encoder: CLIPTextModel, num: int = NUM_PSEUDO_TOKENS
+) -> CLIPTextModel:
     """Add `<id0..num-1>` and `<emo0..num-1>` (when missing) and give the text encoder their embedding rows.
 
     The encoder's existing weights are untouched; the new rows start at the mean word embedding.
     """
-    tokenizer.add_tokens([t for t in pseudo_tokens("id", num) + pseudo_tokens("emo", num)
-                          if t not in tokenizer.get_added_vocab()])
+    tokenizer.add_tokens(
+        [t for t in pseudo_tokens("id", num) + pseudo_tokens("emo", num) if t not in tokenizer.get_added_vocab()]
+    )
     old = text_encoder.get_input_embeddings().weight
     if len(tokenizer) > old.shape[0]:
         mean = old.detach().mean(dim=0)
         text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         with torch.no_grad():
-            text_encoder.get_input_embeddings().weight[old.shape[0]:] = mean
+            text_encoder.get_input_embeddings().weight[old.shape[0] :] = mean
     return text_encoder

@@ -2,7 +2,8 @@
 
 Identity is frozen. The encoder turns log-mel (4 mel frames per 25 fps video frame), and with
 `n_envelope` > 0 the utterance-relative amplitude envelope beside it (`audio.features.mel_envelope`: a
-cue recorded speech shares with synthetic speech), into one feature per video frame, then non-causal dilated temporal convolutions see about ±`context` frames of audio
+cue recorded speech shares with synthetic speech), into one feature per video frame, then non-causal
+dilated temporal convolutions see about ±`context` frames of audio
 around each frame. The stage-1 shape coefficients modulate those features (FiLM) before a per-frame MLP
 decodes the mouth-only 3DMM coefficients.
 
@@ -111,13 +112,16 @@ class ContentEncoderDecoder(ModelMixin, ConfigMixin):
         envelope (B, mel_per_frame·T, n_envelope), required when the model was built with n_envelope > 0."""
         check_frame_mel(mel, self.config.n_mels, self.config.mel_per_frame, "ContentEncoderDecoder")
         if shape.shape != (mel.shape[0], self.config.n_shape):
-            raise ValueError(f"shape must be (B, n_shape) = ({mel.shape[0]}, {self.config.n_shape}), "
-                             f"got {tuple(shape.shape)}")
+            raise ValueError(
+                f"shape must be (B, n_shape) = ({mel.shape[0]}, {self.config.n_shape}), got {tuple(shape.shape)}"
+            )
         n_env = self.config.n_envelope
         if n_env:
             if envelope is None or envelope.shape != (*mel.shape[:2], n_env):
                 got = None if envelope is None else tuple(envelope.shape)
-                raise ValueError(f"envelope must be (B, L, n_envelope) = ({mel.shape[0]}, {mel.shape[1]}, {n_env}), got {got}")
+                raise ValueError(
+                    f"envelope must be (B, L, n_envelope) = ({mel.shape[0]}, {mel.shape[1]}, {n_env}), got {got}"
+                )
             mel = torch.cat([mel, envelope.to(mel.dtype)], dim=-1)  # (B, 4T, n_mels + n_envelope)
         x = self.frame_encoder(mel)  # (B, T, hidden)
         for block in self.blocks:

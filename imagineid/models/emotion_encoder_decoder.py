@@ -83,32 +83,40 @@ class EmotionEncoderDecoder(ModelMixin, ConfigMixin):
         t = check_frame_mel(mel, cfg.n_mels, cfg.mel_per_frame, "EmotionEncoderDecoder")
         b = mel.shape[0]
         if identity.shape != (b, cfg.identity_dim):
-            raise ValueError(f"identity must be (B, identity_dim) = ({b}, {cfg.identity_dim}), "
-                             f"got {tuple(identity.shape)}")
+            raise ValueError(
+                f"identity must be (B, identity_dim) = ({b}, {cfg.identity_dim}), got {tuple(identity.shape)}"
+            )
         if content.shape != (b, t, cfg.content_dim):
-            raise ValueError(f"content must be (B, T, content_dim) = ({b}, {t}, {cfg.content_dim}), "
-                             f"got {tuple(content.shape)}")
+            raise ValueError(
+                f"content must be (B, T, content_dim) = ({b}, {t}, {cfg.content_dim}), got {tuple(content.shape)}"
+            )
         if mask is not None and mask.shape != (b, t):
             raise ValueError(f"mask must be (B, T) = ({b}, {t}), got {tuple(mask.shape)}")
 
         # 1. Encode the utterance's prosody
         frames = self.frame_block(self.frame_encoder(mel))  # (B, T, hidden)
         mel_mask = None if mask is None else mask.repeat_interleave(cfg.mel_per_frame, dim=1)  # (B, 4T)
-        stats = torch.cat([
-            _masked_stats(frames.transpose(1, 2), mask),  # (B, 2 hidden)
-            _masked_stats(mel.transpose(1, 2), mel_mask),  # (B, 2 n_mels): absolute levels kept
-            identity,  # (B, identity_dim): the speaker's baseline, so prosody reads relative to it
-        ], dim=1)
+        stats = torch.cat(
+            [
+                _masked_stats(frames.transpose(1, 2), mask),  # (B, 2 hidden)
+                _masked_stats(mel.transpose(1, 2), mel_mask),  # (B, 2 n_mels): absolute levels kept
+                identity,  # (B, identity_dim): the speaker's baseline, so prosody reads relative to it
+            ],
+            dim=1,
+        )
         h = self.pool_mlp(stats)  # (B, hidden)
         embedding = F.normalize(self.embed_head(h), dim=-1)  # (B, emotion_dim)
 
         # 2. Decode per-frame expression from content + identity + emotion + the frame's prosody
-        fused = torch.cat([
-            content,
-            identity.unsqueeze(1).expand(b, t, -1),
-            embedding.unsqueeze(1).expand(b, t, -1),
-            frames,
-        ], dim=-1)  # (B, T, content_dim + identity_dim + emotion_dim + hidden)
+        fused = torch.cat(
+            [
+                content,
+                identity.unsqueeze(1).expand(b, t, -1),
+                embedding.unsqueeze(1).expand(b, t, -1),
+                frames,
+            ],
+            dim=-1,
+        )  # (B, T, content_dim + identity_dim + emotion_dim + hidden)
         x = F.gelu(self.fuse(fused))  # (B, T, hidden)
         for block in self.blocks:
             x = block(x)

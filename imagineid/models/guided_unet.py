@@ -26,9 +26,15 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.unets.unet_2d_blocks import CrossAttnDownBlock2D, DownBlock2D
 
 
-def guided_noise(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: torch.Tensor | int,
-                 cond: torch.Tensor, uncond: torch.Tensor, residuals: Sequence[torch.Tensor],
-                 guidance_scale: float) -> torch.Tensor:
+def guided_noise(
+    unet: UNet2DConditionModel,
+    sample: torch.Tensor,
+    timestep: torch.Tensor | int,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    residuals: Sequence[torch.Tensor],
+    guidance_scale: float,
+) -> torch.Tensor:
     """uncond + scale · (cond − uncond) noise predictions → (B, C, h, w).
 
     sample (B, C, h, w); cond / uncond (B, L, D); residuals: the adapter's per-down-block features (B, …).
@@ -39,27 +45,48 @@ def guided_noise(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: tor
     return unconditional + guidance_scale * (conditional - unconditional)
 
 
-def duplicated_noise(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: torch.Tensor | int,
-                     cond: torch.Tensor, uncond: torch.Tensor, residuals: Sequence[torch.Tensor],
-                     guidance_scale: float) -> torch.Tensor:
+def duplicated_noise(
+    unet: UNet2DConditionModel,
+    sample: torch.Tensor,
+    timestep: torch.Tensor | int,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    residuals: Sequence[torch.Tensor],
+    guidance_scale: float,
+) -> torch.Tensor:
     """The textbook guided call, both halves through the whole UNet → (B, C, h, w)."""
     unconditional, conditional = unet(
-        torch.cat([sample, sample]), timestep, encoder_hidden_states=torch.cat([uncond, cond]),
-        down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals]).sample.chunk(2)
+        torch.cat([sample, sample]),
+        timestep,
+        encoder_hidden_states=torch.cat([uncond, cond]),
+        down_intrablock_additional_residuals=[torch.cat([f, f]) for f in residuals],
+    ).sample.chunk(2)
     return unconditional + guidance_scale * (conditional - unconditional)
 
 
 def splits_at_text(unet: UNet2DConditionModel) -> bool:
     """Whether `_split_forward` reproduces this UNet's forward exactly."""
     c = unet.config
-    plain_embedding = (c.class_embed_type is None and c.num_class_embeds is None and c.addition_embed_type is None
-                       and c.time_cond_proj_dim is None and c.encoder_hid_dim is None and not c.center_input_sample)
+    plain_embedding = (
+        c.class_embed_type is None
+        and c.num_class_embeds is None
+        and c.addition_embed_type is None
+        and c.time_cond_proj_dim is None
+        and c.encoder_hid_dim is None
+        and not c.center_input_sample
+    )
     blocks = all(type(b) in (DownBlock2D, CrossAttnDownBlock2D) for b in unet.down_blocks)
     return plain_embedding and blocks and any(isinstance(b, CrossAttnDownBlock2D) for b in unet.down_blocks)
 
 
-def _split_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: torch.Tensor | int,
-                   uncond: torch.Tensor, cond: torch.Tensor, residuals: list[torch.Tensor]) -> torch.Tensor:
+def _split_forward(
+    unet: UNet2DConditionModel,
+    sample: torch.Tensor,
+    timestep: torch.Tensor | int,
+    uncond: torch.Tensor,
+    cond: torch.Tensor,
+    residuals: list[torch.Tensor],
+) -> torch.Tensor:
     """diffusers' forward (T2I-Adapter residuals, no masks) with the text-free prefix on B rows → (2B, C, h, w)."""
     double = lambda x: torch.cat([x, x])  # noqa: E731 - (B, …) → (2B, …): unconditional rows, then conditional
     # 1. Time embedding (one timestep for every row) and conv_in, once per sample
@@ -85,8 +112,12 @@ def _split_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: t
     skips += states
     for block in blocks:
         if isinstance(block, CrossAttnDownBlock2D):
-            hidden, states = block(hidden_states=hidden, temb=emb, encoder_hidden_states=text,
-                                   **({"additional_residuals": residuals.pop(0)} if residuals else {}))
+            hidden, states = block(
+                hidden_states=hidden,
+                temb=emb,
+                encoder_hidden_states=text,
+                **({"additional_residuals": residuals.pop(0)} if residuals else {}),
+            )
         else:
             hidden, states = block(hidden_states=hidden, temb=emb)
             if residuals:
@@ -103,11 +134,16 @@ def _split_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: t
     # 5. Up blocks, each taking its skips from the end
     forward_size = any(dim % 2**unet.num_upsamplers for dim in sample.shape[-2:])
     for i, block in enumerate(unet.up_blocks):
-        res, skips = skips[-len(block.resnets):], skips[:-len(block.resnets)]
+        res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
         size = skips[-1].shape[2:] if forward_size and i < len(unet.up_blocks) - 1 else None
         if getattr(block, "has_cross_attention", False):
-            hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=res, encoder_hidden_states=text,
-                           upsample_size=size)
+            hidden = block(
+                hidden_states=hidden,
+                temb=emb,
+                res_hidden_states_tuple=res,
+                encoder_hidden_states=text,
+                upsample_size=size,
+            )
         else:
             hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=res, upsample_size=size)
     # 6. Output
@@ -116,8 +152,13 @@ def _split_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: t
     return unet.conv_out(hidden)
 
 
-def _cross_attn_down(block: CrossAttnDownBlock2D, hidden: torch.Tensor, emb: torch.Tensor, text: torch.Tensor,
-                     residual: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def _cross_attn_down(
+    block: CrossAttnDownBlock2D,
+    hidden: torch.Tensor,
+    emb: torch.Tensor,
+    text: torch.Tensor,
+    residual: torch.Tensor | None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """`CrossAttnDownBlock2D.forward` whose first resnet already ran on `hidden`."""
     states: tuple[torch.Tensor, ...] = ()
     for i, (resnet, attn) in enumerate(zip(block.resnets, block.attentions)):

@@ -13,7 +13,8 @@ speakers apart instead of learning the cue. The
 embedding and the shape read the mel branch and the whole voice vector; in training the mel branch is
 dropped for `mel_dropout` of the utterances so neither head depends on it alone.
 
-    encoder = IdentityEncoder(n_voice=268, gender_features=[256, 257, 258], age_features=[256, 257, 258, 263, 264, 265, 266, 267])
+    encoder = IdentityEncoder(n_voice=268, gender_features=[256, 257, 258],
+                              age_features=[256, 257, 258, 263, 264, 265, 266, 267])
     out = encoder(mel, mask, voice)  # mel (B, L, 80) normalised log-mel at 100 Hz, mask (B, L), voice (B, 268)
     out.embedding, out.shape, out.gender_logits.softmax(-1)
 
@@ -97,10 +98,14 @@ class _UtteranceEncoder(nn.Module):
         channels = n_mels
         for i, stride in enumerate(strides):
             kernel = 2 * stride - 1 if i == 0 else 3  # odd kernel, 'same' padding: ceil(L / stride) steps
-            layers.append(nn.ModuleDict({
-                "conv": nn.Conv1d(channels, hidden, kernel, stride=stride, padding=kernel // 2),
-                "norm": _ChannelNorm(hidden),
-            }))
+            layers.append(
+                nn.ModuleDict(
+                    {
+                        "conv": nn.Conv1d(channels, hidden, kernel, stride=stride, padding=kernel // 2),
+                        "norm": _ChannelNorm(hidden),
+                    }
+                )
+            )
             channels = hidden
         self.layers = nn.ModuleList(layers)
         self.mlp = nn.Sequential(
@@ -150,9 +155,12 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
             )
             self.gender_index = list(gender_features if gender_features is not None else range(n_voice))
             self.age_index = list(age_features if age_features is not None else range(n_voice))
-            self.voice_gender = nn.Sequential(nn.Linear(len(self.gender_index), 16), nn.GELU(), nn.Linear(16, n_genders))
-            self.voice_age = nn.Sequential(nn.Linear(len(self.age_index), 32), nn.GELU(), nn.Dropout(dropout),
-                                           nn.Linear(32, n_ages))
+            self.voice_gender = nn.Sequential(
+                nn.Linear(len(self.gender_index), 16), nn.GELU(), nn.Linear(16, n_genders)
+            )
+            self.voice_age = nn.Sequential(
+                nn.Linear(len(self.age_index), 32), nn.GELU(), nn.Dropout(dropout), nn.Linear(32, n_ages)
+            )
         self.trunk = nn.Sequential(nn.GELU(), nn.Dropout(dropout))
         self.embed_head = nn.Linear(hidden, embed_dim)
         self.shape_head = nn.Linear(hidden, n_shape)
@@ -164,8 +172,9 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         self.voice_mean.copy_(mean)
         self.voice_std.copy_(std.clamp_min(1e-3))
 
-    def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None,
-                voice: torch.Tensor | None = None) -> IdentityOutput:
+    def forward(
+        self, mel: torch.Tensor, mask: torch.Tensor | None = None, voice: torch.Tensor | None = None
+    ) -> IdentityOutput:
         """mel (B, L, n_mels) normalised log-mel; mask (B, L) bool, True on valid frames (None = all);
         voice (B, n_voice) the voice front end's vectors (required when the model has a voice branch)."""
         _check_mel(mel, self.config.n_mels, "IdentityEncoder")
@@ -176,13 +185,20 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         if self.config.n_voice:
             if voice is None or voice.shape != (mel.shape[0], self.config.n_voice):
                 got = None if voice is None else tuple(voice.shape)
-                raise ValueError(f"IdentityEncoder: voice must be (B, n_voice) = ({mel.shape[0]}, {self.config.n_voice}), got {got}")
+                raise ValueError(
+                    f"IdentityEncoder: voice must be (B, n_voice) = ({mel.shape[0]}, {self.config.n_voice}), got {got}"
+                )
             standard = (voice.to(features.dtype) - self.voice_mean) / self.voice_std  # (B, n_voice)
             v = self.voice(standard)  # (B, hidden)
-            attributes = torch.cat([self.voice_gender(standard[:, self.gender_index]),  # (B, n_genders)
-                                    self.voice_age(standard[:, self.age_index])], dim=1)  # (B, n_ages)
+            attributes = torch.cat(
+                [
+                    self.voice_gender(standard[:, self.gender_index]),  # (B, n_genders)
+                    self.voice_age(standard[:, self.age_index]),
+                ],
+                dim=1,
+            )  # (B, n_ages)
             if self.training:
-                keep = (torch.rand(len(features), 1, device=features.device) >= self.config.mel_dropout)
+                keep = torch.rand(len(features), 1, device=features.device) >= self.config.mel_dropout
                 features = features * keep.to(features.dtype)
             features = features + v
         h = self.trunk(features)
@@ -193,5 +209,5 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
             shape=self.shape_head(h),  # (B, n_shape)
             gender_logits=self.gender_head(h) if attributes is None else attributes[:, :n_genders],  # (B, n_genders)
             age_logits=self.age_head(h) if attributes is None else attributes[:, n_genders:],  # (B, n_ages)
-            prosody=None if attributes is None else standard[:, self.config.n_voice - self.config.n_prosody:],
+            prosody=None if attributes is None else standard[:, self.config.n_voice - self.config.n_prosody :],
         )

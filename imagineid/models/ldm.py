@@ -253,7 +253,8 @@ def _load_parts(folder: Path, tokenizer, safetensors_only: bool = False) -> LDMC
     )
 
 
-_SD15_HINT = f"download it beforehand, diffusers layout: unet/ vae/ text_encoder/ tokenizer/ scheduler/; {see_docs(SD15_SECTION)}"
+_SD15_LAYOUT = "unet/ vae/ text_encoder/ tokenizer/ scheduler/"
+_SD15_HINT = f"download it beforehand, diffusers layout: {_SD15_LAYOUT}; {see_docs(SD15_SECTION)}"
 
 
 def check_sd15(path: str | Path) -> Path:
@@ -278,7 +279,9 @@ def load_sd15(path: str | Path) -> LDMComponents:
         components = _load_parts(folder, tokenizer)
     except (OSError, ValueError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise MissingWeightsError(f"could not load Stable Diffusion 1.5 from {folder}: {first} ({_SD15_HINT})") from error
+        raise MissingWeightsError(
+            f"could not load Stable Diffusion 1.5 from {folder}: {first} ({_SD15_HINT})"
+        ) from error
     if tokenizer.model_max_length > 10_000:  # no tokenizer_config.json: transformers' "unlimited" sentinel
         tokenizer.model_max_length = components.text_encoder.config.max_position_embeddings
     add_pseudo_words(tokenizer, components.text_encoder)

@@ -59,18 +59,12 @@ class MaskBlendingAdapter(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         if feather < 1 or feather % 2 == 0:
-            raise ValueError(
-                f"feather must be a positive odd kernel size, got {feather}"
-            )
+            raise ValueError(f"feather must be a positive odd kernel size, got {feather}")
         self.levels = nn.ModuleList([_FuseLevel(c, norm_groups) for c in channels])
 
     def resize_mask(self, mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """mask (B, 1, H, W) in [0, 1] → (B, 1, *size), soft at the boundary."""
-        m = (
-            F.interpolate(mask, size=size, mode="area")
-            if mask.shape[-2:] != size
-            else mask
-        )
+        m = F.interpolate(mask, size=size, mode="area") if mask.shape[-2:] != size else mask
         k = self.config.feather
         if k > 1:
             m = F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False)
@@ -83,20 +77,14 @@ class MaskBlendingAdapter(ModelMixin, ConfigMixin):
         mask: torch.Tensor,
     ) -> list[torch.Tensor]:
         """Lists (low → high resolution) of (B, C_i, H_i, W_i), mask (B, 1, H, W) → fused decoder features."""
-        if len(decoder_features) != len(self.levels) or len(encoder_features) != len(
-            self.levels
-        ):
+        if len(decoder_features) != len(self.levels) or len(encoder_features) != len(self.levels):
             raise ValueError(
-                f"expected {len(self.levels)} levels, got {len(decoder_features)} decoder and {len(encoder_features)} encoder"
+                f"expected {len(self.levels)} levels, got {len(decoder_features)} decoder "
+                f"and {len(encoder_features)} encoder"
             )
-        return [
-            self.fuse(i, d, e, mask)
-            for i, (d, e) in enumerate(zip(decoder_features, encoder_features))
-        ]
+        return [self.fuse(i, d, e, mask) for i, (d, e) in enumerate(zip(decoder_features, encoder_features))]
 
-    def fuse(
-        self, level: int, dec: torch.Tensor, enc: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
+    def fuse(self, level: int, dec: torch.Tensor, enc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One level: dec, enc (B, C, h, w), mask (B, 1, H, W) → dec + (1 - m) · residual."""
         if dec.shape != enc.shape:
             raise ValueError(
@@ -165,19 +153,13 @@ def decode_with_blending(
     enc_feats: list[torch.Tensor] = []
     if adapter is not None:
         if background is None or mask is None:
-            raise ValueError(
-                "decode_with_blending needs background and mask when an adapter is given"
-            )
+            raise ValueError("decode_with_blending needs background and mask when an adapter is given")
         n_levels = len(adapter.levels)
         if n_levels > n_up:
-            raise ValueError(
-                f"adapter has {n_levels} levels but the VAE decoder has {n_up} up blocks"
-            )
+            raise ValueError(f"adapter has {n_levels} levels but the VAE decoder has {n_up} up blocks")
         first_fused = n_up - n_levels
         # 1. Encode the background; decoder up block i mirrors encoder down block n_up - 1 - i
-        enc_feats = encoder_features(vae, background.to(latents.dtype))[
-            ::-1
-        ]  # low → high resolution
+        enc_feats = encoder_features(vae, background.to(latents.dtype))[::-1]  # low → high resolution
 
     # 2. Decode, as AutoencoderKL._decode and Decoder.forward do
     z = vae.post_quant_conv(latents) if vae.post_quant_conv is not None else latents

@@ -27,15 +27,9 @@ from diffusers.models.adapter import T2IAdapter
 from diffusers.models.modeling_utils import ModelMixin
 
 
-def mask_mouth(
-    frames: torch.Tensor, mouth_mask: torch.Tensor, fill: float = 0.0
-) -> torch.Tensor:
+def mask_mouth(frames: torch.Tensor, mouth_mask: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
     """frames (B, 3, H, W) in [-1, 1], mouth_mask (B, 1, H, W) in [0, 1] → mouth filled with grey `fill`."""
-    if (
-        mouth_mask.shape[0] != frames.shape[0]
-        or mouth_mask.shape[-2:] != frames.shape[-2:]
-        or mouth_mask.shape[1] != 1
-    ):
+    if mouth_mask.shape[0] != frames.shape[0] or mouth_mask.shape[-2:] != frames.shape[-2:] or mouth_mask.shape[1] != 1:
         raise ValueError(
             f"mouth_mask must be ({frames.shape[0]}, 1, *{tuple(frames.shape[-2:])}), got {tuple(mouth_mask.shape)}"
         )
@@ -64,9 +58,7 @@ class SpatialConditionAdapter(ModelMixin, ConfigMixin):
         elif adapter_type == "light_adapter":
             # LightAdapter appends one more down block with channels[-1]: pass all but the last level.
             if len(channels) < 2 or channels[-1] != channels[-2]:
-                raise ValueError(
-                    f"light_adapter needs channels[-1] == channels[-2], got channels={channels}"
-                )
+                raise ValueError(f"light_adapter needs channels[-1] == channels[-2], got channels={channels}")
             t2i_channels = channels[:-1]
         else:
             raise ValueError(
@@ -110,9 +102,7 @@ class SpatialConditionAdapter(ModelMixin, ConfigMixin):
         context = torch.cat([reference, neighbours], dim=1)  # (B, 3 + 3N, H, W)
         if drop_mask is not None:
             if drop_mask.shape != (b,):
-                raise ValueError(
-                    f"drop_mask must be ({b},), got {tuple(drop_mask.shape)}"
-                )
+                raise ValueError(f"drop_mask must be ({b},), got {tuple(drop_mask.shape)}")
             context = context * (~drop_mask.bool()).to(context.dtype).view(b, 1, 1, 1)
         return torch.cat([mesh, context], dim=1)  # (B, 3 + 3 + 3N, H, W)
 
@@ -128,7 +118,5 @@ class SpatialConditionAdapter(ModelMixin, ConfigMixin):
         x = self.build_condition(mesh, reference, neighbours, drop_mask)
         f = self.total_downscale_factor
         if x.shape[-2] % f or x.shape[-1] % f:
-            raise ValueError(
-                f"H and W must be multiples of total_downscale_factor={f}, got {tuple(x.shape[-2:])}"
-            )
+            raise ValueError(f"H and W must be multiples of total_downscale_factor={f}, got {tuple(x.shape[-2:])}")
         return [feat * conditioning_scale for feat in self.adapter(x)]

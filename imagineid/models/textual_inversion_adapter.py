@@ -61,43 +61,25 @@ class TextualInversionAdapter(ModelMixin, ConfigMixin):
         super().__init__()
         self.identity_mlp = _mlp(identity_dim, hidden, n_identity_tokens * token_dim)
         self.emotion_mlp = _mlp(emotion_dim, hidden, n_emotion_tokens * token_dim)
-        self.neutral_emotion = nn.Parameter(
-            torch.randn(n_emotion_tokens, token_dim)
-        )  # used when emotion is None
+        self.neutral_emotion = nn.Parameter(torch.randn(n_emotion_tokens, token_dim))  # used when emotion is None
 
     def _to_tokens(self, x: torch.Tensor, n_tokens: int) -> torch.Tensor:
         """(B, n·D) → (B, n, D) tokens, each LayerNorm-ed then scaled to L2 norm token_norm."""
         d = self.config.token_dim
-        x = F.layer_norm(
-            x.reshape(x.shape[0], n_tokens, d), (d,)
-        )  # (B, n, D), norm ≈ sqrt(D)
+        x = F.layer_norm(x.reshape(x.shape[0], n_tokens, d), (d,))  # (B, n, D), norm ≈ sqrt(D)
         return x * (self.config.token_norm / math.sqrt(d))
 
-    def forward(
-        self, identity: torch.Tensor, emotion: torch.Tensor | None = None
-    ) -> TextualInversionOutput:
+    def forward(self, identity: torch.Tensor, emotion: torch.Tensor | None = None) -> TextualInversionOutput:
         cfg = self.config
         if identity.ndim != 2 or identity.shape[1] != cfg.identity_dim:
-            raise ValueError(
-                f"identity must be (B, {cfg.identity_dim}), got {tuple(identity.shape)}"
-            )
+            raise ValueError(f"identity must be (B, {cfg.identity_dim}), got {tuple(identity.shape)}")
         batch = identity.shape[0]
-        identity_tokens = self._to_tokens(
-            self.identity_mlp(identity), cfg.n_identity_tokens
-        )  # (B, n_id, D)
+        identity_tokens = self._to_tokens(self.identity_mlp(identity), cfg.n_identity_tokens)  # (B, n_id, D)
         if emotion is None:
-            neutral = self.neutral_emotion.reshape(1, -1).expand(
-                batch, -1
-            )  # (B, n_emo·D)
+            neutral = self.neutral_emotion.reshape(1, -1).expand(batch, -1)  # (B, n_emo·D)
             emotion_tokens = self._to_tokens(neutral, cfg.n_emotion_tokens)
         else:
             if emotion.shape != (batch, cfg.emotion_dim):
-                raise ValueError(
-                    f"emotion must be ({batch}, {cfg.emotion_dim}), got {tuple(emotion.shape)}"
-                )
-            emotion_tokens = self._to_tokens(
-                self.emotion_mlp(emotion), cfg.n_emotion_tokens
-            )  # (B, n_emo, D)
-        return TextualInversionOutput(
-            identity_tokens=identity_tokens, emotion_tokens=emotion_tokens
-        )
+                raise ValueError(f"emotion must be ({batch}, {cfg.emotion_dim}), got {tuple(emotion.shape)}")
+            emotion_tokens = self._to_tokens(self.emotion_mlp(emotion), cfg.n_emotion_tokens)  # (B, n_emo, D)
+        return TextualInversionOutput(identity_tokens=identity_tokens, emotion_tokens=emotion_tokens)

@@ -45,8 +45,11 @@ from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 
 BASE_PROMPT = "a photo of a person"
 DEFAULT_STRENGTH = 0.8  # where invariant frames start: the reference's latent noised this far (1 = pure noise)
-ADAPTERS = {"textual_inversion": TextualInversionAdapter, "spatial_adapter": SpatialConditionAdapter,
-            "blending_adapter": MaskBlendingAdapter}
+ADAPTERS = {
+    "textual_inversion": TextualInversionAdapter,
+    "spatial_adapter": SpatialConditionAdapter,
+    "blending_adapter": MaskBlendingAdapter,
+}
 
 
 def identity_prompt(tokenizer, n_identity: int, n_emotion: int) -> str:
@@ -56,12 +59,28 @@ def identity_prompt(tokenizer, n_identity: int, n_emotion: int) -> str:
 
 
 class ImagineIDPipeline(DiffusionPipeline):
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, textual_inversion: TextualInversionAdapter,
-                 spatial_adapter: SpatialConditionAdapter, blending_adapter: MaskBlendingAdapter) -> None:
+    def __init__(
+        self,
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler,
+        textual_inversion: TextualInversionAdapter,
+        spatial_adapter: SpatialConditionAdapter,
+        blending_adapter: MaskBlendingAdapter,
+    ) -> None:
         super().__init__()
-        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-                              textual_inversion=textual_inversion, spatial_adapter=spatial_adapter,
-                              blending_adapter=blending_adapter)
+        self.register_modules(
+            unet=unet,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            scheduler=scheduler,
+            textual_inversion=textual_inversion,
+            spatial_adapter=spatial_adapter,
+            blending_adapter=blending_adapter,
+        )
 
     # -- conditioning shared with training -------------------------------------------------------------
 
@@ -97,8 +116,14 @@ class ImagineIDPipeline(DiffusionPipeline):
         """images (B, 3, H, W) in [-1, 1] → scaled latents (B, 4, h, w): the posterior mean, deterministic."""
         return self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
 
-    def decode(self, latents: torch.Tensor, background: torch.Tensor | None, mask: torch.Tensor | None,
-               blend: bool = True, paste: bool = True) -> torch.Tensor:
+    def decode(
+        self,
+        latents: torch.Tensor,
+        background: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        blend: bool = True,
+        paste: bool = True,
+    ) -> torch.Tensor:
         """latents (B, 4, h, w) → fp32 frames (B, 3, H, W); with a background and mask, blended then pasted.
 
         fp32 whatever autocast computed in (the paste promotes, a plain decode would not): every
@@ -113,13 +138,25 @@ class ImagineIDPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(
-        self, mesh: torch.Tensor, identity: torch.Tensor, emotion: torch.Tensor | None = None,
-        reference: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
-        blend_mask: torch.Tensor | None = None, num_inference_steps: int = 20, guidance_scale: float = 2.0,
-        generator: torch.Generator | None = None, blend: bool = True, identity_tokens: bool = True,
-        conditioning_scale: float = 1.0, background: torch.Tensor | None = None, paste: bool = True,
-        latents: torch.Tensor | None = None, variable: torch.Tensor | None = None,
-        prompt_embeds: torch.Tensor | None = None, strength: float = DEFAULT_STRENGTH,
+        self,
+        mesh: torch.Tensor,
+        identity: torch.Tensor,
+        emotion: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+        neighbour: torch.Tensor | None = None,
+        blend_mask: torch.Tensor | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 2.0,
+        generator: torch.Generator | None = None,
+        blend: bool = True,
+        identity_tokens: bool = True,
+        conditioning_scale: float = 1.0,
+        background: torch.Tensor | None = None,
+        paste: bool = True,
+        latents: torch.Tensor | None = None,
+        variable: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        strength: float = DEFAULT_STRENGTH,
         init_latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim).
@@ -139,7 +176,9 @@ class ImagineIDPipeline(DiffusionPipeline):
         if identity.shape[0] != b:
             raise ValueError(f"identity has batch {identity.shape[0]}, mesh has {b}")
         if reference is None and (neighbour is not None or blend_mask is not None):
-            raise ValueError("neighbour / blend_mask need a reference (invariant mode); pass none of them for variable mode")
+            raise ValueError(
+                "neighbour / blend_mask need a reference (invariant mode); pass none of them for variable mode"
+            )
         if variable is not None and variable.shape != (b,):
             raise ValueError(f"variable must be ({b},) bool, got {tuple(variable.shape)}")
         if not 0.0 < strength <= 1.0:
@@ -152,8 +191,9 @@ class ImagineIDPipeline(DiffusionPipeline):
             cond = self.prompt_embeddings(identity, emotion) if identity_tokens else self.base_embeddings(b, device)
         uncond = self.base_embeddings(b, device) if guidance_scale > 1 else None
         # 3. Spatial condition features (mesh + reference + masked neighbour; dropped for variable items)
-        features = self.spatial_adapter(mesh, reference, neighbour, drop_mask=variable,
-                                        conditioning_scale=conditioning_scale)
+        features = self.spatial_adapter(
+            mesh, reference, neighbour, drop_mask=variable, conditioning_scale=conditioning_scale
+        )
         # 4. Prepare timesteps and latents: pure noise, or the noised reference for invariant items
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -170,7 +210,7 @@ class ImagineIDPipeline(DiffusionPipeline):
             late = torch.ones(b, dtype=torch.bool, device=device) if variable is None else ~variable  # (B,)
             if bool(late.any()):
                 clean = self.encode_latents(reference[late]) if init_latents is None else init_latents[late].to(device)
-                latents[late] = self.scheduler.add_noise(clean, noise[late], timesteps[start:start + 1])
+                latents[late] = self.scheduler.add_noise(clean, noise[late], timesteps[start : start + 1])
                 early = (~late).nonzero()[:, 0]
         # 5. Denoising loop; before `start` only the early rows (the UNet pops from the residual list:
         #    give it a fresh one every step)
@@ -183,8 +223,9 @@ class ImagineIDPipeline(DiffusionPipeline):
             if guidance_scale > 1:  # the text-free start of the UNet runs once for both halves
                 noise_pred = guided_noise(self.unet, x, t, text, uncond[rows], residuals, guidance_scale)
             else:
-                noise_pred = self.unet(x, t, encoder_hidden_states=text,
-                                       down_intrablock_additional_residuals=residuals).sample
+                noise_pred = self.unet(
+                    x, t, encoder_hidden_states=text, down_intrablock_additional_residuals=residuals
+                ).sample
             latents[rows] = self.scheduler.step(noise_pred, t, latents[rows]).prev_sample
         # 6. Decode, blending the background (default: the reference's) in outside the face mask
         background = reference if background is None else background
@@ -195,8 +236,13 @@ class ImagineIDPipeline(DiffusionPipeline):
         frames = first.new_empty((b, *first.shape[1:]))  # (B, 3, H, W)
         frames[variable] = first
         if bool(keep.any()):
-            frames[keep] = self.decode(latents[keep], None if background is None else background[keep],
-                                       None if blend_mask is None else blend_mask[keep], blend, paste)
+            frames[keep] = self.decode(
+                latents[keep],
+                None if background is None else background[keep],
+                None if blend_mask is None else blend_mask[keep],
+                blend,
+                paste,
+            )
         return frames.clamp(-1, 1)
 
     # -- persistence: one subfolder per part ---------------------------------------------------------
@@ -206,19 +252,27 @@ class ImagineIDPipeline(DiffusionPipeline):
         save_components(LDMComponents(self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler), folder)
         for name in ADAPTERS:
             getattr(self, name).save_pretrained(folder / name)
-        (folder / "model_index.json").write_text(json.dumps(
-            {"_class_name": type(self).__name__, "parts": ["unet", "vae", "text_encoder", "tokenizer", "scheduler",
-                                                          *ADAPTERS]}, indent=2))
+        (folder / "model_index.json").write_text(
+            json.dumps(
+                {
+                    "_class_name": type(self).__name__,
+                    "parts": ["unet", "vae", "text_encoder", "tokenizer", "scheduler", *ADAPTERS],
+                },
+                indent=2,
+            )
+        )
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, **_: object) -> "ImagineIDPipeline":
+    def from_pretrained(cls, folder: str | Path, **_: object) -> ImagineIDPipeline:
         folder = Path(folder)
         base = load_components(folder)
-        adapters = {name: klass.from_pretrained(folder / name, use_safetensors=True) for name, klass in ADAPTERS.items()}
+        adapters = {
+            name: klass.from_pretrained(folder / name, use_safetensors=True) for name, klass in ADAPTERS.items()
+        }
         return cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler, **adapters).eval()
 
-    def eval(self) -> "ImagineIDPipeline":
+    def eval(self) -> ImagineIDPipeline:
         for name in ("unet", "vae", "text_encoder", *ADAPTERS):
             getattr(self, name).eval()
         return self

@@ -60,11 +60,16 @@ def _landmarker(config: PreprocessConfig):
     raise ValueError(f"detector must be 'dlib' or 'fan', got {config.detector!r}")
 
 
-def record_failure(store: Store, job: ClipJob, stage: str, error_type: str, message: str,
-                   detail: dict | None = None) -> None:
+def record_failure(
+    store: Store, job: ClipJob, stage: str, error_type: str, message: str, detail: dict | None = None
+) -> None:
     row = {
-        "clip_id": [job.clip_id], "source": [str(job.source.path)], "sha256": [job.sha256],
-        "stage": [stage], "error_type": [error_type], "message": [message],
+        "clip_id": [job.clip_id],
+        "source": [str(job.source.path)],
+        "sha256": [job.sha256],
+        "stage": [stage],
+        "error_type": [error_type],
+        "message": [message],
         "detail": [json.dumps(detail, sort_keys=True) if detail else None],
     }
     write_table_atomic(pa.table(row, schema=FAILURES_SCHEMA), store.shard("failures", job.clip_id))
@@ -88,15 +93,20 @@ def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> tuple[str,
         check_audio(samples, config.sample_rate)
         at.stage = "track"
         tracks = track_faces(
-            iter_frames(path, fps=config.fps), fps=config.fps, landmarker=_landmarker(config),
-            config=TrackConfig(detect_every=config.detect_every, subject=config.subject, min_face_px=config.min_face_px),
+            iter_frames(path, fps=config.fps),
+            fps=config.fps,
+            landmarker=_landmarker(config),
+            config=TrackConfig(
+                detect_every=config.detect_every, subject=config.subject, min_face_px=config.min_face_px
+            ),
             audio=(samples, config.sample_rate),
         )
         clip_ids = [track_clip_id(job.clip_id, rank) for rank in range(len(tracks))]
         meta = {
             "source": asdict(job.source) | {"path": str(path)},
             "sha256": job.sha256,
-            "width": info.width, "height": info.height,
+            "width": info.width,
+            "height": info.height,
             "seconds": len(samples) / config.sample_rate,
             "clip_ids": clip_ids[::-1],  # finalize order: the subject's clip (the source's done marker) last
         }
@@ -110,8 +120,16 @@ def _extract(job: ClipJob, store: Store, config: PreprocessConfig) -> tuple[str,
     return tuple(meta["clip_ids"])
 
 
-def _stage_track(store: Store, clip_id: str, track: FaceTrack, samples: np.ndarray, path: Path,
-                 config: PreprocessConfig, meta: dict, at: _Progress) -> None:
+def _stage_track(
+    store: Store,
+    clip_id: str,
+    track: FaceTrack,
+    samples: np.ndarray,
+    path: Path,
+    config: PreprocessConfig,
+    meta: dict,
+    at: _Progress,
+) -> None:
     """Crops, log-mel and the staging npz of one kept face track."""
     at.stage = "align"
     n_frames = len(track.landmarks)
@@ -120,7 +138,8 @@ def _stage_track(store: Store, clip_id: str, track: FaceTrack, samples: np.ndarr
     write_video(
         store.crops(clip_id),
         crop_frames(iter_frames(path, fps=config.fps), transforms, config.crop_size),
-        fps=config.fps, preset="veryfast",
+        fps=config.fps,
+        preset="veryfast",
     )
     at.stage = "audio_features"
     mel = mel_for_frames(samples, n_frames, config.fps, config.sample_rate)  # (4T, 80)
@@ -130,13 +149,21 @@ def _stage_track(store: Store, clip_id: str, track: FaceTrack, samples: np.ndarr
 
         speech["speech"] = cached_encoder(config.speech_model).features_for_frames(samples, n_frames, config.fps)
     subject = {
-        "track": track.track_id, "reason": track.subject_reason, "runner_up": track.runner_up,
+        "track": track.track_id,
+        "reason": track.subject_reason,
+        "runner_up": track.runner_up,
         "source_clip_id": meta["clip_ids"][-1],
     }
     np.savez(
         _staging_npz(store, clip_id, tmp=True),
-        landmarks=track.landmarks, raw_landmarks=track.raw_landmarks, boxes=track.boxes, found=track.found,
-        transforms=transforms, crop_landmarks=transform_points(track.landmarks, transforms), log_mel=mel, **speech,
+        landmarks=track.landmarks,
+        raw_landmarks=track.raw_landmarks,
+        boxes=track.boxes,
+        found=track.found,
+        transforms=transforms,
+        crop_landmarks=transform_points(track.landmarks, transforms),
+        log_mel=mel,
+        **speech,
         pcm16=to_pcm16(samples),
         meta=np.frombuffer(json.dumps(meta | {"subject": subject}).encode(), np.uint8),
     )

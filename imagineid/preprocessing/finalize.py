@@ -41,16 +41,22 @@ def load_flame_model(store: Store, config: PreprocessConfig):
     from imagineid.face.flame_morphable import FlameMorphableModel
 
     if not config.flame or not config.deca:
-        raise ImagineIDError("--morphable flame needs --flame PATH (generic_model.pkl) and --deca PATH (deca_model.tar); "
-                             "see docs/pretrained.md § FLAME and § DECA")
+        raise ImagineIDError(
+            "--morphable flame needs --flame PATH (generic_model.pkl) and --deca PATH (deca_model.tar); "
+            "see docs/pretrained.md § FLAME and § DECA"
+        )
     if current_kind(store) == "pca":
-        raise ImagineIDError(f"{store.root} already holds PCA coefficients; use a new --out folder for --morphable flame")
+        raise ImagineIDError(
+            f"{store.root} already holds PCA coefficients; use a new --out folder for --morphable flame"
+        )
     model = FlameMorphableModel.load(config.flame, config.deca)
     point_current(store, model.save_versioned(store.morphable))
     return model
 
 
-def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str], refit: bool = False) -> PCAMorphableModel:
+def fit_or_load_model(
+    store: Store, config: PreprocessConfig, clip_ids: list[str], refit: bool = False
+) -> PCAMorphableModel:
     """The dataset keeps one model so coefficients stay comparable across nightly increments;
     `refit` fits a new version (old versions stay on disk)."""
     if config.morphable == "flame":
@@ -58,7 +64,9 @@ def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str
     if config.morphable != "pca":
         raise ImagineIDError(f"--morphable must be pca or flame, got {config.morphable!r}")
     if current_kind(store) == "flame":
-        raise ImagineIDError(f"{store.root} already holds FLAME coefficients; use a new --out folder for --morphable pca")
+        raise ImagineIDError(
+            f"{store.root} already holds FLAME coefficients; use a new --out folder for --morphable pca"
+        )
     model = None if refit else current_model(store)
     if model is not None:
         return model
@@ -68,15 +76,22 @@ def fit_or_load_model(store: Store, config: PreprocessConfig, clip_ids: list[str
         raise ImagineIDError("no clip could be processed, so there is nothing to fit the morphable model on")
     # Shape from per-speaker means, so a clip's emotion goes to expression, not identity.
     groups = [s["meta"]["source"].get("speaker_id") or cid for s, cid in zip(staged, clip_ids)]
-    model = PCAMorphableModel.fit([s["crop_landmarks"] for s in staged], config.n_shape, config.n_expression,
-                                  config.n_mouth, groups=groups)
+    model = PCAMorphableModel.fit(
+        [s["crop_landmarks"] for s in staged], config.n_shape, config.n_expression, config.n_mouth, groups=groups
+    )
     point_current(store, model.save_versioned(store.morphable))
     return model
 
 
 def _versions(model: PCAMorphableModel) -> str:
-    return json.dumps({"imagineid": __version__, "pipeline": PIPELINE_VERSION, "morphable": model.version,
-                       "python": platform.python_version()})
+    return json.dumps(
+        {
+            "imagineid": __version__,
+            "pipeline": PIPELINE_VERSION,
+            "morphable": model.version,
+            "python": platform.python_version(),
+        }
+    )
 
 
 def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: PreprocessConfig) -> None:
@@ -121,9 +136,14 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
         speech["speech"] = vector_lists([staged["speech"]])
     audio = pa.table(
         {
-            "clip_id": [clip_id], "sample_rate": [config.sample_rate], "mel_fps": [100.0], "n_mel": [len(mel)],
-            "log_mel": vector_lists([mel]), "seconds": [meta["seconds"]],
-            "pcm16": [staged["pcm16"].tobytes() if "pcm16" in staged else None], **speech,
+            "clip_id": [clip_id],
+            "sample_rate": [config.sample_rate],
+            "mel_fps": [100.0],
+            "n_mel": [len(mel)],
+            "log_mel": vector_lists([mel]),
+            "seconds": [meta["seconds"]],
+            "pcm16": [staged["pcm16"].tobytes() if "pcm16" in staged else None],
+            **speech,
         },
         schema=audio_schema,
     )
@@ -131,15 +151,29 @@ def finalize_clip(store: Store, clip_id: str, model: PCAMorphableModel, config: 
     subject = meta.get("subject") or {}
     clip = pa.table(
         {
-            "clip_id": [clip_id], "source": [source["path"]], "sha256": [meta["sha256"]],
-            "dataset": [source.get("dataset")], "split": [source.get("split")], "speaker_id": [source.get("speaker_id")],
-            "gender": [labels.get("gender")], "age_group": [labels.get("age_group")], "emotion": [labels.get("emotion")],
-            "emotion_intensity": [_float_or_none(labels.get("intensity"))], "labels": [json.dumps(labels, sort_keys=True)],
-            "fps": [config.fps], "n_frames": [t], "width": [meta["width"]], "height": [meta["height"]],
-            "crop_size": [size], "crops": [f"crops/{clip_id}.mp4"],
-            "shape": vectors(coeffs.shape[None, :]), "morphable_version": [model.version],
-            "config_hash": [config.hash], "versions": [_versions(model)],
-            "subject_track": [subject.get("track")], "subject_reason": [subject.get("reason")],
+            "clip_id": [clip_id],
+            "source": [source["path"]],
+            "sha256": [meta["sha256"]],
+            "dataset": [source.get("dataset")],
+            "split": [source.get("split")],
+            "speaker_id": [source.get("speaker_id")],
+            "gender": [labels.get("gender")],
+            "age_group": [labels.get("age_group")],
+            "emotion": [labels.get("emotion")],
+            "emotion_intensity": [_float_or_none(labels.get("intensity"))],
+            "labels": [json.dumps(labels, sort_keys=True)],
+            "fps": [config.fps],
+            "n_frames": [t],
+            "width": [meta["width"]],
+            "height": [meta["height"]],
+            "crop_size": [size],
+            "crops": [f"crops/{clip_id}.mp4"],
+            "shape": vectors(coeffs.shape[None, :]),
+            "morphable_version": [model.version],
+            "config_hash": [config.hash],
+            "versions": [_versions(model)],
+            "subject_track": [subject.get("track")],
+            "subject_reason": [subject.get("reason")],
             "runner_up": [json.dumps(subject["runner_up"], sort_keys=True) if subject.get("runner_up") else None],
             "source_clip_id": [subject.get("source_clip_id", clip_id)],
         },
@@ -179,5 +213,3 @@ def finalize_all(store: Store, clip_ids: list[str], model: PCAMorphableModel, co
         finalize_clip(store, clip_id, model, config)
         written.append(clip_id)
     return written
-
-

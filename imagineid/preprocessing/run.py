@@ -7,9 +7,9 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pyarrow as pa
 
@@ -59,8 +59,13 @@ def _recently_modified(path: Path, settle_s: float, now: float) -> bool:
         return False  # unreadable: planned, so the failure is recorded
 
 
-def plan_jobs(sources: Sequence[str | Path], store: Store, config: PreprocessConfig, dataset: str = "auto",
-              settle_s: float = SETTLE_S) -> Plan:
+def plan_jobs(
+    sources: Sequence[str | Path],
+    store: Store,
+    config: PreprocessConfig,
+    dataset: str = "auto",
+    settle_s: float = SETTLE_S,
+) -> Plan:
     """All jobs, the pending ones (not yet in clips/ or failures/), and the sources left for the next run
     because they were modified less than `settle_s` seconds ago."""
     previous = _read_manifest(store).get("sources", {})
@@ -80,20 +85,39 @@ def plan_jobs(sources: Sequence[str | Path], store: Store, config: PreprocessCon
     return Plan(jobs, [j for j in jobs if j.clip_id not in done], deferred)
 
 
-def extract_all(jobs: list[ClipJob], store: Store, config: PreprocessConfig, workers: int | None = None,
-                progress: bool = True, ray_address: str | None = None,
-                on_done: Callable[[int, int], None] | None = None) -> list[ExtractResult]:
+def extract_all(
+    jobs: list[ClipJob],
+    store: Store,
+    config: PreprocessConfig,
+    workers: int | None = None,
+    progress: bool = True,
+    ray_address: str | None = None,
+    on_done: Callable[[int, int], None] | None = None,
+) -> list[ExtractResult]:
     fn = functools.partial(extract_clip, root=str(store.root.absolute()), config=config)
-    return parallel_map(fn, jobs, workers=workers, desc="preprocess", progress=progress, ray_address=ray_address,
-                        on_done=on_done, on_error=worker_lost)
+    return parallel_map(
+        fn,
+        jobs,
+        workers=workers,
+        desc="preprocess",
+        progress=progress,
+        ray_address=ray_address,
+        on_done=on_done,
+        on_error=worker_lost,
+    )
 
 
 def worker_lost(job: ClipJob, err: Exception) -> ExtractResult:
     """A clip whose worker died on every Ray attempt (killed, out of memory): listed, but not written to
     failures/, so the clip stays pending and the next run tries it again."""
     detail = (str(err).strip().splitlines() or [""])[0][:300]
-    return ExtractResult(job.clip_id, str(job.source.path), "lost", type(err).__name__,
-                         f"worker lost on every attempt; not recorded, the next run retries it. {detail}".strip())
+    return ExtractResult(
+        job.clip_id,
+        str(job.source.path),
+        "lost",
+        type(err).__name__,
+        f"worker lost on every attempt; not recorded, the next run retries it. {detail}".strip(),
+    )
 
 
 def _with_further_faces(store: Store, clip_ids: set[str]) -> set[str]:
@@ -137,44 +161,76 @@ def write_manifest(store: Store, config: PreprocessConfig, jobs: list[ClipJob]) 
             size, mtime = None, None
         status = "done" if job.clip_id in clips else "failed" if job.clip_id in failures else "pending"
         sources[str(job.source.path)] = {
-            "sha256": job.sha256, "clip_id": job.clip_id, "status": status, "size": size, "mtime_ns": mtime,
-            "config_hash": config.hash, "kept_clip_id": good_old[0] if good_old and job.clip_id not in clips else None,
+            "sha256": job.sha256,
+            "clip_id": job.clip_id,
+            "status": status,
+            "size": size,
+            "mtime_ns": mtime,
+            "config_hash": config.hash,
+            "kept_clip_id": good_old[0] if good_old and job.clip_id not in clips else None,
         }
     in_use = {c for entry in sources.values() for c in (entry["clip_id"], entry.get("kept_clip_id")) if c}
     for clip_id in _with_further_faces(store, superseded - in_use):
         store.remove_clip(clip_id)  # (a clip id still used by another path is kept)
     configs = manifest.get("configs", {})
     configs[config.hash] = config.to_dict()
-    write_json_atomic(store.manifest, {
-        "schema_version": SCHEMA_VERSION, "config": config.to_dict(), "config_hash": config.hash,
-        "configs": configs, "sources": sources,
-    })
+    write_json_atomic(
+        store.manifest,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "config": config.to_dict(),
+            "config_hash": config.hash,
+            "configs": configs,
+            "sources": sources,
+        },
+    )
 
 
-def preprocess(sources: Sequence[str | Path], out: str | Path, config: PreprocessConfig = PreprocessConfig(),
-               dataset: str = "auto", workers: int | None = None, progress: bool = True,
-               ray_address: str | None = None, refit_morphable: bool = False,
-               settle_s: float = SETTLE_S) -> PreprocessSummary:
+def preprocess(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    config: PreprocessConfig = PreprocessConfig(),
+    dataset: str = "auto",
+    workers: int | None = None,
+    progress: bool = True,
+    ray_address: str | None = None,
+    refit_morphable: bool = False,
+    settle_s: float = SETTLE_S,
+) -> PreprocessSummary:
     """Preprocess every new source under `sources` into the dataset folder `out`; sources modified less
     than `settle_s` seconds ago are left for the next run (counted in `n_deferred`)."""
     start = time.perf_counter()
     store = Store(Path(out))
     store.make_dirs()
     with store.writer_lock():
-        return _preprocess(store, sources, config, dataset, workers, progress, ray_address, refit_morphable,
-                           settle_s, start)
+        return _preprocess(
+            store, sources, config, dataset, workers, progress, ray_address, refit_morphable, settle_s, start
+        )
 
 
-def _preprocess(store: Store, sources: Sequence[str | Path], config: PreprocessConfig, dataset: str,
-                workers: int | None, progress: bool, ray_address: str | None, refit_morphable: bool,
-                settle_s: float, start: float) -> PreprocessSummary:
+def _preprocess(
+    store: Store,
+    sources: Sequence[str | Path],
+    config: PreprocessConfig,
+    dataset: str,
+    workers: int | None,
+    progress: bool,
+    ray_address: str | None,
+    refit_morphable: bool,
+    settle_s: float,
+    start: float,
+) -> PreprocessSummary:
     store.remove_orphans()  # safe: the writer lock says no other run is writing here
     plan = plan_jobs(sources, store, config, dataset, settle_s)
     jobs, pending = plan.jobs, plan.pending
     results = extract_all(pending, store, config, workers, progress, ray_address)
     staged = [r.clip_id for r in results if r.status == "staged"]
-    summary = PreprocessSummary(n_sources=len(jobs), n_skipped=len(jobs) - len(pending),
-                                n_deferred=len(plan.deferred), failures=[r for r in results if r.status != "staged"])
+    summary = PreprocessSummary(
+        n_sources=len(jobs),
+        n_skipped=len(jobs) - len(pending),
+        n_deferred=len(plan.deferred),
+        failures=[r for r in results if r.status != "staged"],
+    )
     if staged or refit_morphable:
         model = fit_or_load_model(store, config, staged, refit_morphable)
         summary.n_processed = len(finalize_all(store, staged, model, config))

@@ -58,13 +58,17 @@ def load_run_assets(run: str | Path) -> tuple[PCAMorphableModel, np.ndarray]:
     if not (run / GEOMETRY_FILE).exists() or not (run / MORPHABLE_DIR).is_dir():
         pointer = run / "morphable.json"
         if not pointer.exists():
-            raise ImagineIDError(f"{run} is not a training run (no {GEOMETRY_FILE} / morphable.json); "
-                                 f"train one with `imagineid train DATA --out {run}`")
+            raise ImagineIDError(
+                f"{run} is not a training run (no {GEOMETRY_FILE} / morphable.json); "
+                f"train one with `imagineid train DATA --out {run}`"
+            )
         info = json.loads(pointer.read_text())
         data = Path(info["data"])
         if not (data / "morphable" / info["version"]).is_dir():
-            raise ImagineIDError(f"{run} predates {GEOMETRY_FILE} and its dataset {data} is gone; "
-                                 "re-run `imagineid train` to record the face geometry in the run")
+            raise ImagineIDError(
+                f"{run} predates {GEOMETRY_FILE} and its dataset {data} is gone; "
+                "re-run `imagineid train` to record the face geometry in the run"
+            )
         split = json.loads((run / "split.json").read_text())
         save_run_assets(run, PCAMorphableModel.load(data / "morphable" / info["version"]), data, split["train"])
     pose = np.asarray(json.loads((run / GEOMETRY_FILE).read_text())["pose"], np.float64)

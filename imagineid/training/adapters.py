@@ -86,18 +86,30 @@ def build_pipeline(ctx: StageContext) -> ImagineIDPipeline:
     kwargs = tiny_adapter_kwargs(base.unet, base.vae, in_channels=9)
     torch.manual_seed(ctx.config.seed)
     return ImagineIDPipeline(
-        base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler,
-        textual_inversion=TextualInversionAdapter(identity_dim=heard_identity_dim(ctx.n_shape), emotion_dim=len(EMOTIONS),
-                                                  token_dim=base.text_encoder.config.hidden_size, token_norm=token_norm),
-        spatial_adapter=SpatialConditionAdapter(channels=tuple(kwargs["channels"]), num_res_blocks=1,
-                                                downscale_factor=kwargs["downscale_factor"],
-                                                adapter_type=kwargs["adapter_type"]),
+        base.unet,
+        base.vae,
+        base.text_encoder,
+        base.tokenizer,
+        base.scheduler,
+        textual_inversion=TextualInversionAdapter(
+            identity_dim=heard_identity_dim(ctx.n_shape),
+            emotion_dim=len(EMOTIONS),
+            token_dim=base.text_encoder.config.hidden_size,
+            token_norm=token_norm,
+        ),
+        spatial_adapter=SpatialConditionAdapter(
+            channels=tuple(kwargs["channels"]),
+            num_res_blocks=1,
+            downscale_factor=kwargs["downscale_factor"],
+            adapter_type=kwargs["adapter_type"],
+        ),
         blending_adapter=MaskBlendingAdapter(channels=tuple(reversed(vae_channels))),
     )
 
 
-def clip_heard_features(run: Path, data: Path, clip_ids: list[str],
-                        bank: VoiceBank | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def clip_heard_features(
+    run: Path, data: Path, clip_ids: list[str], bank: VoiceBank | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """clip_id → (identity, emotion) features the trained disentangler hears in the clip's own audio
     (voice vectors from the run's voice bank where it has the clip, else computed from DATA's waveform)."""
     from imagineid.listening import Listener, Utterance
@@ -137,8 +149,12 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
         features = pipe.spatial_adapter(batch["mesh"], batch["reference"], batch["neighbour"], drop_mask=variable)
         noise = torch.randn_like(z0)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), device=z0.device)
-        pred = pipe.unet(noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text,
-                         down_intrablock_additional_residuals=list(features)).sample
+        pred = pipe.unet(
+            noise_scheduler.add_noise(z0, noise, t),
+            t,
+            encoder_hidden_states=text,
+            down_intrablock_additional_residuals=list(features),
+        ).sample
         mouth = F.interpolate(batch["mouth_mask"], size=z0.shape[-2:], mode="area")  # (B, 1, s, s)
         weight = 1.0 + MOUTH_WEIGHT * mouth
         diffusion = (weight * (pred.float() - noise) ** 2).mean() / weight.mean()
@@ -166,9 +182,15 @@ def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, heard: dict, s
     size = image_size(LDMComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler))
     batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2, image_size=size, heard=heard)))
     batch = {k: v.to(ctx.device) for k, v in batch.items()}
-    args = dict(mesh=batch["mesh"], identity=batch["heard_identity"], emotion=batch["heard_emotion"],
-                reference=batch["reference"], neighbour=batch["neighbour"], blend_mask=batch["blend_mask"],
-                num_inference_steps=steps)
+    args = dict(
+        mesh=batch["mesh"],
+        identity=batch["heard_identity"],
+        emotion=batch["heard_emotion"],
+        reference=batch["reference"],
+        neighbour=batch["neighbour"],
+        blend_mask=batch["blend_mask"],
+        num_inference_steps=steps,
+    )
     blended = pipe(**args, generator=torch.Generator().manual_seed(0), paste=False)
     plain = pipe(**args, generator=torch.Generator().manual_seed(0), blend=False, paste=False)
     outside = (batch["blend_mask"] < 0.01).float()

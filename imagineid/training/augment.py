@@ -23,7 +23,6 @@ def augment_mel(mel: torch.Tensor, gain: float = 0.25, freq_mask: int = 8, time_
     return out.masked_fill(masked, 0.0)
 
 
-
 def flatten_spectrum(mel: torch.Tensor, p: float = 0.3) -> torch.Tensor:
     """With probability p per utterance, replace every frame's spectrum by its mean over the bins.
 

@@ -34,8 +34,9 @@ def train_content(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed + 1)
     identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity"), use_safetensors=True).to(ctx.device))
-    model = ContentEncoderDecoder(n_shape=ctx.n_shape, n_mouth=ctx.n_mouth, hidden=ctx.config.hidden,
-                                  n_envelope=ENVELOPE_CHANNELS).to(ctx.device)
+    model = ContentEncoderDecoder(
+        n_shape=ctx.n_shape, n_mouth=ctx.n_mouth, hidden=ctx.config.hidden, n_envelope=ENVELOPE_CHANNELS
+    ).to(ctx.device)
     morph = MorphableLandmarks(ctx.morphable).to(ctx.device)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:

@@ -46,11 +46,13 @@ class StageContext:
     _val: list[ClipSample] | None = None
 
     @classmethod
-    def prepare(cls, data: str | Path, run: RunDir, config: TrainConfig, progress: bool = False) -> "StageContext":
+    def prepare(cls, data: str | Path, run: RunDir, config: TrainConfig, progress: bool = False) -> StageContext:
         data = Path(data)
         morphable = current_model(Store(data))
         if morphable is None or not any((data / "clips").glob("*.parquet")):
-            raise ImagineIDError(f"{data} holds no preprocessed clips; run `imagineid preprocess ... --out {data}` first")
+            raise ImagineIDError(
+                f"{data} holds no preprocessed clips; run `imagineid preprocess ... --out {data}` first"
+            )
         split_path, stats_path = run.root / "split.json", run.root / "mel_stats.json"
         if split_path.exists():
             split = json.loads(split_path.read_text())
@@ -69,8 +71,15 @@ class StageContext:
             stats.save(stats_path)
         write_json_atomic(run.root / "morphable.json", {"version": morphable.version, "data": str(data)})
         save_run_assets(run.root, morphable, data, split["train"])  # generation then needs no dataset
-        bank = VoiceBank.build(data, run.root / "voice_bank", split["train"], split["val"], config.voice_variants,
-                               seed=config.seed, progress=progress)
+        bank = VoiceBank.build(
+            data,
+            run.root / "voice_bank",
+            split["train"],
+            split["val"],
+            config.voice_variants,
+            seed=config.seed,
+            progress=progress,
+        )
         return cls(data=data, run=run, config=config, split=split, stats=stats, morphable=morphable, bank=bank)
 
     @property
@@ -86,8 +95,9 @@ class StageContext:
         return self.morphable.n_expression
 
     def loader(self, stage: StageConfig) -> torch.utils.data.DataLoader:
-        dataset = WindowDataset(self.data, self.split["train"], window=stage.window, stats=self.stats,
-                                seed=self.config.seed, bank=self.bank)
+        dataset = WindowDataset(
+            self.data, self.split["train"], window=stage.window, stats=self.stats, seed=self.config.seed, bank=self.bank
+        )
         return torch.utils.data.DataLoader(dataset, batch_size=stage.batch_size, num_workers=0)
 
     def val_clips(self) -> list[ClipSample]:

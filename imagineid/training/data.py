@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # -- windows -----------------------------------------------------------------------------------------------
 
 
-def _arrays(sample: ClipSample, stats: MelStats, bank: "VoiceBank | None" = None) -> dict[str, np.ndarray | int]:
+def _arrays(sample: ClipSample, stats: MelStats, bank: VoiceBank | None = None) -> dict[str, np.ndarray | int]:
     """What a window is cut from: normalised mel plus the per-frame and per-clip fields. With a voice
     bank, `mels` (V, 4T, 80) and `voices` (V, VOICE_DIM) hold every variant and `mel` / `voice` variant 0."""
     extra: dict = {}
@@ -43,8 +43,14 @@ def _arrays(sample: ClipSample, stats: MelStats, bank: "VoiceBank | None" = None
         mels = np.stack([stats.normalize(m) for m in entry.mel])  # (V, 4T, 80)
         levels = np.stack([stats.level(m) for m in entry.mel])  # (V, 80)
         envelopes = np.stack([mel_envelope(m) for m in entry.mel])  # (V, 4T, 2)
-        extra = {"mels": mels, "voices": entry.voice, "voice": entry.voice[0], "levels": levels, "level": levels[0],
-                 "envelopes": envelopes}
+        extra = {
+            "mels": mels,
+            "voices": entry.voice,
+            "voice": entry.voice[0],
+            "levels": levels,
+            "level": levels[0],
+            "envelopes": envelopes,
+        }
     return {
         "level": stats.level(sample.mel),
         **extra,
@@ -75,14 +81,18 @@ def _cut(clip: dict, start: int, window: int) -> dict[str, torch.Tensor]:
 
     return {
         "mel": pad(clip["mel"], MELS_PER_FRAME * window, MELS_PER_FRAME * start, MELS_PER_FRAME * stop),  # (4W, 80)
-        "envelope": pad(clip["envelope"], MELS_PER_FRAME * window, MELS_PER_FRAME * start, MELS_PER_FRAME * stop),  # (4W, 2)
+        "envelope": pad(
+            clip["envelope"], MELS_PER_FRAME * window, MELS_PER_FRAME * start, MELS_PER_FRAME * stop
+        ),  # (4W, 2)
         "mouth": pad(clip["mouth"], window, start, stop),  # (W, n_mouth)
         "expression": pad(clip["expression"], window, start, stop),  # (W, n_expr)
         "opening": pad(clip["opening"], window, start, stop),  # (W,)
         "valid": torch.from_numpy(valid),  # (W,)
         "shape": torch.from_numpy(np.asarray(clip["shape"], np.float32)),  # (n_shape,)
         **{key: torch.tensor(clip[key], dtype=torch.long) for key in ("gender", "age", "emotion", "speaker")},
-        **({"voice": torch.from_numpy(np.asarray(clip["voice"], np.float32))} if "voice" in clip else {}),  # (VOICE_DIM,)
+        **(
+            {"voice": torch.from_numpy(np.asarray(clip["voice"], np.float32))} if "voice" in clip else {}
+        ),  # (VOICE_DIM,)
         **({"level": torch.from_numpy(np.asarray(clip["level"], np.float32))} if "level" in clip else {}),  # (80,)
     }
 
@@ -95,9 +105,18 @@ class WindowDataset(IterableDataset):
     `buffer_clips` clips, each giving about ceil(T / window) windows before it is replaced.
     """
 
-    def __init__(self, data: DataArg, clip_ids: Sequence[str], window: int = 32, stats: MelStats | None = None,
-                 seed: int = 0, windows_per_epoch: int | None = None, cache_clips: bool = True,
-                 buffer_clips: int = 64, bank: "VoiceBank | None" = None) -> None:
+    def __init__(
+        self,
+        data: DataArg,
+        clip_ids: Sequence[str],
+        window: int = 32,
+        stats: MelStats | None = None,
+        seed: int = 0,
+        windows_per_epoch: int | None = None,
+        cache_clips: bool = True,
+        buffer_clips: int = 64,
+        bank: VoiceBank | None = None,
+    ) -> None:
         if stats is None:
             raise ValueError("WindowDataset needs `stats` (see mel_stats) to normalise the log-mel")
         if window < 1:
@@ -109,8 +128,7 @@ class WindowDataset(IterableDataset):
         self.speakers = sorted({r["speaker_id"] for r in self.rows})
         self.window, self.stats, self.seed = window, stats, seed
         self.cache_clips, self.buffer_clips = cache_clips, max(1, buffer_clips)
-        self.windows_per_epoch = windows_per_epoch or sum(max(1, math.ceil(r["n_frames"] / window))
-                                                          for r in self.rows)
+        self.windows_per_epoch = windows_per_epoch or sum(max(1, math.ceil(r["n_frames"] / window)) for r in self.rows)
         self.epoch = 0
         self.bank = bank
         self._cache: dict[str, dict] = {}
@@ -142,7 +160,7 @@ class WindowDataset(IterableDataset):
         # 1. This worker's clips and share of the epoch's windows
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-        rows = self.rows[worker::n_workers] or self.rows[worker % len(self.rows)::len(self.rows)]
+        rows = self.rows[worker::n_workers] or self.rows[worker % len(self.rows) :: len(self.rows)]
         n_windows = self.windows_per_epoch // n_workers + (worker < self.windows_per_epoch % n_workers)
         rng = np.random.default_rng([self.seed, self.epoch, worker])
         self.epoch += 1  # single-process loaders get a fresh stream per epoch without set_epoch

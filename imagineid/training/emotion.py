@@ -28,11 +28,14 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed + 2)
     identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity"), use_safetensors=True).to(ctx.device))
-    content = freeze(ContentEncoderDecoder.from_pretrained(ctx.run.stage("content"), use_safetensors=True).to(ctx.device))
+    content = freeze(
+        ContentEncoderDecoder.from_pretrained(ctx.run.stage("content"), use_safetensors=True).to(ctx.device)
+    )
     hidden = ctx.config.hidden
     identity_dim = hidden + (identity.config.n_prosody if identity.config.n_voice else 0)  # features (+ prosody)
-    model = EmotionEncoderDecoder(identity_dim=identity_dim, content_dim=hidden, n_expression=ctx.n_expression,
-                                  hidden=hidden, dropout=0.3).to(ctx.device)
+    model = EmotionEncoderDecoder(
+        identity_dim=identity_dim, content_dim=hidden, n_expression=ctx.n_expression, hidden=hidden, dropout=0.3
+    ).to(ctx.device)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
@@ -43,8 +46,11 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
         expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
         emotion = labelled_ce(out.emotion_logits, batch["emotion"])
         known = batch["emotion"] >= 0
-        contrast = supervised_contrastive(out.embedding.float()[known], batch["emotion"][known]) if known.any() \
+        contrast = (
+            supervised_contrastive(out.embedding.float()[known], batch["emotion"][known])
+            if known.any()
             else out.embedding.sum() * 0.0
+        )
         loss = expression + emotion + 0.5 * contrast
         return loss, {"loss": loss.item(), "expression_mse": expression.item(), "emotion_ce": emotion.item()}
 
@@ -54,21 +60,29 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
 
 
 @torch.no_grad()
-def validate_emotion(identity: IdentityEncoder, content: ContentEncoderDecoder, model: EmotionEncoderDecoder,
-                     ctx: StageContext) -> dict:
+def validate_emotion(
+    identity: IdentityEncoder, content: ContentEncoderDecoder, model: EmotionEncoderDecoder, ctx: StageContext
+) -> dict:
     model.eval()
     logits, embeddings = [], []
     for sample in ctx.val_clips():
         mel = ctx.mel(sample)
         ident = identity(mel, voice=ctx.voice(sample))
-        out = model(mel + ctx.level(sample), ident.for_emotion(), content(mel, ident.shape, ctx.envelope(sample)).features)
+        out = model(
+            mel + ctx.level(sample), ident.for_emotion(), content(mel, ident.shape, ctx.envelope(sample)).features
+        )
         logits.append(out.emotion_logits[0].cpu().numpy())
         embeddings.append(out.embedding[0].cpu().numpy())
     labels = np.array([c.emotion for c in ctx.val_clips()])
     emb = np.stack(embeddings)
     known = labels >= 0
-    plot = plot_embeddings(emb[known], labels[known], EMOTIONS, ctx.run.stage(STAGE) / "emotion_embeddings.png",
-                           "emotion embeddings, held-out speakers (PCA)")
+    plot = plot_embeddings(
+        emb[known],
+        labels[known],
+        EMOTIONS,
+        ctx.run.stage(STAGE) / "emotion_embeddings.png",
+        "emotion embeddings, held-out speakers (PCA)",
+    )
     return {
         "emotion_accuracy": accuracy(np.stack(logits), labels),
         "emotion_silhouette": silhouette(emb[known], labels[known]) if known.any() else float("nan"),

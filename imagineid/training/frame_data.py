@@ -70,11 +70,20 @@ class ClipFrames:
 class FrameConditionDataset(Dataset):
     """Map-style dataset over (clip, frame ≥ 1) pairs; the reference frame is drawn per access."""
 
-    def __init__(self, data: str | Path, clip_ids: list[str], model: PCAMorphableModel, image_size: int = 64,
-                 seed: int = 0, heard: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+    def __init__(
+        self,
+        data: str | Path,
+        clip_ids: list[str],
+        model: PCAMorphableModel,
+        image_size: int = 64,
+        seed: int = 0,
+        heard: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
         store = Store(Path(data))
-        rows = {r["clip_id"]: r for r in store.read_table(
-            "clips", ["clip_id", "crops", "crop_size", "shape", "emotion"]).to_pylist()}
+        rows = {
+            r["clip_id"]: r
+            for r in store.read_table("clips", ["clip_id", "crops", "crop_size", "shape", "emotion"]).to_pylist()
+        }
         self.clips = [ClipFrames(store, rows[c], model, image_size) for c in clip_ids]
         self.index = [(c, t) for c, clip in enumerate(self.clips) for t in range(1, len(clip))]
         self.rng = np.random.default_rng(seed)
@@ -100,6 +109,12 @@ class FrameConditionDataset(Dataset):
             "shape": torch.from_numpy(clip.shape),
             "expression": torch.from_numpy(clip.expression[t].copy()),
             "emotion": torch.tensor(clip.emotion, dtype=torch.long),
-            **({"heard_identity": torch.from_numpy(self.heard[c][0]), "heard_emotion": torch.from_numpy(self.heard[c][1])}
-               if self.heard is not None else {}),
+            **(
+                {
+                    "heard_identity": torch.from_numpy(self.heard[c][0]),
+                    "heard_emotion": torch.from_numpy(self.heard[c][1]),
+                }
+                if self.heard is not None
+                else {}
+            ),
         }

@@ -43,10 +43,14 @@ def shape_weights(ctx: StageContext) -> np.ndarray:
 def train_identity(ctx: StageContext, progress: bool = True) -> dict:
     cfg = ctx.config.stage(STAGE)
     seed_everything(ctx.config.seed)
-    model = IdentityEncoder(n_shape=ctx.n_shape, hidden=ctx.config.hidden, n_voice=VOICE_DIM if ctx.bank is not None else 0,
-                            gender_features=[STATS.start + i for i in F0_STATS],
-                            age_features=[STATS.start + i for i in PHYSICAL_STATS],
-                            n_prosody=STATS.stop - STATS.start).to(ctx.device)
+    model = IdentityEncoder(
+        n_shape=ctx.n_shape,
+        hidden=ctx.config.hidden,
+        n_voice=VOICE_DIM if ctx.bank is not None else 0,
+        gender_features=[STATS.start + i for i in F0_STATS],
+        age_features=[STATS.start + i for i in PHYSICAL_STATS],
+        n_prosody=STATS.stop - STATS.start,
+    ).to(ctx.device)
     if ctx.bank is not None:
         mean, std = ctx.bank.voice_stats(ctx.split["train"])
         model.set_voice_stats(torch.from_numpy(mean).to(ctx.device), torch.from_numpy(std).to(ctx.device))
@@ -88,13 +92,15 @@ def validate_identity(model: IdentityEncoder, ctx: StageContext) -> dict:
     grown = np.array([c.age != CHILD for c in clips])  # gender is scored where a voice carries it
     return {
         "gender_accuracy": accuracy(out["gender_logits"][grown], gender[grown]) if grown.any() else float("nan"),
-        "gender_accuracy_children": accuracy(out["gender_logits"][~grown], gender[~grown]) if (~grown).any()
+        "gender_accuracy_children": accuracy(out["gender_logits"][~grown], gender[~grown])
+        if (~grown).any()
         else float("nan"),
         "age_accuracy": accuracy(out["age_logits"], np.array([c.age for c in clips])),
         # R² of the face geometry: coefficients scaled by their std, i.e. variance in landmark space.
         # (Undefined with a single held-out speaker: all its clips share one shape.)
         "shape_r2": r2_score(out["shape"] * std, np.stack([c.shape for c in clips]) * std)
-        if len({c.speaker_id for c in clips}) > 1 else float("nan"),
+        if len({c.speaker_id for c in clips}) > 1
+        else float("nan"),
         "retrieval_p5_same_gender": precision_at_k(out["embedding"], gender, k=5),
         "val_clips": len(clips),
     }

@@ -21,14 +21,22 @@ STAGE = "ldm"
 BASE_PROMPT = "a photo of a person"
 
 
-def frame_loader(ctx: StageContext, clip_ids: list[str], batch_size: int, seed: int,
-                 image_size: int | None = None, heard: dict | None = None) -> torch.utils.data.DataLoader:
+def frame_loader(
+    ctx: StageContext,
+    clip_ids: list[str],
+    batch_size: int,
+    seed: int,
+    image_size: int | None = None,
+    heard: dict | None = None,
+) -> torch.utils.data.DataLoader:
     """Frames at `image_size` px (default: the config's, the tiny profile's size)."""
-    dataset = FrameConditionDataset(ctx.data, clip_ids, ctx.morphable, image_size or ctx.config.image_size, seed=seed,
-                                    heard=heard)
+    dataset = FrameConditionDataset(
+        ctx.data, clip_ids, ctx.morphable, image_size or ctx.config.image_size, seed=seed, heard=heard
+    )
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                       generator=generator, num_workers=0)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, num_workers=0
+    )
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
@@ -83,7 +91,9 @@ def train_ldm(ctx: StageContext, progress: bool = True) -> dict:
             z0 = vae.encode(batch["image"]).latent_dist.sample() * scale  # (B, 4, s, s)
         noise = torch.randn_like(z0)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(z0),), device=z0.device)
-        pred = unet(noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text.expand(len(z0), -1, -1)).sample
+        pred = unet(
+            noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text.expand(len(z0), -1, -1)
+        ).sample
         loss = F.mse_loss(pred.float(), noise)
         return loss, {"unet_loss": loss.item()}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -42,8 +42,14 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def fit(
-    stage: str, model: torch.nn.Module, loader: Iterable, step_fn: Callable[[dict], tuple[torch.Tensor, dict]],
-    config: StageConfig, run: RunDir, checkpoint_every: int, progress: bool = True,
+    stage: str,
+    model: torch.nn.Module,
+    loader: Iterable,
+    step_fn: Callable[[dict], tuple[torch.Tensor, dict]],
+    config: StageConfig,
+    run: RunDir,
+    checkpoint_every: int,
+    progress: bool = True,
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> dict:
     """Train `model` for `config.steps` steps, resuming from RUN/<stage>/checkpoint.pt if present."""
@@ -66,8 +72,9 @@ def fit(
     model.train()
     logs: dict = {}
     batches = _forever(loader)
-    bar = tqdm(range(start, config.steps), desc=stage, unit="step", disable=not progress, initial=start,
-               total=config.steps)
+    bar = tqdm(
+        range(start, config.steps), desc=stage, unit="step", disable=not progress, initial=start, total=config.steps
+    )
     for step in bar:
         batch = to_device(next(batches), device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
@@ -82,8 +89,16 @@ def fit(
         if (step + 1) % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
-            run.save_checkpoint(stage, {"model": model.state_dict(), "optim": opt.state_dict(),
-                                        "sched": sched.state_dict(), "rng": torch.get_rng_state(), "step": step + 1})
+            run.save_checkpoint(
+                stage,
+                {
+                    "model": model.state_dict(),
+                    "optim": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "step": step + 1,
+                },
+            )
             run.log({"stage": stage, "event": "checkpoint", "step": step + 1, "loss": float(loss.item())})
             if on_checkpoint:
                 on_checkpoint(step + 1)

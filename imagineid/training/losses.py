@@ -29,8 +29,9 @@ def supervised_contrastive(embedding: torch.Tensor, labels: torch.Tensor, temper
     the loss is 0 (still attached to the graph) when no row has one.
     """
     if embedding.ndim != 2 or labels.shape != embedding.shape[:1]:
-        raise ValueError(f"embedding must be (B, D) and labels (B,), got {tuple(embedding.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"embedding must be (B, D) and labels (B,), got {tuple(embedding.shape)} and {tuple(labels.shape)}"
+        )
     b = embedding.shape[0]
     self_mask = torch.eye(b, dtype=torch.bool, device=embedding.device)
     logits = (embedding @ embedding.T) / temperature  # (B, B)
@@ -80,8 +81,10 @@ def landmark_loss(
     `weights` (n_points,) or broadcastable to (..., n_points) weighs each point (after the selection).
     """
     if pred_points.shape != target_points.shape or pred_points.shape[-1] != 2:
-        raise ValueError(f"pred and target must be equal (..., 68, 2) shapes, got {tuple(pred_points.shape)} "
-                         f"and {tuple(target_points.shape)}")
+        raise ValueError(
+            f"pred and target must be equal (..., 68, 2) shapes, got {tuple(pred_points.shape)} "
+            f"and {tuple(target_points.shape)}"
+        )
     if mouth_only:
         pred_points, target_points = pred_points[..., MOUTH_SLICE, :], target_points[..., MOUTH_SLICE, :]
     dist = torch.linalg.vector_norm(pred_points - target_points, dim=-1)  # (..., n_points)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
@@ -19,8 +19,11 @@ from imagineid.training.config import DISENTANGLER_STAGES, GENERATOR_STAGES, Tra
 
 ALL_STAGES = DISENTANGLER_STAGES + GENERATOR_STAGES
 # The adapters learn from what the disentangler hears in each clip, so they need it trained too.
-REQUIRES = {"content": ("identity",), "emotion": ("identity", "content"),
-            "adapters": ("ldm", "identity", "content", "emotion")}
+REQUIRES = {
+    "content": ("identity",),
+    "emotion": ("identity", "content"),
+    "adapters": ("ldm", "identity", "content", "emotion"),
+}
 
 
 def parse_stages(text: str | list[str]) -> list[str]:
@@ -76,8 +79,9 @@ def _last_step(run: RunDir, stage: str) -> int:
     return max(steps)
 
 
-def _run_on_ray(stage: str, data: Path, run: RunDir, config: TrainConfig, ray_address: str | None,
-                progress: bool) -> dict:
+def _run_on_ray(
+    stage: str, data: Path, run: RunDir, config: TrainConfig, ray_address: str | None, progress: bool
+) -> dict:
     import ray
 
     from imagineid.parallel import cluster_gpus, init_ray
@@ -98,8 +102,15 @@ def _run_on_ray(stage: str, data: Path, run: RunDir, config: TrainConfig, ray_ad
                 return ray.get(ref)
 
 
-def train(data: str | Path, out: str | Path, stages: str | list[str], config: TrainConfig = TrainConfig(),
-          ray_address: str | None = None, use_ray: bool = True, progress: bool = True) -> dict[str, dict]:
+def train(
+    data: str | Path,
+    out: str | Path,
+    stages: str | list[str],
+    config: TrainConfig = TrainConfig(),
+    ray_address: str | None = None,
+    use_ray: bool = True,
+    progress: bool = True,
+) -> dict[str, dict]:
     """Run the requested stages in order; returns each stage's validation metrics."""
     data, run = Path(data), RunDir(Path(out))
     ordered = parse_stages(stages)

@@ -47,8 +47,9 @@ class VoiceBank:
 
     def get(self, clip_id: str) -> VoiceEntry:
         with np.load(self.path(clip_id)) as z:
-            return VoiceEntry(z["mel"].astype(np.float32), z["voice"].astype(np.float32),
-                              json.loads(bytes(z["augments"]).decode()))
+            return VoiceEntry(
+                z["mel"].astype(np.float32), z["voice"].astype(np.float32), json.loads(bytes(z["augments"]).decode())
+            )
 
     def voice_stats(self, clip_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension (mean, std) of the voice vectors of `clip_ids`, every variant."""
@@ -56,14 +57,27 @@ class VoiceBank:
         return vectors.mean(axis=0).astype(np.float32), vectors.std(axis=0).astype(np.float32)
 
     @classmethod
-    def build(cls, data: str | Path, root: str | Path, train_ids: Sequence[str], val_ids: Sequence[str],
-              variants: int, seed: int = 0, progress: bool = True) -> "VoiceBank":
+    def build(
+        cls,
+        data: str | Path,
+        root: str | Path,
+        train_ids: Sequence[str],
+        val_ids: Sequence[str],
+        variants: int,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> VoiceBank:
         if variants < 1:
             raise ValueError(f"variants must be >= 1, got {variants}")
         bank = cls(Path(root))
         bank.root.mkdir(parents=True, exist_ok=True)
-        config = {"variants": variants, "seed": seed, "voice_dim": VOICE_DIM, "sample_rate": SAMPLE_RATE,
-                  "front_end": FRONT_END_VERSION}
+        config = {
+            "variants": variants,
+            "seed": seed,
+            "voice_dim": VOICE_DIM,
+            "sample_rate": SAMPLE_RATE,
+            "front_end": FRONT_END_VERSION,
+        }
         config_path = bank.root / "config.json"
         if config_path.exists() and json.loads(config_path.read_text()) != config:
             raise ImagineIDError(f"{bank.root} holds a voice bank built with {config_path.read_text()}, not {config}")
@@ -85,8 +99,12 @@ class VoiceBank:
             augments.append(asdict(aug))
         tmp = self.root / f".tmp-{uuid.uuid4().hex}.npz"
         with open(tmp, "wb") as fh:
-            np.savez(fh, mel=np.stack(mels).astype(np.float16), voice=np.stack(voices),
-                     augments=np.frombuffer(json.dumps(augments).encode(), np.uint8))
+            np.savez(
+                fh,
+                mel=np.stack(mels).astype(np.float16),
+                voice=np.stack(voices),
+                augments=np.frombuffer(json.dumps(augments).encode(), np.uint8),
+            )
         os.replace(tmp, self.path(clip_id))
 
 
