@@ -85,7 +85,7 @@ class Listener:
             identity=IdentityEncoder.from_pretrained(rd.stage("identity"), use_safetensors=True).to(device).eval(),
             content=content,
             emotion=emotion if content is not None else None,
-            stats=MelStats.load(rd.root / "mel_stats.json"),
+            stats=MelStats.load(rd.mel_stats_file),
             device=device,
         )
 

@@ -28,6 +28,7 @@ from imagineid.generation.config import GenerateConfig
 from imagineid.generation.scheduler import to_uint8
 from imagineid.generation.shard import face_found
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
+from imagineid.runs.folder import RunDir
 from imagineid.training.adapters import clip_heard_features
 from imagineid.training.frame_data import FrameConditionDataset
 from imagineid.training.ldm import psnr
@@ -76,8 +77,8 @@ def invariant_metrics(
 
 
 def check(run: Path, data: Path, clips: int = 4, frames: int = 8, steps: int = 20) -> dict:
-    pipe = ImagineIDPipeline.from_pretrained(run / "pipeline")
-    split = json.loads((run / "split.json").read_text())
+    pipe = ImagineIDPipeline.from_pretrained(RunDir(run).pipeline)
+    split = RunDir(run).split()
     store = Store(data)
     heard = clip_heard_features(run, data, split["val"][:clips])
     dataset = FrameConditionDataset(

@@ -26,6 +26,7 @@ from imagineid.generation.workers import generate_on_ray
 from imagineid.listening import discover_audio
 from imagineid.media.hashing import file_sha256
 from imagineid.precision import check as check_precision
+from imagineid.runs.folder import RunDir
 
 
 def provenance(run: Path, cfg: GenerateConfig) -> dict:
@@ -35,7 +36,7 @@ def provenance(run: Path, cfg: GenerateConfig) -> dict:
     rounding (fp32) or a few grey levels on a few pixels (bf16 / fp16). The precision is kept as asked
     ("auto" resolves per worker; each record holds the resolved one)."""
     digest = hashlib.sha256()
-    for path in sorted((run / "pipeline").rglob("*")) + sorted(run.glob("*/done.json")):
+    for path in sorted(RunDir(run).pipeline.rglob("*")) + sorted(run.glob("*/done.json")):
         if path.is_file():
             rel = path.relative_to(run).as_posix()
             digest.update(rel.encode())

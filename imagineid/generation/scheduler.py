@@ -7,8 +7,7 @@ background = that clip's frame 1, neighbour = its previous frame with the mouth 
 writes its last frame, its slot goes to a queued clip at once, so the batch stays full until the queue
 runs dry. Of the next B queued clips the longest starts first: as the queue runs dry, the clips left
 running then end close together instead of one long late clip running on in a nearly empty batch
-(measured on 32 clips of 1–3 s at B = 16: 104 ticks of 15.5 clips on average instead of 135 of 11.9;
-frames/s 17.1 → 19.7). B = 1 is the plain per-clip loop, in queue order.
+(fewer ticks, fuller batches: `benchmarks/generate.py`). B = 1 is the plain per-clip loop, in queue order.
 
 Each clip draws its initial noise once from its own seeded generator and reuses it for every frame:
 results do not depend on which clips share a batch, and a still noise pattern keeps texture from

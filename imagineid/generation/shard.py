@@ -86,7 +86,7 @@ def _jobs(
 
     Audio is decoded ahead in a thread (ffmpeg processes, no torch) so a clip joining the batch does not
     stall it; the disentangler runs here, in the caller's thread: torch ops in two threads at once
-    fight over the same cores (measured: the per-clip loop 2.8× slower).
+    fight over the same cores and slow the per-clip loop severalfold.
     """
     for source, decoded in prefetched(_decoded(sources), depth=max(2, cfg.batch_size // 2)):
         try:
@@ -123,7 +123,7 @@ def face_found(min_score: float = FRAME1_MIN_SCORE) -> Callable[[np.ndarray], bo
 
 def check_run(run: Path) -> None:
     """Fail before any work when the run lacks the frame generator (cheap: no weights are read)."""
-    if not (run / "pipeline" / "model_index.json").exists() or not RunDir(run).is_done("adapters"):
+    if not RunDir(run).has_generator():
         raise ImagineIDError(
             f"{run} has no trained frame generator (RUN/pipeline); train it with "
             f"`imagineid train DATA --out {run} --stages ldm,adapters`"
@@ -132,7 +132,7 @@ def check_run(run: Path) -> None:
 
 def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPipeline:
     check_run(run)
-    return ImagineIDPipeline.from_pretrained(run / "pipeline").to(device or pick_device())
+    return ImagineIDPipeline.from_pretrained(RunDir(run).pipeline).to(device or pick_device())
 
 
 def generate_shard(

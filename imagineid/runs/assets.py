@@ -18,6 +18,7 @@ from imagineid.data.parquet_io import to_numpy_vectors, write_json_atomic
 from imagineid.data.store import Store
 from imagineid.errors import ImagineIDError
 from imagineid.face.morphable import PCAMorphableModel
+from imagineid.runs.folder import RunDir
 
 MORPHABLE_DIR = "morphable"
 GEOMETRY_FILE = "face_geometry.json"
@@ -56,7 +57,7 @@ def load_run_assets(run: str | Path) -> tuple[PCAMorphableModel, np.ndarray]:
     """→ (morphable model, relative pose (4,)); falls back to the dataset the run was trained on."""
     run = Path(run)
     if not (run / GEOMETRY_FILE).exists() or not (run / MORPHABLE_DIR).is_dir():
-        pointer = run / "morphable.json"
+        pointer = RunDir(run).dataset_pointer
         if not pointer.exists():
             raise ImagineIDError(
                 f"{run} is not a training run (no {GEOMETRY_FILE} / morphable.json); "
@@ -69,7 +70,7 @@ def load_run_assets(run: str | Path) -> tuple[PCAMorphableModel, np.ndarray]:
                 f"{run} predates {GEOMETRY_FILE} and its dataset {data} is gone; "
                 "re-run `imagineid train` to record the face geometry in the run"
             )
-        split = json.loads((run / "split.json").read_text())
+        split = RunDir(run).split()
         save_run_assets(run, PCAMorphableModel.load(data / "morphable" / info["version"]), data, split["train"])
     pose = np.asarray(json.loads((run / GEOMETRY_FILE).read_text())["pose"], np.float64)
     return PCAMorphableModel.load(run / MORPHABLE_DIR), pose

@@ -1,7 +1,17 @@
-"""A run folder: RUN/<stage>/ (weights + config.json), RUN/metrics.jsonl, resumable checkpoints.
+"""A run folder, RUN/, and the one place that knows its layout:
 
-A stage is done when RUN/<stage>/done.json exists (written last, atomically); an interrupted stage
-has RUN/<stage>/checkpoint.pt and restarts from it.
+    RUN/<stage>/            a stage's weights (safetensors) + config.json; done.json when finished
+    RUN/<stage>/checkpoint.pt   an interrupted stage's resume point
+    RUN/metrics.jsonl       every logged training / validation record
+    RUN/split.json          the speaker-disjoint train / val clip ids, fixed at the first stage
+    RUN/mel_stats.json      the log-mel normalisation of the training clips
+    RUN/train_config.json   the resolved training configuration
+    RUN/voice_bank/         the training clips' audio variants and voice vectors
+    RUN/morphable.json      which dataset and morphable-model version the run was trained on
+    RUN/morphable/, RUN/face_geometry.json   the run's own copy of both (`imagineid.runs.assets`)
+    RUN/pipeline/           the frame generator (diffusers layout), saved whole by the adapters stage
+
+A stage is done when its done.json exists (written last, atomically).
 """
 
 from __future__ import annotations
@@ -28,6 +38,38 @@ class RunDir:
 
     def stage(self, name: str) -> Path:
         return self.root / name
+
+    @property
+    def split_file(self) -> Path:
+        return self.root / "split.json"
+
+    @property
+    def mel_stats_file(self) -> Path:
+        return self.root / "mel_stats.json"
+
+    @property
+    def train_config_file(self) -> Path:
+        return self.root / "train_config.json"
+
+    @property
+    def voice_bank(self) -> Path:
+        return self.root / "voice_bank"
+
+    @property
+    def dataset_pointer(self) -> Path:
+        return self.root / "morphable.json"
+
+    @property
+    def pipeline(self) -> Path:
+        return self.root / "pipeline"
+
+    def has_generator(self) -> bool:
+        """The frame generator is complete: the adapters stage finished and its pipeline folder is whole
+        (the folder is renamed into place, so model_index.json is there only with everything else)."""
+        return (self.pipeline / "model_index.json").exists() and self.is_done("adapters")
+
+    def split(self) -> dict[str, list[str]]:
+        return json.loads(self.split_file.read_text())
 
     def is_done(self, name: str) -> bool:
         return (self.stage(name) / "done.json").exists()

@@ -170,7 +170,7 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
     logs = fit(STAGE, bundle, loader, step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
     for name in ("textual_inversion", "spatial_adapter", "blending_adapter"):
         getattr(pipe, name).save_pretrained(ctx.run.stage(STAGE) / name)
-    with atomic_dir(ctx.run.root / "pipeline") as tmp:  # generation never loads a half-saved pipeline
+    with atomic_dir(ctx.run.pipeline) as tmp:  # generation never loads a half-saved pipeline
         pipe.eval().save_pretrained(tmp)
     return {**{f"train_{k}": v for k, v in logs.items()}, **validate_adapters(pipe, ctx, heard)}
 

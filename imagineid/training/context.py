@@ -53,7 +53,7 @@ class StageContext:
             raise ImagineIDError(
                 f"{data} holds no preprocessed clips; run `imagineid preprocess ... --out {data}` first"
             )
-        split_path, stats_path = run.root / "split.json", run.root / "mel_stats.json"
+        split_path, stats_path = run.split_file, run.mel_stats_file
         if split_path.exists():
             split = json.loads(split_path.read_text())
         else:
@@ -69,11 +69,11 @@ class StageContext:
         else:
             stats = mel_stats(data, split["train"])
             stats.save(stats_path)
-        write_json_atomic(run.root / "morphable.json", {"version": morphable.version, "data": str(data)})
+        write_json_atomic(run.dataset_pointer, {"version": morphable.version, "data": str(data)})
         save_run_assets(run.root, morphable, data, split["train"])  # generation then needs no dataset
         bank = VoiceBank.build(
             data,
-            run.root / "voice_bank",
+            run.voice_bank,
             split["train"],
             split["val"],
             config.voice_variants,

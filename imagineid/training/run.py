@@ -124,7 +124,7 @@ def train(
         if missing:
             raise ImagineIDError(f"stage {stage} needs trained {', '.join(missing)} in {run.root}; add it to --stages")
     run.root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run.root / "train_config.json", config.to_dict())
+    write_json_atomic(run.train_config_file, config.to_dict())
     results: dict[str, dict] = {}
     for stage in ordered:
         if run.is_done(stage):
