@@ -8,6 +8,8 @@ non-zero with a one-line reason when nothing could be done.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -39,8 +41,14 @@ def _print_fields(fields: dict[str, object]) -> None:
         out_console.print(f"  {key:>22}: {value:.3f}" if isinstance(value, float) else f"  {key:>22}: {value}")
 
 
-def _not_built(command: str, issue: str) -> None:
-    _fail(f"`imagineid {command}` is not built yet ({issue}); see README.md for what works today.", code=2)
+@contextlib.contextmanager
+def _reported(*also: type[Exception]) -> Iterator[None]:
+    """The project's errors (and `also`) end the command with one red line, never a traceback: exit 2
+    for a part that is not built yet, else 1."""
+    try:
+        yield
+    except (ImagineIDError, *also) as err:
+        _fail(str(err), code=2 if getattr(err, "kind", "") == "not_built" else 1)
 
 
 @app.command()
@@ -57,10 +65,8 @@ def synth(
     from imagineid.data.synth import SynthConfig, synthesize_corpus
 
     config = SynthConfig(speakers=speakers, clips_per_speaker=clips_per_speaker, seconds=seconds, size=size, seed=seed)
-    try:
+    with _reported():
         summary = synthesize_corpus(out, config)
-    except ImagineIDError as err:
-        _fail(str(err))
     out_console.print(
         f"[green]synth:[/] {summary.n_clips} clips of {summary.n_speakers} speakers "
         f"({summary.n_frames} frames, {summary.n_rendered} rendered now) in {summary.seconds:.1f}s "
@@ -136,17 +142,15 @@ def preprocess(
     missing = [str(p) for p in src if not p.exists()]
     if len(missing) == len(src):
         _fail(f"no such file or folder: {', '.join(missing)}")
-    try:
+    with _reported():
         files = _check_pretrained_preprocess(detector, morphable, flame, deca)
         if speech_model is not None:
             from imagineid.audio.speech_model import SpeechEncoder
 
             SpeechEncoder.load(speech_model)  # fail now, not in every worker
-    except ImagineIDError as err:
-        _fail(str(err))
     if subject not in ("one", "all") or not min_face_px > 0:
         _fail(f"--subject must be one or all (got {subject!r}) and --min-face-px positive (got {min_face_px:g})")
-    try:
+    with _reported(ValueError):
         config = PreprocessConfig(
             detector=detector,
             morphable=morphable,
@@ -156,9 +160,7 @@ def preprocess(
             **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
             speech_model=str(speech_model.expanduser().resolve()) if speech_model else None,
         )
-    except ValueError as err:  # the config's own checks, the same for flows and deployments
-        _fail(str(err))
-    try:
+    with _reported(ValueError):
         summary = run_preprocess(
             src,
             out,
@@ -169,8 +171,6 @@ def preprocess(
             refit_morphable=refit_morphable,
             settle_s=settle_seconds,
         )
-    except (ImagineIDError, ValueError) as err:
-        _fail(str(err))
     if summary.n_sources + summary.n_deferred == 0:
         _fail(f"no videos found under {', '.join(map(str, src))}")
     deferred = (
@@ -229,10 +229,8 @@ def train(
                 "--profile sd15 needs --base-model PATH, a local Stable Diffusion 1.5 folder "
                 f"({see_docs(SD15_SECTION)})"
             )
-        try:
+        with _reported():
             base_model = check_sd15(base_model).resolve()
-        except ImagineIDError as err:
-            _fail(str(err))
         if "ldm" in stages.split(","):
             out_console.print("[yellow]ldm[/] not trained: with --profile sd15 the frozen base is --base-model")
     elif base_model is not None:
@@ -245,10 +243,8 @@ def train(
         base_model=str(base_model) if base_model else None,
         voice_variants=voice_variants,
     )
-    try:
+    with _reported():
         results = run_train(data, out, stages, config, ray_address=ray_address, use_ray=not no_ray)
-    except ImagineIDError as err:
-        _fail(str(err), code=2 if err.kind == "not_built" else 1)
     for stage, metrics in results.items():
         shown = {k: v for k, v in metrics.items() if not k.startswith("train_") and k != "skipped"}
         state = "already trained" if metrics.get("skipped") else "trained"
@@ -273,7 +269,7 @@ def listen(
 
     from imagineid.listening import listen as run_listen
 
-    try:
+    with _reported():
         for entry in run_listen(run, audio, retrieve, top_k):
             if as_json:
                 print(json.dumps(entry), flush=True)
@@ -285,8 +281,6 @@ def listen(
                 f0 = (entry["measured"] or {}).get("f0_median_hz")
                 heard = f"{best}" + (f" (median F0 {f0:.0f} Hz)" if f0 else " (no voiced speech measured)")
                 out_console.print(f"{entry['audio']}: {heard}" + (f" nearest: {near}" if near else ""))
-    except ImagineIDError as err:
-        _fail(str(err))
 
 
 @app.command()
@@ -337,10 +331,8 @@ def generate(
         identity_from=str(identity_from) if identity_from else None,
         emotion_from=str(emotion_from) if emotion_from else None,
     )
-    try:
+    with _reported():
         summary = run_generate(run, sources, out, cfg, use_ray=not no_ray, ray_address=ray_address)
-    except ImagineIDError as err:
-        _fail(str(err))
     out_console.print(
         f"generate: {summary['ok']} videos written, {summary['failed']} failed, {summary['skipped']} already done, "
         f"{summary['generated_frames']} frames in {summary['seconds']:.1f}s → {summary['videos']} "
@@ -361,10 +353,8 @@ def evaluate(
     from imagineid.evaluation.evaluate import evaluate as run_evaluate
 
     report = report or gen / "report.html"
-    try:
+    with _reported():
         metrics = run_evaluate(gen, data, report, every=every)
-    except ImagineIDError as err:
-        _fail(str(err))
     _print_fields({k: v for k, v in metrics["summary"].items() if v is not None})
     out_console.print(f"metrics → {gen / 'metrics.json'}\nreport → {report}")
 
@@ -372,15 +362,13 @@ def evaluate(
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("work/demo"), help="Where the demo writes everything."),
-    quick: bool = typer.Option(False, help="Smaller corpus and shorter training (about 10 min; low quality)."),
+    quick: bool = typer.Option(False, help="Smaller corpus and shorter training (a few minutes; low quality)."),
 ) -> None:
     """End to end on the embedded defaults: synth → preprocess → train → generate → evaluate."""
     from imagineid.demo import run_demo
 
-    try:
+    with _reported():
         result = run_demo(workdir, quick, say=lambda text: out_console.print(f"[green]{text}[/]"))
-    except ImagineIDError as err:
-        _fail(str(err))
     _print_fields({k: v for k, v in result["metrics"].items() if v is not None})
     out_console.print(f"report → {result['report']}")
 
