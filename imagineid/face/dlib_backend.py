@@ -44,7 +44,7 @@ def _models():
 
 
 @lru_cache(maxsize=1)
-def _descriptor_model():
+def descriptor_model():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import dlib
@@ -95,4 +95,4 @@ class DlibLandmarker:
         with self._lock:
             image = np.ascontiguousarray(image)
             shape = predictor(image, dlib.rectangle(box.left, box.top, box.right, box.bottom))
-            return np.asarray(_descriptor_model().compute_face_descriptor(image, shape), np.float32)
+            return np.asarray(descriptor_model().compute_face_descriptor(image, shape), np.float32)

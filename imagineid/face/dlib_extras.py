@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from imagineid.face.dlib_backend import FaceBox, _descriptor_model
+from imagineid.face.dlib_backend import FaceBox, descriptor_model
 
 _LOCK = threading.Lock()  # dlib model objects are not thread-safe
 
@@ -48,7 +48,7 @@ def chip_descriptor(chip: np.ndarray) -> np.ndarray:
     close, while a face-like pattern that changes with folds and light need not.
     """
     with _LOCK:
-        return np.asarray(_descriptor_model().compute_face_descriptor(np.ascontiguousarray(chip)), np.float32)
+        return np.asarray(descriptor_model().compute_face_descriptor(np.ascontiguousarray(chip)), np.float32)
 
 
 def cnn_detect(image: np.ndarray) -> list[FaceBox]:

@@ -23,13 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from imagineid.models.content_encoder_decoder import (
-    _dilations,
-    _FrameEncoder,
-    _TemporalBlock,
-    check_frame_mel,
-)
-from imagineid.models.identity_encoder import _masked_stats
+from imagineid.models.temporal_blocks import FrameEncoder, TemporalBlock, check_frame_mel, dilations, masked_stats
 
 
 @dataclass
@@ -57,8 +51,8 @@ class EmotionEncoderDecoder(ModelMixin, ConfigMixin):
     ) -> None:
         super().__init__()
         # Encoder: frame-rate prosody features → utterance statistics → emotion
-        self.frame_encoder = _FrameEncoder(n_mels, hidden, mel_per_frame)
-        self.frame_block = _TemporalBlock(hidden, 2, dropout)
+        self.frame_encoder = FrameEncoder(n_mels, hidden, mel_per_frame)
+        self.frame_block = TemporalBlock(hidden, 2, dropout)
         self.pool_mlp = nn.Sequential(
             nn.Linear(2 * hidden + 2 * n_mels + identity_dim, hidden), nn.GELU(), nn.Dropout(dropout)
         )
@@ -66,7 +60,7 @@ class EmotionEncoderDecoder(ModelMixin, ConfigMixin):
         self.emotion_head = nn.Linear(hidden, n_emotions)
         # Decoder: per-frame fusion → temporal convs → expression
         self.fuse = nn.Linear(content_dim + identity_dim + emotion_dim + hidden, hidden)
-        self.blocks = nn.ModuleList(_TemporalBlock(hidden, d, dropout) for d in _dilations(4))
+        self.blocks = nn.ModuleList(TemporalBlock(hidden, d, dropout) for d in dilations(4))
         self.norm_out = nn.LayerNorm(hidden)
         self.expression_head = nn.Linear(hidden, n_expression)
 
@@ -98,8 +92,8 @@ class EmotionEncoderDecoder(ModelMixin, ConfigMixin):
         mel_mask = None if mask is None else mask.repeat_interleave(cfg.mel_per_frame, dim=1)  # (B, 4T)
         stats = torch.cat(
             [
-                _masked_stats(frames.transpose(1, 2), mask),  # (B, 2 hidden)
-                _masked_stats(mel.transpose(1, 2), mel_mask),  # (B, 2 n_mels): absolute levels kept
+                masked_stats(frames.transpose(1, 2), mask),  # (B, 2 hidden)
+                masked_stats(mel.transpose(1, 2), mel_mask),  # (B, 2 n_mels): absolute levels kept
                 identity,  # (B, identity_dim): the speaker's baseline, so prosody reads relative to it
             ],
             dim=1,

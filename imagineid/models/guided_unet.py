@@ -6,10 +6,9 @@ differ only through `encoder_hidden_states`, which nothing reads before the firs
 the time embedding, `conv_in`, every plain down block before it and that block's first resnet see
 identical inputs twice. `guided_noise` computes that prefix on B rows, then duplicates the hidden
 state and runs the rest of diffusers' `UNet2DConditionModel.forward` on 2B rows: the same result,
-less work. In the tiny UNet (docs/architecture.md §4) the prefix is about 11 % of a sample's FLOPs, so guidance
-costs about 6 % fewer FLOPs (5.01 instead of 5.31 GFLOP for 16 clips) and, measured on 2 CPU cores,
-2–5 % less time at 1–8 clips; at 16 clips the gain is within run-to-run noise (`benchmarks/
-guided_unet.py`). In SD 1.5 (cross-attention from the first block) only `conv_in` and one resnet.
+less work. In the tiny UNet (docs/architecture.md §4) the prefix is a noticeable share of a sample's
+FLOPs (`benchmarks/guided_unet.py` counts and times it); in SD 1.5 (cross-attention from the first
+block) only `conv_in` and one resnet.
 
 UNets with features the split does not reproduce (class / added embeddings, centred inputs, a timestep
 condition, other down block types) take the plain duplicated call, so the function is always safe.

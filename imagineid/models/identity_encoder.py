@@ -18,8 +18,7 @@ dropped for `mel_dropout` of the utterances so neither head depends on it alone.
     out = encoder(mel, mask, voice)  # mel (B, L, 80) normalised log-mel at 100 Hz, mask (B, L), voice (B, 268)
     out.embedding, out.shape, out.gender_logits.softmax(-1)
 
-The building blocks here (`_ChannelNorm`, `_masked_stats`, `_UtteranceEncoder`) are shared with the
-emotion encoder, which pools prosody the same way.
+Utterances are pooled by `temporal_blocks.masked_stats`, as the emotion encoder pools prosody.
 """
 
 from __future__ import annotations
@@ -32,6 +31,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
+
+from imagineid.models.temporal_blocks import masked_stats
 
 
 @dataclass
@@ -62,19 +63,6 @@ class _ChannelNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
-
-
-def _masked_stats(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean and std over time of x (B, C, L) where mask (B, L) is True → (B, 2C)."""
-    if mask is None:
-        mean = x.mean(dim=2)
-        var = x.var(dim=2, unbiased=False)
-    else:
-        m = mask.to(x.dtype).unsqueeze(1)  # (B, 1, L)
-        count = m.sum(dim=2).clamp(min=1.0)  # (B, 1)
-        mean = (x * m).sum(dim=2) / count
-        var = (((x - mean.unsqueeze(2)) ** 2) * m).sum(dim=2) / count
-    return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1)
 
 
 def _check_mel(mel: torch.Tensor, n_mels: int, name: str) -> None:
@@ -114,14 +102,14 @@ class _UtteranceEncoder(nn.Module):
 
     def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = mel.transpose(1, 2)  # (B, n_mels, L)
-        raw = _masked_stats(x, mask)  # (B, 2 n_mels)
+        raw = masked_stats(x, mask)  # (B, 2 n_mels)
         for layer, stride in zip(self.layers, self.strides):
             if mask is not None:
                 x = x * mask.unsqueeze(1).to(x.dtype)  # padding contributes nothing to the next conv
             x = F.gelu(layer["norm"](layer["conv"](x)))  # (B, hidden, ceil(L / stride))
             if mask is not None:
                 mask = mask[:, ::stride]  # (B, ceil(L / stride)): the length of an odd-kernel 'same' conv
-        pooled = _masked_stats(x, mask)  # (B, 2 hidden)
+        pooled = masked_stats(x, mask)  # (B, 2 hidden)
         return self.mlp(torch.cat([pooled, raw], dim=1))  # (B, out_dim)
 
 
