@@ -5,14 +5,9 @@
 
 - CUDA: fp16 autocast (tensor cores).
 - CPU with native bf16 dot products (x86 `avx512_bf16` or `amx_bf16`): bf16 autocast for batches of at
-  least `CPU_BF16_MIN_BATCH` clips, fp32 below. bf16 pays only in big batches. Measured on two such 2-core
-  CPUs, per guided UNet item (2 samples):
-  - Intel Xeon with AMX (`benchmarks/guided_unet.py`, three runs): bf16 is 21–39 % cheaper than fp32 at
-    16 clips and 4–5 % at 8. It is 2–12 %, 16–20 % and 24–26 % *dearer* at 4, 2 and 1 clips, where
-    per-call overhead dominates.
-  - AMD Zen 4: the UNet at 32 samples costs 1.6–1.8 ms per sample instead of 2.3–2.5. The blended VAE
-    decode at 16 frames costs 9.2 ms per frame instead of 16.2.
-  So the per-clip loop (B = 1) stays in fp32, its fastest setting.
+  least `CPU_BF16_MIN_BATCH` clips, fp32 below: bf16 pays only in big batches, where the matmuls
+  dominate; in small ones per-call overhead does and bf16 is dearer than fp32 (`benchmarks/guided_unet.py`
+  measures both; the README has the figures). So the per-clip loop (B = 1) stays in fp32.
 - Any other CPU: fp32. Without native bf16, torch emulates it and bf16 matmuls crawl (docs/architecture.md §7).
 
 "auto" is resolved where the model runs (a Ray worker may sit on a GPU node), and the resolved name

@@ -134,3 +134,46 @@ def test_variable_items_are_unchanged_by_late_joining_invariant_items(trained, b
     mixed = pipe(**_args(batch, True), variable=torch.tensor([True, False]), latents=noise, strength=0.5)
     alone = pipe(**_args({k: v[:1] for k, v in batch.items()}, False), latents=noise[:1])
     torch.testing.assert_close(mixed[:1], alone, atol=2e-3, rtol=0)
+
+
+def test_pipeline_speaks_diffusers_conventions(trained, batch, tmp_path: Path) -> None:
+    """A standard model_index.json, torch_dtype honoured, output_type / return_dict, a per-step callback,
+    unknown loading options refused, and schedulers the row-subset loop cannot drive refused."""
+    import json
+
+    import numpy as np
+    from diffusers import DPMSolverMultistepScheduler
+
+    from imagineid.pipelines.pipeline_imagineid import ImagineIDPipelineOutput
+
+    _, run, _ = trained
+    pipe = ImagineIDPipeline.from_pretrained(run / "pipeline")
+    index = json.loads((pipe.save_pretrained(tmp_path / "copy") / "model_index.json").read_text())
+    assert index["_class_name"] == "ImagineIDPipeline" and index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert index["text_encoder"][0] == "transformers" and index["scheduler"] == ["diffusers", "DDIMScheduler"]
+    assert index["spatial_adapter"] == ["imagineid.models.spatial_condition_adapter", "SpatialConditionAdapter"]
+    assert "_diffusers_version" in index
+
+    half = ImagineIDPipeline.from_pretrained(run / "pipeline", torch_dtype=torch.bfloat16)
+    assert {p.dtype for p in half.unet.parameters()} == {torch.bfloat16}
+    with pytest.raises(TypeError):
+        ImagineIDPipeline.from_pretrained(run / "pipeline", variant="fp16")  # not silently dropped
+
+    seen = []
+
+    def callback(p, i, t, tensors):
+        seen.append(i)
+        return tensors
+
+    args = _args(batch, invariant=True)
+    tensor = pipe(**args, generator=torch.Generator().manual_seed(1), callback_on_step_end=callback)
+    assert seen == list(range(pipe.invariant_start(4, 0.8), 4))  # invariant rows skip the first steps
+    out = pipe(**args, generator=torch.Generator().manual_seed(1), output_type="np", return_dict=True)
+    assert isinstance(out, ImagineIDPipelineOutput) and out.frames.shape == (2, 64, 64, 3)
+    np.testing.assert_allclose(out.frames, ((tensor + 1) / 2).permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    images = pipe(**args, generator=torch.Generator().manual_seed(1), output_type="pil")
+    assert len(images) == 2 and images[0].size == (64, 64)
+
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    with pytest.raises(ValueError, match="DPMSolverMultistepScheduler keeps multistep state"):
+        pipe(**args)

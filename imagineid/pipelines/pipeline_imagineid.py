@@ -10,21 +10,26 @@ then pasted pixel-exactly under the soft mask (`paste=False` shows the adapter's
 
 Invariant items start denoising from the reference's latent noised to `strength` (SDEdit), not from
 pure noise: the frame only has to differ from frame 1 where the mesh says so (mostly the mouth), and
-the tiny base no longer re-imagines the whole face every frame. Held-out teacher-forced check, 3000
-adapter steps: dlib finds a face in 0.81 of frames from pure noise and in 1.00 at strength 0.7–0.8,
-with the mouth still following the mesh (r 0.76 → 0.78–0.81). `strength=1` restores pure noise.
+the tiny base no longer re-imagines the whole face every frame (`imagineid.evaluation.generator_check`
+compares both). `strength=1` restores pure noise.
 
 Classifier-free guidance goes through `guided_noise`, which runs the UNet's text-free start (before the
-first cross-attention) once for both halves: the same prediction for about 6 % fewer UNet FLOPs.
+first cross-attention) once for both halves: the same prediction for fewer UNet FLOPs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, EulerDiscreteScheduler
+from diffusers import __version__ as diffusers_version
+from diffusers.utils import BaseOutput
 
 from imagineid.models.guided_unet import guided_noise
 from imagineid.models.ldm import (
@@ -50,6 +55,20 @@ ADAPTERS = {
     "spatial_adapter": SpatialConditionAdapter,
     "blending_adapter": MaskBlendingAdapter,
 }
+
+
+# Schedulers whose `step` depends only on (noise_pred, t, sample): the loop may step a subset of rows at
+# a time (invariant rows join late). Multistep solvers (DPM-Solver++, UniPC, PNDM) keep per-step history
+# for the whole batch and would mix rows.
+ROW_SAFE_SCHEDULERS = (DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler)
+OUTPUT_TYPES = ("pt", "np", "pil")
+
+
+@dataclass
+class ImagineIDPipelineOutput(BaseOutput):
+    frames: (
+        torch.Tensor | np.ndarray | list[PIL.Image.Image]
+    )  # (B, 3, H, W) in [-1, 1] | (B, H, W, 3) in [0, 1] | B images
 
 
 def identity_prompt(tokenizer, n_identity: int, n_emotion: int) -> str:
@@ -81,6 +100,9 @@ class ImagineIDPipeline(DiffusionPipeline):
             spatial_adapter=spatial_adapter,
             blending_adapter=blending_adapter,
         )
+        # One call is one frame of every clip in the batch: a step bar per call would flood the log of a
+        # job that makes thousands; `set_progress_bar_config(disable=False)` shows it.
+        self.set_progress_bar_config(disable=True)
 
     # -- conditioning shared with training -------------------------------------------------------------
 
@@ -158,7 +180,10 @@ class ImagineIDPipeline(DiffusionPipeline):
         prompt_embeds: torch.Tensor | None = None,
         strength: float = DEFAULT_STRENGTH,
         init_latents: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        output_type: str = "pt",
+        return_dict: bool = False,
+        callback_on_step_end: Callable[[ImagineIDPipeline, int, torch.Tensor, dict], dict] | None = None,
+    ) -> torch.Tensor | np.ndarray | list[PIL.Image.Image] | ImagineIDPipelineOutput:
         """Frames (B, 3, H, W) in [-1, 1]. mesh (B, 3, H, W); identity (B, identity_dim); emotion (B, emotion_dim).
 
         `background` (B, 3, H, W) defaults to the reference; `latents` (B, 4, h, w) replace the seeded
@@ -170,6 +195,9 @@ class ImagineIDPipeline(DiffusionPipeline):
         the noised `init_latents` (B, 4, h, w) (default: `encode_latents(reference)`; callers may cache
         them, frame 1 does not change); variable items always run every step from pure noise.
         `blend`, `paste`, `identity_tokens` and `conditioning_scale` switch parts off for ablations.
+        `output_type` "pt" (default: a tensor, as the batcher wants), "np" or "pil"; `return_dict` wraps
+        the frames in an `ImagineIDPipelineOutput`. `callback_on_step_end(pipe, i, t, {"latents": ...})`
+        runs after every step; the dict it returns may replace "latents".
         """
         # 1. Check inputs
         b, _, h, w = mesh.shape
@@ -183,6 +211,14 @@ class ImagineIDPipeline(DiffusionPipeline):
             raise ValueError(f"variable must be ({b},) bool, got {tuple(variable.shape)}")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if not isinstance(self.scheduler, ROW_SAFE_SCHEDULERS):
+            raise ValueError(
+                f"{type(self.scheduler).__name__} keeps multistep state for the whole batch; this pipeline steps "
+                f"row subsets (invariant rows start late): use one of "
+                f"{', '.join(k.__name__ for k in ROW_SAFE_SCHEDULERS)}"
+            )
         device = mesh.device
         # 2. Encode the prompt (conditional and, for guidance, the plain base prompt)
         if prompt_embeds is not None:
@@ -214,7 +250,7 @@ class ImagineIDPipeline(DiffusionPipeline):
                 early = (~late).nonzero()[:, 0]
         # 5. Denoising loop; before `start` only the early rows (the UNet pops from the residual list:
         #    give it a fresh one every step)
-        for i, t in enumerate(timesteps):
+        for i, t in enumerate(self.progress_bar(timesteps)):
             rows = early if i < start else slice(None)
             if isinstance(rows, torch.Tensor) and rows.numel() == 0:
                 continue
@@ -227,10 +263,15 @@ class ImagineIDPipeline(DiffusionPipeline):
                     x, t, encoder_hidden_states=text, down_intrablock_additional_residuals=residuals
                 ).sample
             latents[rows] = self.scheduler.step(noise_pred, t, latents[rows]).prev_sample
-        # 6. Decode, blending the background (default: the reference's) in outside the face mask
+            if callback_on_step_end is not None:
+                latents = callback_on_step_end(self, i, t, {"latents": latents}).get("latents", latents)
+        # 6. Decode, blending the background (default: the reference's) in outside the face mask;
+        # 7. the frames in the asked-for output type
         background = reference if background is None else background
         if variable is None or not bool(variable.any()):
-            return self.decode(latents, background, blend_mask, blend, paste).clamp(-1, 1)
+            return self._output(
+                self.decode(latents, background, blend_mask, blend, paste).clamp(-1, 1), output_type, return_dict
+            )
         keep = ~variable
         first = self.decode(latents[variable], None, None)  # variable items: no background to keep
         frames = first.new_empty((b, *first.shape[1:]))  # (B, 3, H, W)
@@ -243,7 +284,19 @@ class ImagineIDPipeline(DiffusionPipeline):
                 blend,
                 paste,
             )
-        return frames.clamp(-1, 1)
+        return self._output(frames.clamp(-1, 1), output_type, return_dict)
+
+    @staticmethod
+    def _output(frames: torch.Tensor, output_type: str, return_dict: bool):
+        """frames (B, 3, H, W) in [-1, 1] → the asked-for type (step 7 of `__call__`)."""
+        if output_type != "pt":
+            array = ((frames + 1) / 2).permute(0, 2, 3, 1).cpu().float().numpy()  # (B, H, W, 3) in [0, 1]
+            frames = (
+                array
+                if output_type == "np"
+                else [PIL.Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
+            )
+        return ImagineIDPipelineOutput(frames=frames) if return_dict else frames
 
     # -- persistence: one subfolder per part ---------------------------------------------------------
 
@@ -252,25 +305,31 @@ class ImagineIDPipeline(DiffusionPipeline):
         save_components(LDMComponents(self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler), folder)
         for name in ADAPTERS:
             getattr(self, name).save_pretrained(folder / name)
-        (folder / "model_index.json").write_text(
-            json.dumps(
-                {
-                    "_class_name": type(self).__name__,
-                    "parts": ["unet", "vae", "text_encoder", "tokenizer", "scheduler", *ADAPTERS],
-                },
-                indent=2,
-            )
-        )
+        (folder / "model_index.json").write_text(json.dumps(self.model_index(), indent=2))
         return folder
 
+    def model_index(self) -> dict:
+        """diffusers' model_index.json: the pipeline class and, per component, [library, class]."""
+        index = {"_class_name": type(self).__name__, "_diffusers_version": diffusers_version}
+        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", *ADAPTERS):
+            klass = type(getattr(self, name))
+            library = klass.__module__.split(".")[0]
+            index[name] = [library if library in ("diffusers", "transformers") else klass.__module__, klass.__name__]
+        return index
+
     @classmethod
-    def from_pretrained(cls, folder: str | Path, **_: object) -> ImagineIDPipeline:
+    def from_pretrained(
+        cls, folder: str | Path, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None
+    ) -> ImagineIDPipeline:
+        """Load a saved pipeline from local files (safetensors only); `torch_dtype` casts every network,
+        `device` moves them. Unknown keyword arguments are an error, never silently dropped."""
         folder = Path(folder)
         base = load_components(folder)
         adapters = {
             name: klass.from_pretrained(folder / name, use_safetensors=True) for name, klass in ADAPTERS.items()
         }
-        return cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler, **adapters).eval()
+        pipe = cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler, **adapters).eval()
+        return pipe.to(device=device, dtype=torch_dtype) if (device or torch_dtype) else pipe
 
     def eval(self) -> ImagineIDPipeline:
         for name in ("unet", "vae", "text_encoder", *ADAPTERS):
