@@ -1,5 +1,8 @@
 # The README's two commands: `make demo` and `make test`. Everything else is for developers.
-PY ?= python3.11
+# Any Python >= 3.11 on PATH (newest first); PY=/path/to/python chooses one.
+PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -15,7 +18,7 @@ setup: $(STAMP)
 # local disk); an unpinned torch would pull a multi-GB CUDA build. resemblyzer without its dependencies:
 # only its speaker-encoder weights (pretrained.pt, in the wheel) are used, not its librosa / webrtcvad code.
 $(STAMP): pyproject.toml Makefile
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@test -x $(BIN)/python || { test -n "$(PY)" || { echo "make setup needs Python >= 3.11 (none on PATH; PY=/path/to/python)"; exit 2; }; $(PY) -m venv $(VENV); }
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip install --quiet --no-deps "resemblyzer==0.1.4"
