@@ -7,7 +7,7 @@ For each batch of B clips (2B UNet samples with classifier-free guidance), ms pe
   in fp32: what the split saves;
 - `guided_noise` in fp32 and in bf16 autocast: where bf16 starts to pay on this CPU, which sets
   `precision.CPU_BF16_MIN_BATCH` (bf16 is only measured on CPUs with native bf16).
-The tiny UNet (DESIGN §4) with random weights and random T2I-Adapter features: speed does not depend on
+The tiny UNet (docs/architecture.md §4) with random weights and random T2I-Adapter features: speed does not depend on
 training. Best of `--repeats` timings of `--calls` calls each, the variants taking turns.
 """
 

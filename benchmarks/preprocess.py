@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imagineid.data.synth import SynthConfig, synthesize_corpus
 from imagineid.media import iter_frames, load_audio, read_frames, write_video
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 
 
 def _add_still_faces(videos: list[Path]) -> None:

@@ -10,7 +10,7 @@ import resource
 import tempfile
 from pathlib import Path
 
-from imagineid.data.synth import SynthConfig, synthesize_corpus
+from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from imagineid.data.synth import SynthConfig, synthesize_corpus
 from imagineid.models.ldm import build_tiny
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 from imagineid.training.config import TrainConfig
 from imagineid.training.run import train
 

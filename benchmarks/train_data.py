@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from imagineid.data.clips import mel_stats, split_clips
-from imagineid.data.synth import SynthConfig, synthesize_corpus
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 from imagineid.training.data import WindowDataset
 
 

@@ -16,8 +16,8 @@ from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.preprocess import preprocess_flow
 from flows.train import train_flow
-from imagineid.data.synth import synthesize_corpus
 from imagineid.demo import DemoPlan
+from imagineid.synth.corpus import synthesize_corpus
 from imagineid.training.run import ALL_STAGES
 
 

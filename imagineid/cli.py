@@ -62,7 +62,7 @@ def synth(
     verify: bool = typer.Option(False, help="Decode the corpus and check it against its ground truth."),
 ) -> None:
     """Synthesize a talking-face corpus with ground truth (speech, faces, visemes, landmarks)."""
-    from imagineid.data.synth import SynthConfig, synthesize_corpus
+    from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 
     config = SynthConfig(speakers=speakers, clips_per_speaker=clips_per_speaker, seconds=seconds, size=size, seed=seed)
     with _reported():
@@ -73,7 +73,7 @@ def synth(
         f"→ {out / 'videos'}, {out / 'metadata.parquet'}"
     )
     if verify:
-        from imagineid.data.synth_check import check_corpus
+        from imagineid.synth.check import check_corpus
 
         _print_fields(check_corpus(out).as_dict())
 

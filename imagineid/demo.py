@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagineid.data.synth import SynthConfig
+from imagineid.synth.corpus import SynthConfig
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ def run_demo(
     workdir: str | Path, quick: bool = False, say: Callable[[str], None] = print, progress: bool = True
 ) -> dict:
     """Run every step; → {"report": path, "metrics": summary dict, paths...}."""
-    from imagineid.data.synth import synthesize_corpus
     from imagineid.evaluation.evaluate import evaluate
     from imagineid.generation.config import GenerateConfig
     from imagineid.generation.run import generate
     from imagineid.preprocessing import PreprocessConfig, preprocess
+    from imagineid.synth.corpus import synthesize_corpus
     from imagineid.training.config import TrainConfig
     from imagineid.training.run import ALL_STAGES, train
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from imagineid.data.synth import SynthConfig, synthesize_corpus
 from imagineid.media import load_audio, read_frames, write_video
+from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 
 
 @pytest.fixture(scope="session")

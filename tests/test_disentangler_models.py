@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imagineid.data.synth import SynthConfig, plan_clip, sample_speaker
 from imagineid.face import landmarks68
 from imagineid.face.morphable import PCAMorphableModel
 from imagineid.models import (
@@ -23,6 +22,7 @@ from imagineid.models import (
     IdentityEncoder,
     IdentityOutput,
 )
+from imagineid.synth.corpus import SynthConfig, plan_clip, sample_speaker
 from imagineid.training.losses import (
     MorphableLandmarks,
     landmark_loss,

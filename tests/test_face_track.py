@@ -10,8 +10,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from imagineid.data.synth import SynthConfig, synthesize_corpus
-from imagineid.data.synth_face import random_background
 from imagineid.face.align import (
     AlignConfig,
     alignment_transforms,
@@ -36,6 +34,8 @@ from imagineid.face.track import (
     track_face,
 )
 from imagineid.media import iter_frames, read_frames, write_video
+from imagineid.synth.corpus import SynthConfig, synthesize_corpus
+from imagineid.synth.face import random_background
 
 CORPUS = SynthConfig(speakers=2, clips_per_speaker=1, seconds=2.0, size=256, seed=3)
 

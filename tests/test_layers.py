@@ -15,7 +15,8 @@ LAYERS = [
     ["media", "models"],  # ffmpeg I/O; nn.Modules (diffusers style)
     ["audio", "pipelines"],  # audio features; the diffusers pipeline
     ["face"],  # detection, tracking, morphable models, masks
-    ["data"],  # DATA/ and the synthetic corpus
+    ["data"],  # DATA/
+    ["synth"],  # the synthetic corpus and its ground-truth checks
     ["preprocessing"],  # videos → DATA
     ["runs"],  # RUN/
     ["listening"],  # the trained disentangler, at inference

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 
-from imagineid.data.synth import ClipPlan, SynthConfig, plan_clip, sample_speaker
 from imagineid.face import landmarks68 as lm
 from imagineid.face.mesh_render import (
     CANONICAL_FACE,
@@ -28,6 +27,7 @@ from imagineid.face.morphable import (
     PCAMorphableModel,
     apply_pose,
 )
+from imagineid.synth.corpus import ClipPlan, SynthConfig, plan_clip, sample_speaker
 
 TRAIN = SynthConfig(speakers=6, clips_per_speaker=2, seconds=3.0, seed=3)
 HELD_OUT = SynthConfig(speakers=4, clips_per_speaker=3, seconds=3.0, seed=4)

@@ -15,8 +15,8 @@ from conftest import copy_videos
 from imagineid.data.morphable import current_model
 from imagineid.data.parquet_io import to_numpy_vectors
 from imagineid.data.store import Store
-from imagineid.data.synth_check import check_preprocessed
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.synth.check import check_preprocessed
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,22 @@ import itertools
 import numpy as np
 import pytest
 
-from imagineid.data.sentences import SENTENCES, pick_sentence
-from imagineid.data.speech import (
+from imagineid.audio.features import frame_rms
+from imagineid.audio.pitch import median_f0
+from imagineid.errors import ImagineIDError
+from imagineid.synth.sentences import SENTENCES, pick_sentence
+from imagineid.synth.speech import (
     EMOTIONS,
-    VISEMES,
     Phoneme,
     Speech,
     SpeechSynthesisError,
     Voice,
     apply_emotion,
     fit_to_duration,
-    frame_rms,
-    median_f0,
     sample_voice,
     synthesize,
-    viseme_for,
-    viseme_track,
 )
-from imagineid.errors import ImagineIDError
+from imagineid.synth.visemes import VISEMES, viseme_for, viseme_track
 
 TEXT = "Bob bought a big blue map for my mom."
 ADULT_F = Voice("female", "adult", "f2", pitch=55, pitch_range=60, rate=170, volume=100)

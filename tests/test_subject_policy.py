@@ -14,18 +14,6 @@ import pytest
 from test_face_track import CORPUS, _error, read_clips  # the same synthetic speakers
 
 from imagineid.data.store import Store
-from imagineid.data.synth import (
-    plan_clip,
-    sample_speaker,
-    speaker_look,
-    synthesize_corpus,
-)
-from imagineid.data.synth_face import (
-    apply_affine,
-    expression_landmarks,
-    random_background,
-    render_frame,
-)
 from imagineid.face.track import (
     AmbiguousSubjectError,
     FaceTooSmallError,
@@ -36,6 +24,18 @@ from imagineid.face.track import (
 )
 from imagineid.media import load_audio, write_video
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.synth.corpus import (
+    plan_clip,
+    sample_speaker,
+    speaker_look,
+    synthesize_corpus,
+)
+from imagineid.synth.face import (
+    apply_affine,
+    expression_landmarks,
+    random_background,
+    render_frame,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from imagineid.data.synth import SynthConfig, sample_speaker, synthesize_corpus
-from imagineid.data.synth_check import check_corpus
 from imagineid.errors import ImagineIDError
 from imagineid.media import count_frames, load_audio, probe, read_frames
+from imagineid.synth.check import check_corpus
+from imagineid.synth.corpus import SynthConfig, sample_speaker, synthesize_corpus
 
 ACCEPTANCE = SynthConfig(speakers=4, clips_per_speaker=2, seconds=3.0, seed=1)
 SMALL = SynthConfig(speakers=2, clips_per_speaker=1, seconds=1.2, size=128, seed=7)

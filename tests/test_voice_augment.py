@@ -22,7 +22,8 @@ from imagineid.audio.augment import (
     draw_augment,
 )
 from imagineid.audio.features import InvalidAudioError, frame_rms
-from imagineid.data.speech import Voice, median_f0, synthesize
+from imagineid.audio.pitch import median_f0
+from imagineid.synth.speech import Voice, synthesize
 
 SR = 16000
 FPS = 25.0  # 40 ms frames, the video frame the envelope must stay aligned with

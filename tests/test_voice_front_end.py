@@ -22,7 +22,7 @@ from imagineid.audio.speaker_encoder import (
 from imagineid.audio.voice_features import VOICE_DIM, voice_features
 from imagineid.audio.voice_stats import voice_stats
 from imagineid.data.clips import MelStats
-from imagineid.data.speech import sample_voice, synthesize
+from imagineid.synth.speech import sample_voice, synthesize
 
 
 def glottal_vowel(f0: float, seconds: float = 1.5, formants=(700.0, 1200.0, 2600.0)) -> np.ndarray:

@@ -51,7 +51,7 @@ DATASETS = ("auto", "generic", "hdtf", "mead", "voxceleb2", "synthetic")
 MEAD_EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
 MEAD_LEVELS = 3  # level_1 .. level_3; intensity = level / 3
 HDTF_SOURCES = ("RD", "WDA", "WRA")  # radio addresses, Democratic / Republican addresses (White House)
-SYNTHETIC_METADATA = "metadata.parquet"  # imagineid.data.synth.METADATA (not imported: keeps this module light)
+SYNTHETIC_METADATA = "metadata.parquet"  # imagineid.synth.corpus.METADATA (not imported: keeps this module light)
 SYNTHETIC_TEST_FRACTION = 0.25  # share of synthetic speakers held out as split 'test'
 
 _MEAD_SPEAKER = re.compile(r"^([MW])(\d{3})$")

@@ -21,15 +21,17 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from imagineid.data import speech as sp
+from imagineid.audio.features import frame_rms
 from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.data.parquet_io import (
     vector_lists,
     write_json_atomic,
     write_table_atomic,
 )
-from imagineid.data.sentences import pick_sentence
-from imagineid.data.synth_face import (
+from imagineid.errors import ImagineIDError
+from imagineid.media import write_video
+from imagineid.synth import speech as sp
+from imagineid.synth.face import (
     IdentityFactors,
     SpeakerLook,
     apply_affine,
@@ -39,8 +41,8 @@ from imagineid.data.synth_face import (
     render_frame,
     smooth_head_motion,
 )
-from imagineid.errors import ImagineIDError
-from imagineid.media import write_video
+from imagineid.synth.sentences import pick_sentence
+from imagineid.synth.visemes import viseme_track
 
 SKIN_TONES = (
     (1.05, 1.00, 0.97),
@@ -159,7 +161,7 @@ def plan_clip(config: SynthConfig, speaker: Speaker, index: int, clip: int) -> C
     intensity = float(rng.uniform(0.7, 1.0))
     text, speech = _speech_for(rng, speaker.voice, emotion, config.seconds)
     t = config.n_frames
-    visemes = sp.viseme_track(speech.phonemes, t, config.fps, speech.samples, speech.sample_rate)  # (T, 2)
+    visemes = viseme_track(speech.phonemes, t, config.fps, speech.samples, speech.sample_rate)  # (T, 2)
     look_rest = identity_rest(config.size, speaker)
     motions = smooth_head_motion(rng, t, config.fps, config.size)
     landmarks, affines = [], []
@@ -232,7 +234,7 @@ def _metadata_table(config: SynthConfig, plans: list[ClipPlan]) -> pa.Table:
     rows["mouth_opening"] = pa.array([p.visemes[:, 0] for p in plans], pa.list_(pa.float32()))
     rows["mouth_width"] = pa.array([p.visemes[:, 1] for p in plans], pa.list_(pa.float32()))
     rows["audio_rms"] = pa.array(
-        [sp.frame_rms(p.speech.samples, t, config.fps, p.speech.sample_rate) for p in plans], pa.list_(pa.float32())
+        [frame_rms(p.speech.samples, t, config.fps, p.speech.sample_rate) for p in plans], pa.list_(pa.float32())
     )
     rows["landmarks"] = vector_lists([p.landmarks.reshape(t, 136) for p in plans])
     rows["head_pose"] = vector_lists([p.head_pose for p in plans])

@@ -5,7 +5,7 @@ vowels, spread vowels, fricatives and, on purpose, many bilabials (p, b, m) whos
 sync visible in a video.
 
     >>> import numpy as np
-    >>> from imagineid.data.sentences import pick_sentence
+    >>> from imagineid.synth.sentences import pick_sentence
     >>> isinstance(pick_sentence(np.random.default_rng(0)), str)
     True
 """

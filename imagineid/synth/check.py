@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from imagineid.audio.features import frame_rms
-from imagineid.data.speech import median_f0
+from imagineid.audio.pitch import median_f0
 from imagineid.face.dlib_backend import DlibLandmarker
 from imagineid.media import iter_frames, load_audio
 
