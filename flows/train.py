@@ -27,6 +27,8 @@ def train_flow(
     base_model: str | None = None,
     checkpoint_every: int = TrainConfig.checkpoint_every,
     voice_variants: int = TrainConfig.voice_variants,
+    config: dict | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, dict]:
     """Train the requested stages; finished stages are skipped, an interrupted one resumes.
 
@@ -41,8 +43,11 @@ def train_flow(
         base_model: profile sd15: the local Stable Diffusion 1.5 folder (diffusers layout).
         checkpoint_every: Steps between resumable checkpoints.
         voice_variants: Copies of each training clip's audio in the voice bank (1 = no augmentation).
+        config: Training settings as `imagineid train --config` reads them (e.g. {"adapters": {"steps": 500}});
+            they win over the parameters above.
+        overrides: key=value settings applied last, as `imagineid train --set` takes them.
     """
-    config = TrainConfig(
+    resolved = TrainConfig(
         max_steps=max_steps,
         num_gpus=num_gpus,
         profile=profile,
@@ -50,9 +55,10 @@ def train_flow(
         checkpoint_every=checkpoint_every,
         voice_variants=voice_variants,
     )
+    resolved = TrainConfig.load(overrides=overrides or [], base=TrainConfig.from_dict(config or {}, resolved))
     results = {}
     for stage in parse_stages(stages):
-        results[stage] = train_stage(data, out, stage, config, ray_address)
+        results[stage] = train_stage(data, out, stage, resolved, ray_address)
         print(f"{stage}: {results[stage]}")
     rows = [{"stage": s, **{k: v for k, v in m.items() if not k.startswith("train_")}} for s, m in results.items()]
     create_table_artifact(rows, key="train-validation", description=f"validation metrics of {out} (held-out speakers)")

@@ -192,6 +192,7 @@ def preprocess(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Path = typer.Argument(..., help="Dataset folder written by `imagineid preprocess`."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
     profile: str = typer.Option(TrainConfig.profile, help="tiny | sd15"),
@@ -213,13 +214,37 @@ def train(
         min=1,
         help="Copies of each training clip's audio in the voice bank (1 = no augmentation).",
     ),
+    config_file: Optional[Path] = typer.Option(
+        None, "--config", help="Training settings (YAML or JSON, e.g. an earlier RUN/train_config.json)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="key=value over --config and the options, e.g. --set adapters.steps=500 --set hidden=96."
+    ),
 ) -> None:
-    """Train the disentangler (identity → content → emotion) stage by stage; reruns resume."""
-    from imagineid.training.config import PROFILES, TrainConfig
+    """Train the disentangler (identity → content → emotion) stage by stage; reruns resume.
+
+    Settings come from the defaults, then --config, then the options given on the command line, then
+    each --set; the resolved settings are written to RUN/train_config.json."""
+    from imagineid.training.config import TrainConfig
     from imagineid.training.run import train as run_train
 
-    if profile not in PROFILES:
-        _fail(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    given = {
+        name: value
+        for name, value in (
+            ("max_steps", max_steps),
+            ("num_gpus", num_gpus),
+            ("checkpoint_every", checkpoint_every),
+            ("profile", profile),
+            ("base_model", str(base_model) if base_model else None),
+            ("voice_variants", voice_variants),
+        )
+        # by name: typer may bring its own copy of click, whose enum is not click's
+        if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    }
+    with _reported(ValueError, OSError):
+        config = TrainConfig.load(config_file)
+        config = TrainConfig.load(overrides=overrides, base=TrainConfig.from_dict(given, config))
+    profile, base_model = config.profile, Path(config.base_model) if config.base_model else None
     if profile == "sd15":  # check the base's files now, not after the disentangler stages
         from imagineid.errors import see_docs
         from imagineid.models.ldm import SD15_SECTION, check_sd15
@@ -235,14 +260,7 @@ def train(
             out_console.print("[yellow]ldm[/] not trained: with --profile sd15 the frozen base is --base-model")
     elif base_model is not None:
         _fail("--base-model is used with --profile sd15 only")
-    config = TrainConfig(
-        max_steps=max_steps,
-        num_gpus=num_gpus,
-        checkpoint_every=checkpoint_every,
-        profile=profile,
-        base_model=str(base_model) if base_model else None,
-        voice_variants=voice_variants,
-    )
+    config = TrainConfig.from_dict({"base_model": str(base_model) if base_model else None}, config)
     with _reported():
         results = run_train(data, out, stages, config, ray_address=ray_address, use_ray=not no_ray)
     for stage, metrics in results.items():

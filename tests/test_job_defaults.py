@@ -4,6 +4,7 @@ config dataclass agree on every parameter they share, and every CLI option reach
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 import typer
@@ -25,8 +26,14 @@ JOBS = {
     "evaluate": (flows.evaluate.evaluate_flow, None),
 }
 # CLI options with another name or meaning in the flow: the CLI's positional `src` is the flow's `sources`;
-# `--no-ray` is `use_ray`; `--content-from` is a CLI convenience for a second audio list.
-CLI_ONLY = {"preprocess": {"src"}, "train": {"no_ray"}, "generate": {"no_ray", "content_from"}, "evaluate": set()}
+# `--no-ray` is `use_ray`; `--content-from` is a CLI convenience for a second audio list; train's `--config`
+# (a file) and `--set` are the flow's `config` (a mapping) and `overrides`.
+CLI_ONLY = {
+    "preprocess": {"src"},
+    "train": {"no_ray", "config_file", "overrides"},
+    "generate": {"no_ray", "content_from"},
+    "evaluate": set(),
+}
 
 
 def cli_defaults(job: str) -> dict:
@@ -42,7 +49,7 @@ def flow_defaults(job: str) -> dict:
 @pytest.mark.parametrize("job", JOBS)
 def test_cli_flow_and_config_defaults_agree(job: str) -> None:
     cli, flow = cli_defaults(job), flow_defaults(job)
-    shared = set(cli) & set(flow)
+    shared = (set(cli) & set(flow)) - CLI_ONLY[job]
     assert {k: cli[k] for k in shared} == {k: flow[k] for k in shared}
     config = JOBS[job][1]
     if config is not None:
@@ -84,3 +91,22 @@ def test_a_bad_choice_fails_before_any_work() -> None:
         PreprocessConfig(morphable="flame")
     with pytest.raises(ValueError, match="profile must be one of"):
         TrainConfig(profile="sd21")
+
+
+def test_training_settings_resolve_in_order_and_bad_ones_name_the_key(tmp_path) -> None:
+    (tmp_path / "run.yaml").write_text("adapters:\n  steps: 500\n  lr: 1e-4\nhidden: 96\n")
+    config = TrainConfig.load(tmp_path / "run.yaml", overrides=["hidden=64", "max_steps=null", "content.window=16"])
+    assert (config.adapters.steps, config.adapters.lr, config.adapters.batch_size) == (500, 1e-4, 8)
+    assert (config.hidden, config.max_steps, config.content.window) == (64, None, 16)
+    assert TrainConfig.from_dict(config.to_dict()) == config  # RUN/train_config.json reads back as the same run
+    for bad, message in [
+        (["hiden=3"], "unknown training setting 'hiden'"),
+        (["adapters.step=3"], "unknown setting(s) of stage adapters: step"),
+        (["hidden=abc"], "hidden takes a int"),
+        (["hidden=3.5"], "hidden takes a int"),
+        (["identity=3"], "identity takes a mapping"),
+        (["profile=sd21"], "profile must be one of"),
+        (["no-equals-sign"], "--set takes key=value"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            TrainConfig.load(overrides=bad)

@@ -164,3 +164,48 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_stage_starts_over(tmp_path: P
     assert len(aside) == 1 and not rd.checkpoint_path("content").exists()
     events = [json.loads(line) for line in rd.metrics_log.read_text().splitlines()]
     assert events[-1]["event"] == "checkpoint_corrupt" and events[-1]["moved_to"] == aside[0].name
+
+
+def test_config_file_and_set_round_trip_through_the_run(data: Path, tmp_path: Path) -> None:
+    """--config / --set resolve into RUN/train_config.json; training again from that file alone gives the
+    same weights (CPU training is deterministic), and a bad setting fails in one line before any work."""
+    (tmp_path / "run.yaml").write_text("identity:\n  steps: 4\n  lr: 1e-3\nvoice_variants: 1\n")
+    first = imagineid(
+        "train",
+        str(data),
+        "--out",
+        str(tmp_path / "a"),
+        "--stages",
+        "identity",
+        "--no-ray",
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--set",
+        "hidden=32",
+        "--set",
+        "identity.batch_size=8",
+        "--checkpoint-every",
+        "2",
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    resolved = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert resolved["identity"] == {"steps": 4, "batch_size": 8, "window": 50, "lr": 1e-3}
+    assert (resolved["hidden"], resolved["voice_variants"], resolved["checkpoint_every"]) == (32, 1, 2)
+    again = imagineid(
+        "train",
+        str(data),
+        "--out",
+        str(tmp_path / "b"),
+        "--stages",
+        "identity",
+        "--no-ray",
+        "--config",
+        str(tmp_path / "a" / "train_config.json"),
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text()) == resolved
+    assert _digest(tmp_path / "a" / "identity") == _digest(tmp_path / "b" / "identity")
+
+    bad = imagineid("train", str(data), "--out", str(tmp_path / "c"), "--set", "identity.stpes=3")
+    assert bad.returncode == 1 and "unknown setting(s) of stage identity: stpes" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "c").exists()

@@ -1,8 +1,17 @@
-"""Training configuration shared by every stage (one dataclass, defaults sized for the 2-core demo)."""
+"""Training configuration shared by every stage (one dataclass, defaults sized for the 2-core demo).
+
+    config = TrainConfig.load("run.yaml", overrides=["adapters.steps=500", "hidden=96"])
+
+A file (YAML or JSON: RUN/train_config.json is one) gives any subset of the fields, nested per stage;
+`key=value` overrides come last. Unknown keys and values of the wrong type fail at once, naming the key.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
 
 DISENTANGLER_STAGES = ("identity", "content", "emotion")
 GENERATOR_STAGES = ("ldm", "adapters")
@@ -48,3 +57,78 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+        """`base` (default: the defaults) with `values` laid over it; per-stage dicts merge field by field."""
+        base = base or cls()
+        known = {f.name: f for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"unknown training setting {key!r}; known: {', '.join(known)}")
+            current = getattr(base, key)
+            if isinstance(current, StageConfig):
+                if not isinstance(value, dict):
+                    raise ValueError(f"{key} takes a mapping of {', '.join(f.name for f in fields(StageConfig))}")
+                stage_fields = {f.name for f in fields(StageConfig)}
+                unknown = set(value) - stage_fields
+                if unknown:
+                    raise ValueError(f"unknown setting(s) of stage {key}: {', '.join(sorted(unknown))}")
+                changes[key] = replace(
+                    current, **{k: _typed(f"{key}.{k}", v, getattr(current, k)) for k, v in value.items()}
+                )
+            else:
+                changes[key] = _typed(key, value, current, known[key].type)
+        return replace(base, **changes)
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, overrides: list[str] = (), base: TrainConfig | None = None
+    ) -> TrainConfig:
+        """The defaults (or `base`), then the file at `path`, then each `key=value` (e.g. `content.lr=1e-3`)."""
+        config = base or cls()
+        if path is not None:
+            text = Path(path).read_text()
+            if str(path).endswith(".json"):
+                values = json.loads(text)
+            else:
+                import yaml
+
+                values = yaml.safe_load(text) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"{path}: a training config is a mapping of settings, got {type(values).__name__}")
+            config = cls.from_dict(values, config)
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--set takes key=value (e.g. adapters.steps=500), got {item!r}")
+            import yaml
+
+            value = yaml.safe_load(raw)  # numbers, booleans and null as YAML reads them
+            head, _, leaf = key.partition(".")
+            config = cls.from_dict({head: {leaf: value}} if leaf else {head: value}, config)
+        return config
+
+
+def _typed(key: str, value: Any, current: Any, declared: Any = None) -> Any:
+    """`value` as the type of the setting it replaces: ints stay ints (3.0 → 3), floats accept ints, and a
+    value of another kind (a string for a number) is an error that names the key."""
+    optional = declared is not None and "None" in str(declared)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{key} cannot be null")
+    kind = type(current) if current is not None else (int if "int" in str(declared) else str)
+    if kind in (int, float) and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{key} takes a {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"{key} takes a {kind.__name__}, got {value!r}")
