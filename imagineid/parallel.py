@@ -6,6 +6,7 @@ the Ray start-up rules of docs/architecture.md §5 (dashboard off, capped object
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -77,13 +78,17 @@ def parallel_map(
     on_done: Callable[[int, int], None] | None = None,
     on_error: Callable[[T, Exception], R] | None = None,
     max_retries: int = 2,
+    max_in_flight: int | None = None,
+    peak: list[int] | None = None,
 ) -> list[R]:
     """`[fn(x) for x in items]`, in parallel on Ray when `workers` > 1; results keep the input order.
 
     `fn` should handle its own per-item errors (return a status). What it cannot handle, such as its Ray
     worker dying (killed, out of memory) on every one of `1 + max_retries` attempts, becomes
     `on_error(item, error)` when given, so one lost item never loses the others; without `on_error` it raises.
-    `on_done(done, total)` reports progress (e.g. to a Prefect progress artifact).
+    `on_done(done, total)` reports progress (e.g. to a Prefect progress artifact). At most `max_in_flight`
+    tasks (default: twice the cluster's CPUs) are submitted at a time; `peak`, when given, receives the
+    number in flight after each completion (for benchmarks and tests).
     """
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if (workers <= 1 and not ray_address) or len(items) <= 1:
@@ -104,21 +109,33 @@ def parallel_map(
     # max_retries re-runs a task whose worker process died; application exceptions are not retried.
     remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(_apply)
     fn_ref = ray.put(fn)  # partials and closures travel once, not once per item
-    refs = [remote.remote(fn_ref, x) for x in items]
-    index = {ref: i for i, ref in enumerate(refs)}
-    results: list = [None] * len(refs)
-    pending = list(refs)
-    with tqdm(total=len(refs), desc=desc, unit="item", disable=not progress) as bar:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+    # A bounded window of tasks in flight: the driver holds at most `window` references and each wait
+    # looks at no more than that, so a run of 10^5 items costs the driver O(items), not O(items^2).
+    window = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", workers)))
+    results: list = [None] * len(items)
+    index: dict = {}
+    queue = iter(range(len(items)))
+    with tqdm(total=len(items), desc=desc, unit="item", disable=not progress) as bar:
+
+        def submit(n: int) -> None:
+            for i in itertools.islice(queue, n):
+                index[remote.remote(fn_ref, items[i])] = i
+
+        submit(window)
+        while index:
+            ready, _ = ray.wait(list(index), num_returns=1)
             for ref in ready:
+                i = index.pop(ref)
                 try:
-                    results[index[ref]] = ray.get(ref)
+                    results[i] = ray.get(ref)
                 except Exception as err:  # ray.exceptions.RayError: worker lost, or fn raised
                     if on_error is None:
                         raise
-                    results[index[ref]] = on_error(items[index[ref]], err)
+                    results[i] = on_error(items[i], err)
                 bar.update(1)
                 if on_done:
-                    on_done(bar.n, len(refs))
+                    on_done(bar.n, len(items))
+            submit(window - len(index))
+            if peak is not None:
+                peak.append(len(index))
     return results

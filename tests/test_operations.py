@@ -182,6 +182,27 @@ def test_transient_failures_are_retried_and_input_errors_are_not() -> None:
     assert not is_transient(ImagineIDError("no face")) and not is_transient(ValueError("bad"))
 
 
+def test_ray_fan_out_keeps_a_bounded_window_in_flight_and_the_input_order() -> None:
+    import ray
+
+    from imagineid.parallel import parallel_map
+
+    def _tenfold(x: int) -> int:  # defined here: Ray ships it by value (the tests folder is no package)
+        if x == 7:
+            raise ValueError("seven is a bad input")
+        return 10 * x
+
+    peak: list[int] = []
+    try:
+        out = parallel_map(
+            _tenfold, list(range(40)), workers=2, progress=False, max_in_flight=3, peak=peak, on_error=lambda x, e: -x
+        )
+    finally:
+        ray.shutdown()
+    assert out == [-7 if x == 7 else 10 * x for x in range(40)]
+    assert peak and max(peak) <= 3 and len(peak) == 40
+
+
 def test_parallel_map_turns_a_lost_item_into_a_result() -> None:
     from imagineid.parallel import parallel_map
 
