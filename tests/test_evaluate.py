@@ -164,3 +164,27 @@ def test_report_renders_in_headless_chromium(generated: Path, preprocessed: Path
     assert done.returncode == 0, done.stderr[-1000:]
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[0] >= 1000 and image.std() > 10  # a rendered page, not a blank one
+
+
+def test_voice_face_match_is_one_for_true_faces_and_chance_for_shuffled_voices(
+    small_corpus: Path, preprocessed: Path
+) -> None:
+    """Known answers: faces that are the speakers' own true faces are retrieved top-1 every time; the
+    shuffled-voice control and one face shown for every voice come out near chance (1 / speakers)."""
+    import pyarrow.parquet as pq
+
+    from imagineid.data.morphable import current_model
+    from imagineid.data.store import Store
+    from imagineid.evaluation.voice_face import true_shape, voice_face_match
+
+    model = current_model(Store(preprocessed))
+    rows = pq.read_table(small_corpus / "metadata.parquet", columns=["speaker_id", "landmarks"]).to_pylist()
+    shapes = [true_shape(model, np.stack([np.reshape(p, (68, 2)) for p in r["landmarks"]])) for r in rows]
+    speakers = [r["speaker_id"] for r in rows]
+    truth = {s: np.mean([x for x, o in zip(shapes, speakers) if o == s], axis=0) for s in set(speakers)}
+    own = voice_face_match(shapes, speakers, truth)
+    assert own["voice_face_top1"] == 1.0 and own["voice_face_chance"] == pytest.approx(1 / len(truth))
+    assert own["voice_face_shuffled_top1"] < 0.75 and min(own["voice_face_shape_r"][:2]) > 0.9
+    same_face = voice_face_match([shapes[0]] * len(shapes), speakers, truth)
+    assert same_face["voice_face_top1"] == pytest.approx(speakers.count(speakers[0]) / len(speakers))
+    assert voice_face_match(shapes[:1], speakers[:1], {speakers[0]: truth[speakers[0]]}) == {}  # one speaker: no score

@@ -28,6 +28,7 @@ from imagineid.evaluation.video_metrics import (
     read_audio,
     video_metrics,
 )
+from imagineid.evaluation.voice_face import imagined_shape, true_shape, voice_face_match
 from imagineid.face import landmarks68 as lm
 from imagineid.face.dlib_backend import DlibLandmarker
 
@@ -63,7 +64,9 @@ def _similarity_residual(a: np.ndarray, b: np.ndarray) -> float:
 @functools.lru_cache(maxsize=8)
 def _synth_metadata(meta: Path) -> dict[str, dict]:
     """A synthetic corpus' ground truth by video name, read once per evaluation (not once per video)."""
-    rows = pq.read_table(meta, columns=["video", "gender", "emotion", "landmarks"]).to_pylist()
+    names = set(pq.read_schema(meta).names)
+    columns = [c for c in ("video", "gender", "emotion", "landmarks", "speaker_id") if c in names]
+    rows = pq.read_table(meta, columns=columns).to_pylist()
     return {r["video"]: r for r in rows}
 
 
@@ -74,6 +77,21 @@ def ground_truth(audio: str) -> dict | None:
     if not meta.exists():
         return None
     return _synth_metadata(meta).get(f"{path.parent.name}/{path.name}")
+
+
+def _points(truth: dict) -> np.ndarray:
+    return np.stack([np.asarray(p, np.float64).reshape(68, 2) for p in truth["landmarks"]])  # (T, 68, 2)
+
+
+def _dataset_model(data: Path):
+    """The dataset's morphable model, for the voice-to-face match (None when there is none to read)."""
+    from imagineid.data.morphable import current_model
+    from imagineid.data.store import Store
+
+    try:
+        return current_model(Store(data)) if (data / "morphable").is_dir() else None
+    except ImagineIDError:  # a FLAME dataset: no PCA shape to compare
+        return None
 
 
 def truth_metrics(faces: VideoFaces, row: dict, truth: dict, every: int) -> dict:
@@ -119,12 +137,19 @@ def evaluate(
         raise ImagineIDError(f"{gen}/index.parquet lists no finished video to evaluate")
     landmarker = DlibLandmarker(upsample=1)
     videos, first_descriptors, samples = [], {}, {}
+    model = _dataset_model(data)
+    imagined, voices, true_shapes = [], [], {}  # voice-to-face match: videos of held-out speakers
     for row in tqdm(sorted(rows, key=lambda r: r["key"]), desc="evaluate", unit="video", disable=not progress):
         faces = detect_video(gen / row["video"], landmarker, every)
         metrics = video_metrics(faces, read_audio(gen / row["video"]), row["mesh_mouth_opening"], every)
         truth = ground_truth(row["audio"])
         if truth is not None:
             metrics.update(truth_metrics(faces, row, truth, every))
+            shape = imagined_shape(model, faces.landmarks) if model is not None else None
+            if shape is not None and truth.get("speaker_id"):
+                imagined.append(shape)
+                voices.append(truth["speaker_id"])
+                true_shapes.setdefault(truth["speaker_id"], []).append(true_shape(model, _points(truth)))
         videos.append(
             {
                 "key": row["key"],
@@ -146,6 +171,7 @@ def evaluate(
     ]
     summary = {name: _nanmean([v.get(name) for v in videos]) for name in AGGREGATED}
     summary["seed_diversity"] = float(np.mean(diversity)) if diversity else None
+    summary.update(voice_face_match(imagined, voices, {s: np.mean(v, axis=0) for s, v in true_shapes.items()}))
     summary["videos"] = len(videos)
     summary["failed_in_index"] = len(index) - len(rows)
     _synth_metadata.cache_clear()  # a corpus may change between evaluations
