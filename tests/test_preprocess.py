@@ -286,3 +286,31 @@ def test_sigkill_mid_run_then_rerun_leaves_no_duplicates_or_orphans(small_corpus
     frames = store.read_table("frames", ["clip_id", "frame_idx"]).to_pylist()
     assert len(frames) == len({(f["clip_id"], f["frame_idx"]) for f in frames}) == sum(clips["n_frames"].to_pylist())
     assert not list(out.rglob(".tmp-*")) and not list((out / ".staging").glob("*"))
+
+
+def test_sigkill_while_a_changed_source_is_reprocessed_keeps_its_old_clip(small_corpus: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, out = tmp_path / "src", tmp_path / "data"
+    videos = sorted((small_corpus / "videos").glob("*.mp4"))
+    copy_videos(small_corpus, src, [videos[0].name, videos[1].name])
+    cmd = [sys.executable, "-m", "imagineid.cli", "preprocess", str(src), "--out", str(out), "--workers", "1"]
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    old = Store(out).done_ids("clips")
+    shutil.copy2(videos[2], src / videos[0].name)  # the file changes: a new version to process
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not {p.stem for p in (out / "crops").glob("*.mp4")} - old:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-way through the new version
+    proc.wait()
+    store = Store(out)
+    assert store.done_ids("clips") == old  # the old version of the changed file is still the dataset's
+    assert all(store.shard("frames", c).exists() and store.crops(c).exists() for c in old)
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    after = Store(out).done_ids("clips")
+    assert len(after) == 2 and len(after & old) == 1  # the new version replaced the old one, the other stayed
+    assert not list(out.rglob(".tmp-*")) and not list((out / ".staging").glob("*"))
