@@ -29,7 +29,7 @@ from imagineid.generation.scheduler import to_uint8
 from imagineid.generation.shard import face_found
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.runs.folder import RunDir
-from imagineid.training.adapters import clip_heard_features
+from imagineid.training.adapters import clip_heard_features, invariant_args
 from imagineid.training.frame_data import FrameConditionDataset
 from imagineid.training.ldm import psnr
 
@@ -52,15 +52,7 @@ def _faces(frames: torch.Tensor, landmarker: DlibLandmarker) -> list[tuple[np.nd
 def invariant_metrics(
     pipe: ImagineIDPipeline, batch: dict, mesh_opening: np.ndarray, landmarker: DlibLandmarker, steps: int, **switches
 ) -> dict:
-    args = dict(
-        mesh=batch["mesh"],
-        identity=batch["heard_identity"],
-        emotion=batch["heard_emotion"],
-        reference=batch["reference"],
-        neighbour=batch["neighbour"],
-        blend_mask=batch["blend_mask"],
-        num_inference_steps=steps,
-    )
+    args = invariant_args(batch, steps)
     frames = pipe(**args, generator=torch.Generator().manual_seed(0), **switches)
     generated, truth = _faces(frames, landmarker), _faces(batch["image"], landmarker)
     distances = [float(np.linalg.norm(g[1] - t[1])) for g, t in zip(generated, truth) if g and t]

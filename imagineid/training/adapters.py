@@ -175,14 +175,10 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
     return {**{f"train_{k}": v for k, v in logs.items()}, **validate_adapters(pipe, ctx, heard)}
 
 
-@torch.no_grad()
-def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, heard: dict, steps: int = 10) -> dict:
-    """Invariant-mode generation on held-out frames: background PSNR vs the reference, with and without
-    blending, and PSNR of the whole frame vs the true frame."""
-    size = image_size(LDMComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler))
-    batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2, image_size=size, heard=heard)))
-    batch = {k: v.to(ctx.device) for k, v in batch.items()}
-    args = dict(
+def invariant_args(batch: dict, steps: int) -> dict:
+    """The pipeline's invariant-mode arguments for a batch of FrameConditionDataset items (teacher-forced:
+    the true reference, neighbour and mask), as validation and the generator check use them."""
+    return dict(
         mesh=batch["mesh"],
         identity=batch["heard_identity"],
         emotion=batch["heard_emotion"],
@@ -191,6 +187,16 @@ def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, heard: dict, s
         blend_mask=batch["blend_mask"],
         num_inference_steps=steps,
     )
+
+
+@torch.no_grad()
+def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, heard: dict, steps: int = 10) -> dict:
+    """Invariant-mode generation on held-out frames: background PSNR vs the reference, with and without
+    blending, and PSNR of the whole frame vs the true frame."""
+    size = image_size(LDMComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler))
+    batch = next(iter(frame_loader(ctx, ctx.split["val"][:4], 8, seed=2, image_size=size, heard=heard)))
+    batch = {k: v.to(ctx.device) for k, v in batch.items()}
+    args = invariant_args(batch, steps)
     blended = pipe(**args, generator=torch.Generator().manual_seed(0), paste=False)
     plain = pipe(**args, generator=torch.Generator().manual_seed(0), blend=False, paste=False)
     outside = (batch["blend_mask"] < 0.01).float()
