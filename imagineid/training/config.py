@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 DISENTANGLER_STAGES = ("identity", "content", "emotion")
 GENERATOR_STAGES = ("ldm", "adapters")
 PROFILES = ("tiny", "sd15")
@@ -93,8 +95,6 @@ class TrainConfig:
             if str(path).endswith(".json"):
                 values = json.loads(text)
             else:
-                import yaml
-
                 values = yaml.safe_load(text) or {}
             if not isinstance(values, dict):
                 raise ValueError(f"{path}: a training config is a mapping of settings, got {type(values).__name__}")
@@ -103,8 +103,6 @@ class TrainConfig:
             key, sep, raw = item.partition("=")
             if not sep or not key:
                 raise ValueError(f"--set takes key=value (e.g. adapters.steps=500), got {item!r}")
-            import yaml
-
             value = yaml.safe_load(raw)  # numbers, booleans and null as YAML reads them
             head, _, leaf = key.partition(".")
             config = cls.from_dict({head: {leaf: value}} if leaf else {head: value}, config)
