@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
 
 from imagineid.errors import ImagineIDError
+from imagineid.data.layouts import DATASETS
 from imagineid.generation.config import GenerateConfig
-from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig
-from imagineid.training.config import TrainConfig
+from imagineid.precision import CHOICES as PRECISIONS
+from imagineid.preprocessing.config import DETECTORS, MORPHABLES, SETTLE_S, SUBJECTS, PreprocessConfig
+from imagineid.training.config import PROFILES, TrainConfig
 
 app = typer.Typer(
     help="Talking-face videos imagined from audio alone (FaceChain-ImagineID).",
@@ -110,9 +112,11 @@ def preprocess(
     src: list[Path] = typer.Argument(..., help="Video files or folders."),
     out: Path = typer.Option(..., "--out", help="Dataset folder (docs/architecture.md §3)."),
     workers: Optional[int] = typer.Option(None, help="Parallel clip workers (default: all cores; 1 = no Ray)."),
-    detector: str = typer.Option(PreprocessConfig.detector, help="dlib | fan"),
-    morphable: str = typer.Option(PreprocessConfig.morphable, help="pca | flame"),
-    dataset: str = typer.Option("auto", help="auto | synthetic | mead | voxceleb2 | hdtf | generic"),
+    detector: Literal[DETECTORS] = typer.Option(PreprocessConfig.detector, help="Face detector and landmarks."),
+    morphable: Literal[MORPHABLES] = typer.Option(
+        PreprocessConfig.morphable, help="3DMM: PCA of the 68 landmarks, or FLAME (--flame / --deca)."
+    ),
+    dataset: Literal[DATASETS] = typer.Option("auto", help="Source layout (labels, speaker ids); auto: detect."),
     crop_size: int = typer.Option(PreprocessConfig.crop_size, help="Aligned face crop size in pixels."),
     refit_morphable: bool = typer.Option(False, help="Fit a new morphable-model version."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
@@ -121,7 +125,7 @@ def preprocess(
     speech_model: Optional[Path] = typer.Option(
         None, help="Local wav2vec2 / HuBERT folder: adds `speech` features to audio/."
     ),
-    subject: str = typer.Option(
+    subject: Literal[SUBJECTS] = typer.Option(
         PreprocessConfig.subject, help="one: the speaker's face per video | all: one clip per persistent face."
     ),
     min_face_px: float = typer.Option(
@@ -195,7 +199,7 @@ def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., help="Dataset folder written by `imagineid preprocess`."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
-    profile: str = typer.Option(TrainConfig.profile, help="tiny | sd15"),
+    profile: Literal[PROFILES] = typer.Option(TrainConfig.profile, help="tiny: the 64 px base | sd15: --base-model."),
     stages: str = typer.Option("identity,content,emotion", help="Comma-separated stages, trained in order."),
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimisation steps per stage."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
@@ -323,10 +327,10 @@ def generate(
     first_frame_retries: int = typer.Option(
         GenerateConfig.first_frame_retries, min=0, help="Redraw frame 1 while dlib finds no face (0 = off)."
     ),
-    precision: str = typer.Option(
+    precision: Literal[PRECISIONS] = typer.Option(
         "auto",
-        help="fp32 | bf16 | fp16 | auto (fp16 on GPUs; bf16 on CPUs with "
-        "native bf16 from 8 clips per batch; else fp32).",
+        help="auto: fp16 on GPUs; bf16 on CPUs with "
+        "native bf16 from 8 clips per batch; else fp32.",
     ),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
+
+from imagineid.data.layouts import DATASETS
+from imagineid.precision import CHOICES as PRECISIONS
+from imagineid.preprocessing.config import DETECTORS, MORPHABLES
+from imagineid.training.config import PROFILES
 
 CONTRACT = ("synth", "preprocess", "train", "listen", "generate", "evaluate", "demo")
 
@@ -19,6 +25,34 @@ def test_help_lists_the_contract_commands() -> None:
     assert result.returncode == 0
     for command in CONTRACT:
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command, option, choices",
+    [
+        ("preprocess", "--detector", DETECTORS),
+        ("preprocess", "--morphable", MORPHABLES),
+        ("preprocess", "--dataset", DATASETS),
+        ("train", "--profile", PROFILES),
+        ("generate", "--precision", PRECISIONS),
+    ],
+)
+def test_choice_options_list_their_values_and_refuse_others(tmp_path, command, option, choices) -> None:
+    """--help shows each option's values (taken from the config's own tuple), and a wrong one is refused
+    before any work, naming the values."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "imagineid.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    ).stdout
+    assert "<" + "|".join(choices) + ">" in shown
+    args = {"preprocess": ("x.mp4", "--out", str(tmp_path / "d")), "train": ("d", "--out", str(tmp_path / "r"))}
+    result = imagineid(command, *args.get(command, ("run", "a.wav", "--out", str(tmp_path / "g"))), option, "nope")
+    assert result.returncode == 2
+    assert "nope" in result.stderr and all(repr(c) in result.stderr.replace("\n", "") for c in choices[:2])
+    assert not (tmp_path / "d").exists() and not (tmp_path / "r").exists() and not (tmp_path / "g").exists()
 
 
 @pytest.mark.parametrize(

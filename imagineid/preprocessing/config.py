@@ -14,6 +14,7 @@ _OPTIONAL = ("flame", "deca", "speech_model")  # left out of the hash while unse
 SETTLE_S = 0.0
 DETECTORS = ("dlib", "fan")
 MORPHABLES = ("pca", "flame")
+SUBJECTS = ("one", "all")  # one: the speaker's face track per source | all: one clip per persistent face
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class PreprocessConfig:
             raise ValueError("morphable flame needs both flame (generic_model.pkl) and deca (deca_model.tar)")
         if self.morphable != "flame" and (self.flame or self.deca):
             raise ValueError("flame / deca are used with morphable flame only")
-        if self.subject not in ("one", "all"):
-            raise ValueError(f"subject must be 'one' or 'all', got {self.subject!r}")
+        if self.subject not in SUBJECTS:
+            raise ValueError(f"subject must be one of {', '.join(SUBJECTS)}, got {self.subject!r}")
         if not self.min_face_px > 0:
             raise ValueError(f"min_face_px must be positive, got {self.min_face_px}")
 
