@@ -16,8 +16,8 @@ from typing import Literal, Optional
 import typer
 from rich.console import Console
 
-from imagineid.errors import ImagineIDError
 from imagineid.data.layouts import DATASETS
+from imagineid.errors import ImagineIDError
 from imagineid.generation.config import GenerateConfig
 from imagineid.precision import CHOICES as PRECISIONS
 from imagineid.preprocessing.config import DETECTORS, MORPHABLES, SETTLE_S, SUBJECTS, PreprocessConfig
@@ -329,8 +329,7 @@ def generate(
     ),
     precision: Literal[PRECISIONS] = typer.Option(
         "auto",
-        help="auto: fp16 on GPUs; bf16 on CPUs with "
-        "native bf16 from 8 clips per batch; else fp32.",
+        help="auto: fp16 on GPUs; bf16 on CPUs with native bf16 from 8 clips per batch; else fp32.",
     ),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),
