@@ -243,3 +243,35 @@ def test_field_metrics_compute_what_is_configured_and_name_the_file_for_the_rest
     summary = field.summary([row])
     assert summary["fid_samples_generated"] == summary["fid_samples_reference"] == 8
     assert abs(summary["fid"]) < 1e-3 and summary["csim"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_evaluate_command_names_a_missing_weight_file_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"key": "a", "status": "ok", "video": "a.mp4"}]), gen / "index.parquet")
+    missing = tmp_path / "models" / "syncnet_v2.model"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imagineid.cli",
+            "evaluate",
+            str(gen),
+            "--data",
+            str(tmp_path),
+            "--syncnet",
+            str(missing),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, lines
+    assert "syncnet_v2.model" in lines[0] and "§ SyncNet" in lines[0]

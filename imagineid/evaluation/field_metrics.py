@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagineid.errors import PRETRAINED_DOCS
+from imagineid.errors import PRETRAINED_DOCS, ImagineIDError
 from imagineid.evaluation.csim import csim, csim_dlib
 from imagineid.evaluation.fid import RESOLUTION, fid_from_features, image_features
 from imagineid.evaluation.landmark_distance import landmark_distances
@@ -77,7 +77,7 @@ class FieldMetrics:
 
             self.fan = FanLandmarker()
         elif weights.landmarks != "dlib":
-            raise ValueError(f"landmarks must be 'dlib' or 'fan', not {weights.landmarks!r}")
+            raise ImagineIDError(f"--lmd-landmarks must be dlib or fan, not {weights.landmarks!r}")
         self._fid_generated: list[np.ndarray] = []
         self._fid_reference: list[np.ndarray] = []
 
