@@ -275,3 +275,48 @@ def test_evaluate_command_names_a_missing_weight_file_in_one_line(tmp_path: Path
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, lines
     assert "syncnet_v2.model" in lines[0] and "§ SyncNet" in lines[0]
+
+
+def test_evaluate_measures_a_video_against_itself_with_every_file_given(arcface_files, tmp_path: Path) -> None:
+    """A GEN folder whose 'generated' video is its own driving clip (synthetic, with a face): with stand-in
+    SyncNet / Inception / ArcFace files the field's metrics are all computed and take their known values
+    (identical landmarks, identity and frame statistics); nothing is left skipped but FVD."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from imagineid.evaluation.evaluate import evaluate
+    from imagineid.synth.corpus import SynthConfig, synthesize_corpus
+
+    corpus = tmp_path / "corpus"
+    synthesize_corpus(corpus, SynthConfig(speakers=1, clips_per_speaker=1, seconds=1.0, seed=4), progress=False)
+    clip = sorted((corpus / "videos").glob("*.mp4"))[0]
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    shutil.copy2(clip, gen / "self.mp4")
+    row = {
+        "key": "self",
+        "status": "ok",
+        "video": "self.mp4",
+        "audio": str(clip),
+        "seed": 0,
+        "frames": 25,
+        "predicted_gender": None,
+        "predicted_emotion": None,
+        "mesh_mouth_opening": None,
+    }
+    pq.write_table(pa.Table.from_pylist([row]), gen / "index.parquet")
+    weights = FieldWeights(
+        syncnet=_save(_kaiming(SyncNet()), tmp_path / "syncnet_v2.model"),
+        fid_inception=_save(_kaiming(FIDInceptionV3()), tmp_path / "pt_inception.pth"),
+        arcface=arcface_files["torch"],
+    )
+    metrics = evaluate(gen, tmp_path, None, progress=False, weights=weights)
+    video, summary = metrics["videos"][0], metrics["summary"]
+    assert set(metrics["skipped"]) == {"fvd"}
+    assert video["lmd_frames"] > 0 and video["m_lmd"] == video["f_lmd"] == 0.0
+    for name in ("csim", "csim_dlib"):  # each talking frame against the clip's mean identity: near, not at, 1
+        assert 0.9 < video[name] <= 1.0 + 1e-9
+    assert np.isfinite(video["lse_c"]) and np.isfinite(video["lse_d"]) and video["sync_windows"] == 20
+    assert summary["fid_samples_generated"] == summary["fid_samples_reference"] == 25 and abs(summary["fid"]) < 1e-3
