@@ -17,7 +17,7 @@ from imagineid.evaluation.face_align5 import ARCFACE_TEMPLATE, align_face, five_
 from imagineid.evaluation.fid import fid, fid_from_features
 from imagineid.evaluation.fid_inception import FIDInceptionV3, load_fid_inception
 from imagineid.evaluation.field_metrics import FieldMetrics, FieldWeights
-from imagineid.evaluation.frechet import frechet_distance
+from imagineid.evaluation.frechet import feature_stats, frechet_distance
 from imagineid.evaluation.landmark_distance import landmark_distances
 from imagineid.evaluation.lse import (
     audio_embeddings,
@@ -71,6 +71,9 @@ def test_frechet_distance_of_shifted_gaussians_is_the_closed_form() -> None:
     features = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))  # full covariance
     shift = rng.normal(size=6)
     assert fid_from_features(features, features + shift) == pytest.approx(float(shift @ shift), rel=1e-6)
+    few, other = rng.normal(size=(5, 40)), rng.normal(size=(6, 40)) * 2 + 1  # fewer samples than dimensions
+    assert fid_from_features(few, other) == pytest.approx(frechet_distance(*feature_stats(few), *feature_stats(other)))
+    assert fid_from_features(few, few + shift[0]) == pytest.approx(40 * shift[0] ** 2)
 
 
 def test_fid_stand_in_inception_loads_and_a_set_matches_itself(tmp_path: Path) -> None:

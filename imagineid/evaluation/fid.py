@@ -54,8 +54,20 @@ def image_features(
 
 
 def fid_from_features(generated: np.ndarray, reference: np.ndarray) -> float:
-    """Fréchet distance between the Gaussians fitted to two (N, D) feature sets."""
-    return frechet_distance(*feature_stats(generated), *feature_stats(reference))
+    """Fréchet distance between the Gaussians fitted to two (N, D) feature sets.
+
+    With fewer samples than dimensions the covariances are singular and a D × D `sqrtm` is both slow and
+    inaccurate; the same quantity is then exact from the samples: Tr (Σ₁Σ₂)^½ is the nuclear norm of
+    X₁ᶜ X₂ᶜᵀ / √((N₁ − 1)(N₂ − 1)) (Xᶜ: the centred features), an N₁ × N₂ problem.
+    """
+    a, b = np.asarray(generated, np.float64), np.asarray(reference, np.float64)
+    if len(a) + len(b) > a.shape[1]:
+        return frechet_distance(*feature_stats(a), *feature_stats(b))
+    ca, cb = a - a.mean(axis=0), b - b.mean(axis=0)
+    cross = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / np.sqrt((len(a) - 1) * (len(b) - 1))
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    traces = (ca**2).sum() / (len(a) - 1) + (cb**2).sum() / (len(b) - 1)
+    return float(diff @ diff + traces - 2 * cross)
 
 
 def fid(
