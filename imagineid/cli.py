@@ -369,13 +369,19 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="Dataset folder (identity retrieval, emotion map)."),
     report: Optional[Path] = typer.Option(None, help="HTML report path (default: GEN/report.html)."),
     every: int = typer.Option(1, min=1, help="Measure every N-th frame (faster on long videos)."),
+    syncnet: Optional[Path] = typer.Option(None, help="syncnet_v2.model: LSE-C / LSE-D (docs/pretrained.md)."),
+    fid_inception: Optional[Path] = typer.Option(None, help="pytorch-fid's pt_inception-2015-12-05-*.pth: FID."),
+    arcface: Optional[Path] = typer.Option(None, help="w600k_r50.onnx or arcface_torch backbone.pth: CSIM."),
+    lmd_landmarks: str = typer.Option("dlib", help="M-LMD / F-LMD landmarks: dlib or fan."),
 ) -> None:
     """Metrics (GEN/metrics.json) and a self-contained HTML report for generated videos."""
     from imagineid.evaluation.evaluate import evaluate as run_evaluate
+    from imagineid.evaluation.field_metrics import FieldWeights
 
     report = report or gen / "report.html"
+    weights = FieldWeights(syncnet, fid_inception, arcface, lmd_landmarks)
     with _reported():
-        metrics = run_evaluate(gen, data, report, every=every)
+        metrics = run_evaluate(gen, data, report, every=every, weights=weights)
     _print_fields({k: v for k, v in metrics["summary"].items() if v is not None})
     out_console.print(f"metrics → {gen / 'metrics.json'}\nreport → {report}")
 

@@ -5,9 +5,11 @@
 Per video: `video_metrics`; per audio: diversity = mean pairwise descriptor distance of frame 1 across
 seeds; where synthetic ground truth exists next to the audio (`<corpus>/metadata.parquet` of
 `imagineid synth`): landmark distance to the true face after a per-frame similarity alignment (shape
-and mouth, not pose), and whether the predicted gender / emotion match. LSE-C / LSE-D (SyncNet) and
-FID / FVD (Inception / I3D) need weights this project never downloads: they are reported as skipped
-with the reason. Aggregates are NaN-aware means over videos. The numbers are deterministic.
+and mouth, not pose), and whether the predicted gender / emotion match. The field's metrics (LSE-C /
+LSE-D, CSIM, M-LMD / F-LMD, FID; `field_metrics`) are computed where their weight files are given
+(`FieldWeights`), against the driving clip's own frames when it is a video; the rest are listed under
+`skipped` with the reason and the file that enables them. Aggregates are NaN-aware means over videos.
+The numbers are deterministic.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.errors import ImagineIDError
+from imagineid.evaluation.field_metrics import SKIP_REASONS, FieldMetrics, FieldWeights
 from imagineid.evaluation.video_metrics import (
     VideoFaces,
     detect_video,
@@ -31,13 +34,9 @@ from imagineid.evaluation.video_metrics import (
 from imagineid.evaluation.voice_face import imagined_shape, true_shape, voice_face_match
 from imagineid.face import landmarks68 as lm
 from imagineid.face.dlib_backend import DlibLandmarker
+from imagineid.media import probe
 
-SKIPPED = {
-    "lse_c": "skipped: needs SyncNet weights (syncnet_v2.model); none given and nothing is downloaded",
-    "lse_d": "skipped: needs SyncNet weights (syncnet_v2.model); none given and nothing is downloaded",
-    "fid": "skipped: needs Inception-v3 FID weights (pt_inception-2015-12-05); none given and nothing is downloaded",
-    "fvd": "skipped: needs I3D weights (i3d_torchscript.pt); none given and nothing is downloaded",
-}
+SKIPPED = SKIP_REASONS  # with no weight files given
 AGGREGATED = (
     "face_detection_rate",
     "identity_distance_to_frame1",
@@ -124,10 +123,25 @@ def _clean(value):
     return value
 
 
+def _reference_faces(audio: str, landmarker: DlibLandmarker, every: int) -> VideoFaces | None:
+    """The driving clip's own frames as ground truth, when it is a video (None for an audio-only file)."""
+    try:
+        return detect_video(audio, landmarker, every) if probe(audio).video_index is not None else None
+    except (ImagineIDError, OSError):
+        return None
+
+
 def evaluate(
-    gen: str | Path, data: str | Path, report: str | Path | None = None, every: int = 1, progress: bool = True
+    gen: str | Path,
+    data: str | Path,
+    report: str | Path | None = None,
+    every: int = 1,
+    progress: bool = True,
+    weights: FieldWeights | None = None,
 ) -> dict:
-    """Measure every generated video; write GEN/metrics.json and the HTML report; → the metrics."""
+    """Measure every generated video; write GEN/metrics.json and the HTML report; → the metrics.
+
+    `weights` names the local files of the field's metrics (SyncNet, FID Inception, ArcFace)."""
     gen, data = Path(gen), Path(data)
     if not (gen / "index.parquet").exists():
         raise ImagineIDError(f"{gen} has no index.parquet; run `imagineid generate RUN AUDIO --out {gen}` first")
@@ -136,12 +150,17 @@ def evaluate(
     if not rows:
         raise ImagineIDError(f"{gen}/index.parquet lists no finished video to evaluate")
     landmarker = DlibLandmarker(upsample=1)
+    field, reference = FieldMetrics(weights), {}
     videos, first_descriptors, samples = [], {}, {}
     model = _dataset_model(data)
     imagined, voices, true_shapes = [], [], {}  # voice-to-face match: videos of held-out speakers
     for row in tqdm(sorted(rows, key=lambda r: r["key"]), desc="evaluate", unit="video", disable=not progress):
         faces = detect_video(gen / row["video"], landmarker, every)
-        metrics = video_metrics(faces, read_audio(gen / row["video"]), row["mesh_mouth_opening"], every)
+        audio = read_audio(gen / row["video"])
+        metrics = video_metrics(faces, audio, row["mesh_mouth_opening"], every)
+        if row["audio"] not in reference:  # seeds of one audio share its ground truth; keep one clip's frames
+            reference = {row["audio"]: _reference_faces(row["audio"], landmarker, every)}
+        metrics.update(field.video(faces, audio, reference[row["audio"]], every))
         truth = ground_truth(row["audio"])
         if truth is not None:
             metrics.update(truth_metrics(faces, row, truth, every))
@@ -172,10 +191,11 @@ def evaluate(
     summary = {name: _nanmean([v.get(name) for v in videos]) for name in AGGREGATED}
     summary["seed_diversity"] = float(np.mean(diversity)) if diversity else None
     summary.update(voice_face_match(imagined, voices, {s: np.mean(v, axis=0) for s, v in true_shapes.items()}))
+    summary.update(field.summary(videos))
     summary["videos"] = len(videos)
     summary["failed_in_index"] = len(index) - len(rows)
     _synth_metadata.cache_clear()  # a corpus may change between evaluations
-    metrics = _clean({"summary": summary, "skipped": SKIPPED, "every": every, "videos": videos})
+    metrics = _clean({"summary": summary, "skipped": field.skipped, "every": every, "videos": videos})
     write_json_atomic(gen / "metrics.json", metrics)
     if report is not None:
         from imagineid.evaluation.report import write_report
