@@ -45,34 +45,134 @@ class _FakeChumpy:
                 sys.modules[key] = value
 
 
-def _grid_mesh(nx: int = 13, ny: int = 15) -> tuple[np.ndarray, np.ndarray]:
-    """A slightly curved face-sized sheet (metres, y up): vertices (V, 3), triangles (F, 3)."""
-    xs, ys = np.linspace(-0.09, 0.09, nx), np.linspace(-0.11, 0.09, ny)
-    gx, gy = np.meshgrid(xs, ys)
-    verts = np.stack([gx, gy, 0.05 - 2.0 * gx**2], axis=-1).reshape(-1, 3)
-    faces = []
-    for j in range(ny - 1):
-        for i in range(nx - 1):
-            a, b, c, d = j * nx + i, j * nx + i + 1, (j + 1) * nx + i, (j + 1) * nx + i + 1
-            faces += [(a, b, d), (a, d, c)]
-    return verts.astype(np.float64), np.array(faces, np.uint32)
+HEAD_AXES = (0.078, 0.11, 0.10)  # ellipsoid semi-axes x, y, z (metres): a head about 16 × 22 × 20 cm
+NOSE_HEIGHT = 0.02  # the nose ridge stands this far out of the ellipsoid (it is what occludes at yaw)
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    """0 below 0, 1 above 1, C¹ in between: windows that switch a field off exactly, yet smoothly."""
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _head_mesh(n_lat: int = 40, n_lon: int = 56) -> tuple[np.ndarray, np.ndarray]:
+    """A closed ellipsoid head (metres, y up, face toward +z) with a nose ridge: vertices (V, 3), faces (F, 3).
+
+    Latitude rings between poles on the y axis (crown, neck), faces wound counter-clockwise seen from
+    outside, so normals from (b − a) × (c − a) point outward as FLAME's do.
+    """
+    a, b, c = HEAD_AXES
+    theta = np.linspace(0.0, np.pi, n_lat + 1)[1:-1]  # polar angle from the crown
+    phi = np.linspace(-np.pi, np.pi, n_lon, endpoint=False)  # azimuth, 0 = straight ahead (+z)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    ring = np.stack([a * np.sin(t) * np.sin(p), b * np.cos(t), c * np.sin(t) * np.cos(p)], axis=-1).reshape(-1, 3)
+    verts = np.concatenate([[[0.0, b, 0.0]], ring, [[0.0, -b, 0.0]]])
+    x, y, z = verts.T
+    nose = np.exp(-(x**2) / (2 * 0.011**2) - (y - 0.006) ** 2 / (2 * 0.016**2)) * (z > 0)
+    verts[:, 2] += NOSE_HEIGHT * nose
+    top, bottom = 0, len(verts) - 1
+    idx = lambda i, j: 1 + i * n_lon + j % n_lon
+    faces = [(top, idx(0, j + 1), idx(0, j)) for j in range(n_lon)]
+    for i in range(n_lat - 2):
+        for j in range(n_lon):
+            q00, q01, q10, q11 = idx(i, j), idx(i, j + 1), idx(i + 1, j), idx(i + 1, j + 1)
+            faces += [(q00, q01, q11), (q00, q11, q10)]
+    faces += [(bottom, idx(n_lat - 2, j), idx(n_lat - 2, j + 1)) for j in range(n_lon)]
+    faces = np.array(faces, np.int64)
+    n = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    if np.mean(np.einsum("fc,fc->f", n, verts[faces].mean(1))) < 0:  # make the winding outward
+        faces = faces[:, [0, 2, 1]]
+    return verts, faces.astype(np.uint32)
 
 
 def _embed(points: np.ndarray, verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Face index and barycentric coordinates of each 2D point (x, y) on the sheet."""
+    """Face index and barycentric coordinates of each 2D point (x, y) on the face side of the mesh.
+
+    Only triangles facing +z with every corner in front (z > 0) are candidates: there the surface is a
+    height field over (x, y), so each point lies in exactly one of them.
+    """
+    tri = verts[faces]  # (F, 3, 3)
+    n_z = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[:, 2]
+    front = np.flatnonzero((n_z > 0) & (tri[:, :, 2] > 0).all(axis=1))
+    a, b, c = (tri[front, k, :2] for k in range(3))  # (Fc, 2)
+    e1, e2 = b - a, c - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     idx, bary = [], []
     for p in points:
-        for f, tri in enumerate(faces):
-            a, b, c = verts[tri][:, :2]
-            m = np.array([b - a, c - a]).T
-            u, v = np.linalg.solve(m, p - a)
-            if u >= -1e-9 and v >= -1e-9 and u + v <= 1 + 1e-9:
-                idx.append(f)
-                bary.append((1 - u - v, u, v))
-                break
-        else:
+        d = p - a
+        u = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det
+        v = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+        inside = np.flatnonzero((u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9))
+        if not len(inside):
             raise AssertionError(f"landmark {p} is off the stand-in mesh")
+        k = inside[0]
+        idx.append(front[k])
+        bary.append((1 - u[k] - v[k], u[k], v[k]))
     return np.array(idx, np.int64), np.array(bary, np.float64)
+
+
+def _similarity_fields(verts: np.ndarray) -> np.ndarray:
+    """Orthonormal (3V, 7) basis of the displacement fields a camera or head pose can mimic: translations,
+    infinitesimal rotations and uniform scaling about the centroid."""
+    d = verts - verts.mean(axis=0)
+    fields = [np.tile(np.eye(3)[k], (len(verts), 1)) for k in range(3)]
+    fields += [np.cross(np.eye(3)[k], d) for k in range(3)] + [d]
+    q, _ = np.linalg.qr(np.stack([f.reshape(-1) for f in fields], axis=1))
+    return q
+
+
+def _polynomial_fields(verts: np.ndarray, degree: int) -> np.ndarray:
+    """Every monomial of the normalised coordinates up to `degree`, as an x, y and z displacement: (3V, M)."""
+    u = (verts - verts.mean(axis=0)) / np.asarray(HEAD_AXES)
+    powers = [(i, j, k) for i in range(degree + 1) for j in range(degree + 1 - i) for k in range(degree + 1 - i - j)]
+    mono = np.stack([u[:, 0] ** i * u[:, 1] ** j * u[:, 2] ** k for i, j, k in powers], axis=1)  # (V, P)
+    fields = np.zeros((len(verts), 3, len(powers), 3))
+    for axis in range(3):
+        fields[:, axis, :, axis] = mono
+    return fields.reshape(3 * len(verts), -1)
+
+
+def _head_bases(verts: np.ndarray, nose_y: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth `shapedirs` (V, 3, 400): 300 identity then 100 expression components, PCA-like (the k-th
+    component's RMS displacement falls with k) so coefficients are unit-variance like FLAME's.
+
+    Identity: global degree-4 polynomial fields with the similarity fields projected out (a camera or a
+    head turn cannot mimic them, so a fit can recover them). Expression: fields windowed to the face —
+    components 0..N_EXPRESSION_MOUTH−1 exactly zero above the nose; 3 and 4 share one brow field, so
+    each alone moves the upper face but their difference is mouth-only; the rest move the whole face.
+    """
+    v = len(verts)
+    x, y, z = verts.T
+    sim = _similarity_fields(verts)
+    poly = _polynomial_fields(verts, 4)
+    poly -= sim @ (sim.T @ poly)
+    q = np.linalg.svd(poly, full_matrices=False)[0]  # (3V, r) orthonormal smooth fields
+    q = q[:, : min(q.shape[1], 95)]
+    mix = np.linalg.qr(rng.normal(size=(q.shape[1], q.shape[1])))[0]
+    identity = q @ mix  # (3V, r): orthonormal, every one mixing all degrees
+    rms = 0.004 * (1.0 + np.arange(300)) ** -0.6  # metres at coefficient 1
+    shape = np.zeros((3 * v, 300))
+    for k in range(300):
+        col = identity[:, k] if k < identity.shape[1] else identity @ rng.normal(size=identity.shape[1])
+        shape[:, k] = col / np.sqrt(np.mean(col**2) * 3) * rms[k]
+    front = _smoothstep(z / 0.04)  # (V,) the face side only
+    lower = _smoothstep((nose_y - 0.005 - y) / 0.02) * front  # exactly 0 at and above nose_y − 5 mm
+    upper = _smoothstep((y - nose_y) / 0.02) * front
+    local = _polynomial_fields(verts, 2)  # (3V, 30) low-order content for the windows
+    window = lambda w: local * np.repeat(w, 3)[:, None]
+    expr = np.zeros((3 * v, 100))
+    brow = window(upper) @ rng.normal(size=local.shape[1])
+    for k in range(100):
+        if k < N_EXPRESSION_MOUTH + 2:
+            col = window(lower) @ rng.normal(size=local.shape[1])
+            if k >= N_EXPRESSION_MOUTH:  # 3, 4: the same upper-face leak on two different mouth motions
+                col = col / np.abs(col).max() + 0.8 * brow / np.abs(brow).max()
+        else:
+            col = window(front) @ rng.normal(size=local.shape[1]) + 0.5 * window(upper) @ rng.normal(
+                size=local.shape[1]
+            )
+        expr[:, k] = col / np.abs(col).max() * 0.006 * (1.0 + k) ** -0.3  # peak motion at coefficient 1
+    return np.concatenate([shape, expr], axis=1).reshape(v, 3, 400)
 
 
 def landmark_points() -> np.ndarray:
@@ -83,27 +183,37 @@ def landmark_points() -> np.ndarray:
 
 def write_flame(folder: Path, seed: int = 0) -> Path:
     """`generic_model.pkl` (Python-2 style protocol 2, chumpy shapedirs, sparse J_regressor) and DECA's
-    `landmark_embedding.npy` into `folder`; returns the model path."""
+    `landmark_embedding.npy` into `folder`; returns the model path.
+
+    The geometry is a smooth closed head (`_head_mesh`), smooth bases (`_head_bases`), a jaw joint at
+    the sides of the head, lower-face skinning weights that ramp smoothly from the upper lip to the chin,
+    and the 68 canonical landmarks embedded on the face side: fits and renders can be checked against
+    known parameters on it, and its mouth-only components are known exactly.
+    """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    verts, faces = _grid_mesh()
+    verts, faces = _head_mesh()
     v = len(verts)
+    x, y, z = verts.T
     lm_faces, lm_bary = _embed(landmark_points(), verts, faces)
     nose_y = (verts[faces[lm_faces[NOSE_BOTTOM]]] * lm_bary[NOSE_BOTTOM][:, None]).sum(0)[1]
-    lower = verts[:, 1] < nose_y - 0.005
-    shapedirs = rng.normal(0, 1e-3, (v, 3, 400))
-    shapedirs[~lower, :, 300 : 300 + N_EXPRESSION_MOUTH] = 0.0  # mouth-only expression components
-    posedirs = rng.normal(0, 1e-4, (v, 3, 36))
+    shapedirs = _head_bases(verts, nose_y, rng)
     regressor = np.zeros((5, v))
     regressor[0] = 1.0 / v  # root: centroid
-    regressor[1, np.argsort(verts[:, 1])[:13]] = 1 / 13  # neck: bottom row
-    regressor[2, np.argsort(np.abs(verts[:, 1] - (nose_y - 0.04)))[:13]] = 1 / 13  # jaw: below the mouth
+    regressor[1, np.argsort(y)[:13]] = 1 / 13  # neck: around the bottom pole
+    for side in (-1.0, 1.0):  # jaw: halfway between two points at the sides of the head, just below the nose
+        regressor[2, np.argmin(np.linalg.norm(verts - [side * HEAD_AXES[0], nose_y - 0.005, 0.0], axis=1))] = 0.5
     for k, eye in ((3, 36), (4, 45)):
-        near = np.argsort(np.linalg.norm(verts[:, :2] - landmark_points()[eye], axis=1))[:4]
+        near = np.argsort(np.linalg.norm(verts[:, :2] - landmark_points()[eye], axis=1) + 10 * (z < 0))[:4]
         regressor[k, near] = 0.25
+    front = _smoothstep(z / 0.04)
+    jaw = _smoothstep((-0.028 - y) / 0.012) * front  # 0 at the upper lip, 1 from the lower lip down
+    neck = _smoothstep((-0.075 - y) / 0.02) * (1.0 - jaw)
     weights = np.zeros((v, 5))
-    weights[:, 0] = 1.0
-    weights[lower, 0], weights[lower, 2] = 0.3, 0.7  # the lower face follows the jaw
+    weights[:, 2], weights[:, 1] = jaw, neck
+    weights[:, 0] = 1.0 - jaw - neck
+    posedirs = np.zeros((v, 3, 36))
+    posedirs[:, :, 9:18] = 1e-3 * jaw[:, None, None] * rng.normal(size=(1, 3, 9))  # jaw correctives only
     with _FakeChumpy() as ch:
         dirs = ch()
         dirs.__dict__.update(

@@ -79,6 +79,30 @@ def _rigid_transforms(
     return posed, out
 
 
+def skin(
+    v_shaped: torch.Tensor,
+    joints: torch.Tensor,
+    pose: torch.Tensor,
+    posedirs: torch.Tensor,
+    lbs_weights: torch.Tensor,
+    parents: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pose correctives + linear blend skinning, shared by the full mesh and any subset of its vertices.
+
+    v_shaped (B, N, 3) blend-shaped rest vertices, joints (B, J, 3) their rest joints, pose (B, 3·J)
+    axis-angle, posedirs (9·(J−1), N·3), lbs_weights (N, J) → posed vertices (B, N, 3), posed joints (B, J, 3).
+    """
+    b, n_joints = joints.shape[:2]
+    rotations = batch_rodrigues(pose.reshape(-1, 3)).view(b, n_joints, 3, 3)
+    eye = torch.eye(3, dtype=v_shaped.dtype, device=v_shaped.device)
+    pose_feature = (rotations[:, 1:] - eye).reshape(b, -1)  # (B, 9·(J−1))
+    v_posed = v_shaped + (pose_feature @ posedirs).view(b, -1, 3)
+    posed_joints, transforms = _rigid_transforms(rotations, joints, parents)
+    per_vertex = torch.einsum("vj,bjik->bvik", lbs_weights, transforms)  # (B, N, 4, 4)
+    vertices = torch.einsum("bvik,bvk->bvi", per_vertex[:, :, :3, :3], v_posed) + per_vertex[:, :, :3, 3]
+    return vertices, posed_joints
+
+
 class FLAME(nn.Module):
     """FLAME as a torch module (buffers only: the model is fixed, we never train it)."""
 
@@ -169,15 +193,7 @@ class FLAME(nn.Module):
             + torch.einsum("bk,vck->bvc", expression, self.exprdirs)
         )  # (B, V, 3)
         joints = torch.einsum("jv,bvc->bjc", self.J_regressor, v_shaped)  # (B, 5, 3)
-        # 2. Pose correctives from the non-root joint rotations
-        rotations = batch_rodrigues(pose.view(-1, 3)).view(b, self.n_joints, 3, 3)
-        eye = torch.eye(3, dtype=shape.dtype, device=shape.device)
-        pose_feature = (rotations[:, 1:] - eye).reshape(b, -1)  # (B, 36)
-        v_posed = v_shaped + (pose_feature @ self.posedirs).view(b, -1, 3)
-        # 3. Linear blend skinning
-        posed_joints, transforms = _rigid_transforms(rotations, joints, self.parents)
-        per_vertex = torch.einsum("vj,bjik->bvik", self.lbs_weights, transforms)  # (B, V, 4, 4)
-        vertices = torch.einsum("bvik,bvk->bvi", per_vertex[:, :, :3, :3], v_posed) + per_vertex[:, :, :3, 3]
+        vertices, posed_joints = skin(v_shaped, joints, pose, self.posedirs, self.lbs_weights, self.parents)
         return FlameOutput(vertices, self.landmarks(vertices), posed_joints)
 
     def landmarks(self, vertices: torch.Tensor) -> torch.Tensor | None:
