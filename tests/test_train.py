@@ -61,6 +61,31 @@ def test_stages_write_weights_config_and_metrics(run) -> None:
     assert {r["stage"] for r in records if r.get("event") == "validation"} == {"identity", "content", "emotion"}
 
 
+def _tensorboard(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag → [(step, value)] over every event file of one stage's TensorBoard folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(folder.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            points.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return points
+
+
+def test_each_stage_writes_tensorboard_losses_and_validation(run) -> None:
+    out, _, results = run
+    for stage in ("identity", "content", "emotion"):
+        points = _tensorboard(out / "tensorboard" / stage)
+        assert [step for step, _ in points["train/loss"]] == [10, 15]  # every LOG_EVERY steps and the last
+        assert all(np.isfinite(v) for _, v in points["train/loss"]) and "train/lr" in points
+    points = _tensorboard(out / "tensorboard" / "content")
+    assert points["validation/mouth_opening_correlation"][0][1] == pytest.approx(
+        results["content"]["mouth_opening_correlation"], abs=1e-6
+    )
+
+
 def test_stage_one_weights_are_bit_identical_after_later_stages(run) -> None:
     out, before, _ = run
     assert before and _digest(out / "identity") == before
@@ -102,6 +127,8 @@ def test_sigkill_during_content_then_rerun_resumes(data: Path, tmp_path: Path) -
     assert resumed and resumed[0]["stage"] == "content" and resumed[0]["step"] >= 20
     assert (out / "identity" / "done.json").stat().st_mtime_ns == identity_done
     assert (out / "emotion" / "done.json").exists()
+    steps = [step for step, _ in _tensorboard(out / "tensorboard" / "content")["train/loss"]]
+    assert steps == list(range(10, 61, 10))  # steps logged after the checkpoint, then killed, are shown once
 
 
 def test_listen_prints_one_json_object_per_input(run, data: Path, small_corpus: Path, tmp_path: Path) -> None:

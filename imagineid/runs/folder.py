@@ -3,6 +3,7 @@
     RUN/<stage>/            a stage's weights (safetensors) + config.json; done.json when finished
     RUN/<stage>/checkpoint.pt   an interrupted stage's resume point
     RUN/metrics.jsonl       every logged training / validation record
+    RUN/tensorboard/<stage>/  the same for TensorBoard, with per-step losses and sample frames
     RUN/split.json          the speaker-disjoint train / val clip ids, fixed at the first stage
     RUN/mel_stats.json      the log-mel normalisation of the training clips
     RUN/train_config.json   the resolved training configuration
@@ -84,6 +85,10 @@ class RunDir:
     @property
     def metrics_log(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     def log(self, record: dict) -> None:
         """Append one JSON line (flushed and fsynced: a killed run keeps every line it reported)."""

@@ -49,6 +49,7 @@ from imagineid.models.mask_blending_adapter import (
 from imagineid.models.spatial_condition_adapter import SpatialConditionAdapter
 from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
+from imagineid.runs.tracking import StageTracker
 from imagineid.training.context import StageContext
 from imagineid.training.ldm import frame_loader, psnr
 from imagineid.training.loop import fit, seed_everything
@@ -200,6 +201,9 @@ def validate_adapters(pipe: ImagineIDPipeline, ctx: StageContext, heard: dict, s
     blended = pipe(**args, generator=torch.Generator().manual_seed(0), paste=False)
     plain = pipe(**args, generator=torch.Generator().manual_seed(0), blend=False, paste=False)
     outside = (batch["blend_mask"] < 0.01).float()
+    tracker = StageTracker(ctx.run, STAGE)  # sample frames for TensorBoard: generated above, true below
+    tracker.images(ctx.config.stage(STAGE).steps, "validation/invariant_mode", torch.cat([blended, batch["image"]], -2))
+    tracker.close()
     return {
         "background_psnr_db": psnr(blended, batch["reference"], outside),
         "background_psnr_no_blending_db": psnr(plain, batch["reference"], outside),

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from imagineid.runs.folder import RunDir
+from imagineid.runs.tracking import LOG_EVERY, StageTracker
 from imagineid.training.config import StageConfig
 
 
@@ -69,6 +70,7 @@ def fit(
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
         run.log({"stage": stage, "event": "resumed", "step": start})
+    tracker = StageTracker(run, stage, start_step=start)
     model.train()
     logs: dict = {}
     batches = _forever(loader)
@@ -88,6 +90,8 @@ def fit(
         sched.step()
         if (step + 1) % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == config.steps:
+            tracker.scalars(step + 1, {**logs, "lr": sched.get_last_lr()[0]})
         if (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
             run.save_checkpoint(
                 stage,
@@ -102,5 +106,6 @@ def fit(
             run.log({"stage": stage, "event": "checkpoint", "step": step + 1, "loss": float(loss.item())})
             if on_checkpoint:
                 on_checkpoint(step + 1)
+    tracker.close()
     model.eval()
     return {k: float(v) for k, v in logs.items()}

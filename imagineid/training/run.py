@@ -15,6 +15,7 @@ from tqdm import tqdm
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.errors import ImagineIDError
 from imagineid.runs.folder import RunDir
+from imagineid.runs.tracking import StageTracker
 from imagineid.training.config import DISENTANGLER_STAGES, GENERATOR_STAGES, TrainConfig
 
 ALL_STAGES = DISENTANGLER_STAGES + GENERATOR_STAGES
@@ -64,6 +65,9 @@ def run_stage(stage: str, data: str, run_root: str, config: TrainConfig, progres
     metrics = _stage_function(stage)(ctx, progress)
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     run.log({"stage": stage, "event": "validation", **metrics})
+    tracker = StageTracker(run, stage)
+    tracker.scalars(config.stage(stage).steps, metrics, prefix="validation")
+    tracker.close()
     run.mark_done(stage, metrics)
     return metrics
 
