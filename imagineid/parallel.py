@@ -55,13 +55,30 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         )
 
 
-def cluster_gpus(requested: float) -> float:
-    """`requested` GPUs per task when the joined cluster has that many, else 0: a GPU task on a
-    CPU-only cluster would wait forever, so this is decided before submitting."""
+class PlacementError(ImagineIDError):
+    """A resource request no node of the cluster can hold: Ray would queue it forever."""
+
+
+def node_gpus() -> list[float]:
+    """GPUs of each alive node of the joined cluster (a task's GPUs must all be on one node)."""
     import ray
 
-    available = ray.cluster_resources().get("GPU", 0.0)
-    return requested if 0 < requested <= available else 0.0
+    return [float(n.get("Resources", {}).get("GPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+
+
+def cluster_gpus(requested: float) -> float:
+    """`requested` GPUs per task when one node of the joined cluster has that many; 0 on a cluster with
+    no GPU at all (the task runs on CPUs). A request larger than every node's GPUs is refused at once:
+    a task's GPUs must sit on one node, so 2 GPUs on two 1-GPU nodes would wait forever."""
+    per_node = node_gpus()
+    if requested <= 0 or not any(per_node):
+        return 0.0
+    if requested > max(per_node):
+        raise PlacementError(
+            f"{requested:g} GPUs per task, but the largest node has {max(per_node):g} "
+            f"(nodes: {', '.join(f'{g:g}' for g in per_node)}); ask for at most {max(per_node):g} per task"
+        )
+    return requested
 
 
 def _apply(fn: Callable[[T], R], item: T) -> R:
