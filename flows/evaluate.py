@@ -16,7 +16,16 @@ from tasks.evaluate import evaluate_videos
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(gen: str, data: str, report: str | None = None, every: int = 1) -> dict:
+def evaluate_flow(
+    gen: str,
+    data: str,
+    report: str | None = None,
+    every: int = 1,
+    syncnet: str | None = None,
+    fid_inception: str | None = None,
+    arcface: str | None = None,
+    lmd_landmarks: str = "dlib",
+) -> dict:
     """Measure every generated video and write the report.
 
     Args:
@@ -24,9 +33,13 @@ def evaluate_flow(gen: str, data: str, report: str | None = None, every: int = 1
         data: Dataset folder (identity retrieval examples, emotion-embedding map).
         report: HTML report path (default: GEN/report.html).
         every: Measure every N-th frame.
+        syncnet: syncnet_v2.model for LSE-C / LSE-D (docs/pretrained.md); None skips them.
+        fid_inception: pytorch-fid's Inception weights for FID; None skips it.
+        arcface: insightface ONNX or arcface_torch backbone.pth for CSIM; None reports the dlib stand-in.
+        lmd_landmarks: M-LMD / F-LMD landmarks, dlib or fan.
     """
     report = report or str(Path(gen) / "report.html")
-    result = evaluate_videos(gen, data, report, every)
+    result = evaluate_videos(gen, data, report, every, syncnet, fid_inception, arcface, lmd_landmarks)
     rows = [{"metric": k, "value": v} for k, v in result["summary"].items()]
     create_table_artifact(rows, key="evaluation-summary", description=f"evaluation of {gen}")
     create_markdown_artifact(

@@ -341,17 +341,18 @@ def generate(
     sources = list(audio or []) + ([content_from] if content_from else [])
     if not sources:
         _fail("give AUDIO files or folders (or --content-from)")
-    cfg = GenerateConfig(
-        seeds=seeds,
-        batch_size=batch_size,
-        steps=steps,
-        guidance=guidance,
-        strength=strength,
-        first_frame_retries=first_frame_retries,
-        precision=precision,
-        identity_from=str(identity_from) if identity_from else None,
-        emotion_from=str(emotion_from) if emotion_from else None,
-    )
+    with _reported(ValueError):
+        cfg = GenerateConfig(
+            seeds=seeds,
+            batch_size=batch_size,
+            steps=steps,
+            guidance=guidance,
+            strength=strength,
+            first_frame_retries=first_frame_retries,
+            precision=precision,
+            identity_from=str(identity_from) if identity_from else None,
+            emotion_from=str(emotion_from) if emotion_from else None,
+        )
     with _reported():
         summary = run_generate(run, sources, out, cfg, use_ray=not no_ray, ray_address=ray_address)
     out_console.print(

@@ -11,7 +11,21 @@ from tasks.policy import RETRY_TRANSIENT
 
 
 @task(**RETRY_TRANSIENT)
-def evaluate_videos(gen: str, data: str, report: str, every: int = 1) -> dict:
+def evaluate_videos(
+    gen: str,
+    data: str,
+    report: str,
+    every: int = 1,
+    syncnet: str | None = None,
+    fid_inception: str | None = None,
+    arcface: str | None = None,
+    lmd_landmarks: str = "dlib",
+) -> dict:
     """→ {"metrics": path, "report": path, "summary": the aggregate numbers (a few floats)}."""
-    metrics = evaluate(gen, data, report, every=every, progress=False)
+    from imagineid.evaluation.field_metrics import FieldWeights
+
+    weights = FieldWeights(
+        *(Path(p) if p else None for p in (syncnet, fid_inception, arcface)), landmarks=lmd_landmarks
+    )
+    metrics = evaluate(gen, data, report, every=every, progress=False, weights=weights)
     return {"metrics": str(Path(gen) / "metrics.json"), "report": report, "summary": metrics["summary"]}

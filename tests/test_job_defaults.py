@@ -91,6 +91,12 @@ def test_a_bad_choice_fails_before_any_work() -> None:
         PreprocessConfig(morphable="flame")
     with pytest.raises(ValueError, match="profile must be one of"):
         TrainConfig(profile="sd21")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
+        GenerateConfig(precision="int8")
+    with pytest.raises(ValueError, match="strength must be in"):
+        GenerateConfig(strength=0.0)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        GenerateConfig(batch_size=0)
 
 
 def test_training_settings_resolve_in_order_and_bad_ones_name_the_key(tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH
+from imagineid.precision import CHOICES as PRECISIONS
 
 
 @dataclass
@@ -19,6 +20,18 @@ class GenerateConfig:
     crf: int = 18  # libx264 quality of the output videos
     first_frame_retries: int = 7  # redraw frame 1 (next noise of the same seed) while dlib finds no face; 0 = off
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto: fp16 on GPUs, bf16 on native-bf16 CPUs for B ≥ 8, else fp32
+
+    def __post_init__(self) -> None:
+        """Checked here, so the CLI, the flow and a deployment's parameters fail before any model loads."""
+        for name in ("seeds", "batch_size", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.first_frame_retries < 0:
+            raise ValueError(f"first_frame_retries must be 0 or more, got {self.first_frame_retries}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
