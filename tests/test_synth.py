@@ -109,16 +109,6 @@ def test_face_geometry_follows_the_voice() -> None:
     assert all(s.factors.child == 1.0 for s in speakers if s.age_group == "child")
 
 
-def test_speakers_are_half_adults_with_both_genders_in_every_age_group() -> None:
-    speakers = [sample_speaker(seed, i) for seed in range(3) for i in range(32)]
-    ages = [s.age_group for s in speakers]
-    assert ages.count("adult") == len(speakers) // 2
-    assert ages.count("child") == ages.count("elder") == len(speakers) // 4
-    for age in ("adult", "child", "elder"):
-        genders = [s.gender for s in speakers if s.age_group == age]
-        assert genders.count("male") == genders.count("female")
-
-
 def test_a_folder_with_another_config_is_refused(tmp_path: Path) -> None:
     synthesize_corpus(tmp_path, SMALL, progress=False)
     with pytest.raises(ImagineIDError, match="holds a corpus made with"):

@@ -22,7 +22,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from imagineid.audio.features import frame_rms
-from imagineid.data.labels import EMOTIONS, GENDERS
+from imagineid.data.labels import AGE_GROUPS, EMOTIONS, GENDERS
 from imagineid.data.parquet_io import (
     vector_lists,
     write_json_atomic,
@@ -53,10 +53,6 @@ SKIN_TONES = (
     (0.52, 0.42, 0.34),
 )
 HAIR_COLOURS = ((28, 24, 22), (60, 42, 30), (105, 75, 50), (200, 170, 110), (130, 60, 35), (150, 115, 80))
-# Ages of consecutive speaker pairs: half adults, a quarter children, a quarter elders. Recorded speech
-# is mostly adults', and with a third of each the age head met only three or four adult men and women
-# and called deep adult voices elderly; children and elders still get enough speakers to be learned.
-AGE_MIX = ("adult", "child", "adult", "elder")
 METADATA = "metadata.parquet"
 CONFIG = "synth_config.json"
 
@@ -99,10 +95,10 @@ def _clip(x: float) -> float:
 
 def sample_speaker(seed: int, index: int) -> Speaker:
     """Speaker `index` of corpus `seed`: voice first, then a face whose geometry follows the voice."""
-    order = np.random.default_rng([seed, 0]).permutation(len(AGE_MIX))
+    order = np.random.default_rng([seed, 0]).permutation(len(AGE_GROUPS))
     rng = np.random.default_rng([seed, 1, index])
     gender = GENDERS[(index + seed) % 2]
-    age_group = AGE_MIX[order[(index // 2) % len(AGE_MIX)]]  # each pair of speakers: a man and a woman
+    age_group = AGE_GROUPS[order[index % len(AGE_GROUPS)]]
     voice = sp.sample_voice(rng, gender, age_group)
     depth = (50.0 - voice.pitch) / 20.0  # > 0 for deep voices
     male = 1.0 if gender == "male" else -1.0
