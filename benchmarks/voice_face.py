@@ -9,7 +9,13 @@ Prints JSON:
   ratio above 1 means the voice changes the face more than the seed does.
 - `synthetic`: for the run's held-out (validation) speakers, the frame-1 face geometry (dlib landmarks
   of the imagined face → the morphable model's shape) retrieved against every speaker's true shape:
-  top-1 accuracy beside chance (1 / N), and the same with the voices shuffled as a control.
+  top-1 accuracy beside chance (1 / N), and the same with the voices shuffled as a control. Beside it,
+  where the chain voice → shape → mesh → pixels → landmarks loses the identity:
+  `listener_top1` (the shape the disentangler hears, no pixels), `true_mesh_top1` (the generator given
+  the speaker's true shape: its own ceiling), `dataset_frames_top1` (dlib on the real frames at the
+  generator's size: the measurement's ceiling), and `mesh_following_error` (landmarks of the imagined
+  face against the conditioning mesh after a similarity fit, in face widths; `dataset_frames_error`
+  the same for real frames against their true landmarks).
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ SEEDS = (0, 1, 2, 3)
 STEPS = 20
 
 
-def imagine(pipe, planner, utterance, seed: int) -> np.ndarray:
-    """Frame 1 in variable mode → (S, S, 3) uint8."""
+def imagine(pipe, plan, seed: int, points: np.ndarray | None = None, **options) -> np.ndarray:
+    """Frame 1 in variable mode, conditioned on `points` (68, 2) (default: the plan's own) → (S, S, 3) uint8;
+    `options` go to the pipeline (e.g. guidance_scale, conditioning_scale)."""
     import torch
 
-    plan = planner.plan(utterance)
-    mesh, _, _ = plan.frame(0)
+    from imagineid.face.mesh_render import render_mesh
+
+    mesh = render_mesh((plan.points[0] if points is None else points)[None], plan.size)[0]
     mesh_t = torch.from_numpy(mesh).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     with torch.no_grad():
         frame = pipe(
@@ -45,6 +53,7 @@ def imagine(pipe, planner, utterance, seed: int) -> np.ndarray:
             emotion=torch.from_numpy(plan.emotion)[None],
             num_inference_steps=STEPS,
             generator=torch.Generator().manual_seed(seed),
+            **options,
         )
     return ((frame[0].permute(1, 2, 0).clamp(-1, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
 
@@ -69,8 +78,8 @@ def recorded(pipe, planner, landmarker) -> dict:
             subprocess.run(
                 ["flite", "-voice", voice, "-t", SENTENCES[0], "-o", str(wav)], check=True, capture_output=True
             )
-            utterance = planner.listener.prepare(load_audio(wav))
-            found = {s: face(landmarker, imagine(pipe, planner, utterance, s)) for s in SEEDS}
+            plan = planner.plan(planner.listener.prepare(load_audio(wav)))
+            found = {s: face(landmarker, imagine(pipe, plan, s)) for s in SEEDS}
             descriptors[voice] = {s: f[1] for s, f in found.items() if f is not None}
     across = [
         float(np.linalg.norm(descriptors["slt"][s] - descriptors[m][s]))
@@ -93,43 +102,87 @@ def recorded(pipe, planner, landmarker) -> dict:
     }
 
 
-def synthetic(pipe, planner, landmarker, run: Path, data: Path) -> dict:
-    from imagineid.data.clips import clip_audio, clip_rows
-    from imagineid.data.store import Store
-    from imagineid.face.dlib_backend import DLIB_SIZE
+def following_error(found: np.ndarray, target: np.ndarray) -> float:
+    """Mean landmark distance (68, 2) vs (68, 2) after the best similarity fit, in face widths."""
+    from imagineid.face.landmarks68 import face_width
 
-    store = Store(data)
-    val = json.loads((run / "split.json").read_text())["val"]
-    rows = clip_rows(store, val, columns=["speaker_id", "shape"])
-    speakers = sorted({r["speaker_id"] for r in rows})
-    truth = np.stack([np.asarray(next(r["shape"] for r in rows if r["speaker_id"] == s), np.float64) for s in speakers])
-    model = planner.model
-    std = model.arrays["shape_std"].astype(np.float64)
-    imagined: dict[str, list[np.ndarray]] = {s: [] for s in speakers}
-    for row in rows:
-        utterance = planner.listener.prepare(clip_audio(store, row["clip_id"])[0])
-        for seed in SEEDS[:2]:
-            found = face(landmarker, imagine(pipe, planner, utterance, seed))
-            if found is not None:
-                points = found[0] * (planner.size / DLIB_SIZE)  # dlib px → the generator's px
-                imagined[row["speaker_id"]].append(model.project(points[None]).shape.astype(np.float64))
-    guesses, n = {}, len(speakers)
+    z, w = found[:, 0] + 1j * found[:, 1], target[:, 0] + 1j * target[:, 1]
+    zc, wc = z - z.mean(), w - w.mean()
+    fitted = zc * (np.vdot(zc, wc) / np.vdot(zc, zc)) + w.mean()
+    return float(np.abs(fitted - w).mean() / face_width(target))
+
+
+def retrieval(imagined: dict[str, list[np.ndarray]], truth: np.ndarray, std: np.ndarray) -> dict:
+    """Top-1 of each speaker's mean imagined shape among the true shapes (landmark-space distance)."""
+    speakers = sorted(imagined)
+    guesses = {}
     for s, shapes in imagined.items():
         if shapes:
-            mean = np.mean(shapes, axis=0)
-            guesses[s] = int(np.argmin((((truth - mean) * std) ** 2).sum(axis=1)))  # landmark-space distance
+            guesses[s] = int(np.argmin((((truth - np.mean(shapes, axis=0)) * std) ** 2).sum(axis=1)))
     hits = [guesses[s] == i for i, s in enumerate(speakers) if s in guesses]
     rng = np.random.default_rng(0)
     shuffled = []
     for _ in range(200):  # control: the same guesses against a random assignment of voices to speakers
-        perm = rng.permutation(n)
+        perm = rng.permutation(len(speakers))
         shuffled.append(np.mean([guesses[s] == perm[i] for i, s in enumerate(speakers) if s in guesses]))
     return {
-        "speakers": n,
-        "top1_accuracy": round(float(np.mean(hits)), 3) if hits else None,
-        "chance": round(1 / n, 3),
-        "shuffled_voice_control": round(float(np.mean(shuffled)), 3),
+        "top1": round(float(np.mean(hits)), 3) if hits else None,
+        "shuffled": round(float(np.mean(shuffled)), 3) if hits else None,
         "speakers_with_a_face": len(guesses),
+    }
+
+
+def synthetic(pipe, planner, landmarker, run: Path, data: Path) -> dict:
+    from imagineid.data.clips import clip_audio, clip_rows
+    from imagineid.data.store import Store
+    from imagineid.face.dlib_backend import DLIB_SIZE
+    from imagineid.training.frame_data import ClipFrames
+
+    store = Store(data)
+    val = json.loads((run / "split.json").read_text())["val"]
+    rows = clip_rows(store, val, columns=["speaker_id", "shape", "crops", "crop_size"])
+    speakers = sorted({r["speaker_id"] for r in rows})
+    truth = np.stack([np.asarray(next(r["shape"] for r in rows if r["speaker_id"] == s), np.float64) for s in speakers])
+    model, size = planner.model, planner.size
+    std = model.arrays["shape_std"].astype(np.float64)
+    sets = ("imagined", "listener", "true_mesh", "dataset_frames")
+    shapes: dict[str, dict[str, list[np.ndarray]]] = {k: {s: [] for s in speakers} for k in sets}
+    errors: dict[str, list[float]] = {"mesh_following_error": [], "dataset_frames_error": []}
+
+    def measured(image: np.ndarray) -> np.ndarray | None:
+        found = face(landmarker, image)
+        return None if found is None else found[0] * (size / DLIB_SIZE)  # dlib px → the generator's px
+
+    for row in rows:
+        s = row["speaker_id"]
+        plan = planner.plan(planner.listener.prepare(clip_audio(store, row["clip_id"])[0]))
+        heard_shape = plan.identity[: model.n_shape]
+        shapes["listener"][s].append(heard_shape.astype(np.float64))
+        coeffs = model.project(plan.points[:1], shape=heard_shape)  # the same expression and pose, true shape
+        own = truth[speakers.index(s)].astype(np.float32)
+        true_points = model.reconstruct(own, expression=coeffs.expression, pose=coeffs.pose)[0]
+        for seed in SEEDS[:2]:
+            for key, points in (("imagined", plan.points[0]), ("true_mesh", true_points)):
+                found = measured(imagine(pipe, plan, seed, points))
+                if found is not None:
+                    shapes[key][s].append(model.project(found[None]).shape.astype(np.float64))
+                    if key == "imagined":
+                        errors["mesh_following_error"].append(following_error(found, points))
+        clip = ClipFrames(store, row, model, size)
+        for t in range(0, len(clip), max(1, len(clip) // 4))[:4]:
+            found = measured(clip.images[t])
+            if found is not None:
+                shapes["dataset_frames"][s].append(model.project(found[None]).shape.astype(np.float64))
+                errors["dataset_frames_error"].append(following_error(found, clip.points[t]))
+    scores = {k: retrieval(v, truth, std) for k, v in shapes.items()}
+    return {
+        "speakers": len(speakers),
+        "chance": round(1 / len(speakers), 3),
+        "top1_accuracy": scores["imagined"]["top1"],
+        "shuffled_voice_control": scores["imagined"]["shuffled"],
+        "speakers_with_a_face": scores["imagined"]["speakers_with_a_face"],
+        **{f"{k}_top1": scores[k]["top1"] for k in sets[1:]},
+        **{k: round(float(np.mean(v)), 4) if v else None for k, v in errors.items()},
     }
 
 
