@@ -11,6 +11,11 @@ class ImagineIDError(Exception):
     kind = "error"
 
 
+class SettingsError(ImagineIDError, ValueError):
+    """A job setting out of its range: raised when the config is built, before any work (a ValueError too,
+    so callers that validate settings as values keep working)."""
+
+
 class NotBuiltYetError(ImagineIDError):
     """A contract command whose stage has not landed yet."""
 

@@ -277,7 +277,7 @@ def test_generate_refuses_an_unknown_precision_before_any_work(trained_run: Path
             trained_run,
             [speech["wav0"]],
             tmp_path / "gen",
-            GenerateConfig(precision="half"),
+            GenerateConfig(precision="half"),  # refused here, as the config is built
             use_ray=False,
             progress=False,
         )

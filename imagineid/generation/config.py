@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from imagineid.errors import SettingsError
 from imagineid.pipelines.pipeline_imagineid import DEFAULT_STRENGTH
 from imagineid.precision import CHOICES as PRECISIONS
 
@@ -25,13 +26,13 @@ class GenerateConfig:
         """Checked here, so the CLI, the flow and a deployment's parameters fail before any model loads."""
         for name in ("seeds", "batch_size", "steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+            raise SettingsError(f"strength must be in (0, 1], got {self.strength}")
         if self.first_frame_retries < 0:
-            raise ValueError(f"first_frame_retries must be 0 or more, got {self.first_frame_retries}")
+            raise SettingsError(f"first_frame_retries must be 0 or more, got {self.first_frame_retries}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
