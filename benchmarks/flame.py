@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -24,15 +23,8 @@ from imagineid.face.flame import FLAME
 from imagineid.face.flame_fit import FlameFitter, project
 from imagineid.face.flame_render import render
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from listen_real import cpu_name  # noqa: E402
 
 
 def measure(flame: FLAME, frames: int, renders: int) -> dict:
