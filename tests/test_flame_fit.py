@@ -76,6 +76,7 @@ def test_full_model_reprojects_below_half_a_pixel(flame_dir) -> None:
     assert torch.allclose((drawn - truth["landmarks"]).norm(dim=-1).mean(-1), fit.residual_px, atol=1e-3)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fit_runs_on_cuda(flame_dir) -> None:
     flame = FLAME.from_files(flame_dir, n_shape=20, n_expression=10)

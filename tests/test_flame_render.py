@@ -101,6 +101,7 @@ def test_rendered_landmarks_agree_with_the_model_within_a_pixel(flame, yaw) -> N
     assert checked >= 40
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_render_on_cuda_matches_cpu(flame) -> None:
     out, camera = posed(flame, YAW, 128)
