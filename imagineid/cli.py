@@ -152,8 +152,6 @@ def preprocess(
             from imagineid.audio.speech_model import SpeechEncoder
 
             SpeechEncoder.load(speech_model)  # fail now, not in every worker
-    if subject not in ("one", "all") or not min_face_px > 0:
-        _fail(f"--subject must be one or all (got {subject!r}) and --min-face-px positive (got {min_face_px:g})")
     with _reported(ValueError):
         config = PreprocessConfig(
             detector=detector,
