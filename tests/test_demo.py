@@ -35,5 +35,5 @@ def test_quick_demo_runs_every_stage_and_ends_with_a_report(tmp_path: Path) -> N
     index = pq.read_table(tmp_path / "gen" / "index.parquet").to_pylist()
     assert len(index) == 4 and all(r["status"] == "ok" for r in index)
     metrics = json.loads((tmp_path / "gen" / "metrics.json").read_text())
-    assert metrics["summary"]["videos"] == 4 and set(metrics["skipped"]) == {"lse_c", "lse_d", "fid", "fvd"}
+    assert metrics["summary"]["videos"] == 4 and set(metrics["skipped"]) == {"lse_c", "lse_d", "fid", "fvd", "csim"}
     assert report.stat().st_size > 10_000 and "data:image/png;base64," in report.read_text()
