@@ -67,6 +67,8 @@ def generate_flow(
     counts = {k: summary[k] for k in ("ok", "failed", "skipped", "generated_frames", "seconds")}
     publish_summary("generate-summary", f"generate → {out}", counts, failures)
     print(f"generate: {counts} → {summary['index']}")
+    for error in summary.get("worker_errors", []):  # the others finished its clips; its traceback is kept here
+        print(f"a generation worker failed:\n{error}")
     return summary
 
 

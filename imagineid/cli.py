@@ -360,6 +360,10 @@ def generate(
     )
     if summary["failed"]:
         out_console.print("  failures are listed with their reason in the index (status = failed)")
+    if summary.get("by_worker"):
+        out_console.print("  videos per worker: " + ", ".join(f"{k} {v}" for k, v in summary["by_worker"].items()))
+    for error in summary.get("worker_errors", []):  # the rest of the pool finished their clips
+        console.print(f"[bold yellow]a worker failed[/] (its clips were redone by the others):\n{error}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -53,6 +54,14 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
             object_store_memory=OBJECT_STORE_BYTES,
             log_to_driver=False,
         )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def remote_traceback(error: BaseException) -> str:
+    """A Ray task's error as plain text: the worker's traceback (Ray's text, without its colour codes)."""
+    return _ANSI.sub("", str(error)).strip()
 
 
 class PlacementError(ImagineIDError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from imagineid.generation.config import GenerateConfig
 from imagineid.generation.run import generate
@@ -15,8 +16,15 @@ def generate_videos(
     run: str, audio: list[str], out: str, config: GenerateConfig, ray_address: str | None, use_ray: bool = True
 ) -> dict:
     """Generate every unfinished (audio, seed) into OUT; → the summary (counts, index path). A retry
-    skips the videos the failed attempt finished."""
-    return generate(run, audio, out, config, use_ray=use_ray, ray_address=ray_address, progress=False)
+    skips the videos the failed attempt finished. Progress goes to a Prefect progress artifact."""
+    artifact = create_progress_artifact(0.0, description=f"generate → {out}: videos recorded")
+
+    def report(done: int, total: int) -> None:
+        update_progress_artifact(artifact, 100.0 * done / max(total, 1))
+
+    return generate(
+        run, audio, out, config, use_ray=use_ray, ray_address=ray_address, progress=False, on_progress=report
+    )
 
 
 @task

@@ -103,3 +103,12 @@ def trained_run(preprocessed: Path, tmp_path_factory) -> Path:
         progress=False,
     )
     return run
+
+
+def damaged_copy(run: Path, folder: Path) -> Path:
+    """A copy of `run` whose UNet weight file is cut short: the driver's checks pass (the file is
+    there), loading it in a generation worker raises."""
+    copy = Path(shutil.copytree(run, folder))
+    weights = next((copy / "pipeline" / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    return copy

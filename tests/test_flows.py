@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import copy_videos
+from conftest import copy_videos, damaged_copy
 from prefect.testing.utilities import prefect_test_harness
 
 
@@ -104,6 +104,39 @@ def test_generate_flow_on_ray_then_evaluate_flow_publish_their_results(
     assert Path(result["report"]).stat().st_size > 10_000
     evaluation = _latest_artifact("evaluation-summary")
     assert evaluation["type"] == "table" and "face_detection_rate" in json.dumps(evaluation["data"])
+
+
+def test_a_generation_worker_that_raises_puts_its_traceback_in_the_flow_log(
+    trained_run: Path, small_corpus: Path, tmp_path: Path
+) -> None:
+    import ray
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.generate import generate_flow
+
+    run = damaged_copy(trained_run, tmp_path / "run")
+    audio = sorted((small_corpus / "videos").glob("*.mp4"))[0]
+    try:
+        state = generate_flow(
+            run=str(run),
+            audio=[str(audio)],
+            out=str(tmp_path / "gen"),
+            seeds=1,
+            steps=2,
+            use_ray=True,
+            return_state=True,
+        )
+    finally:
+        ray.shutdown()
+    assert state.is_failed()
+    APILogWorker.drain_all(timeout=10)
+    flow_run = LogFilterFlowRunId(any_=[state.state_details.flow_run_id])
+    with get_client(sync_client=True) as client:
+        text = "\n".join(entry.message for entry in client.read_logs(log_filter=LogFilter(flow_run_id=flow_run)))
+    assert "every generation worker failed" in text
+    assert "in load_pipeline" in text and "OSError: Unable to load weights" in text  # the worker's own frames
 
 
 @pytest.mark.slow

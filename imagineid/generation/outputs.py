@@ -45,6 +45,7 @@ INDEX_SCHEMA = pa.schema(
         ("precision", pa.string()),
         ("mesh_mouth_opening", pa.list_(pa.float32())),
         ("audio_sha256", pa.string()),
+        ("worker", pa.string()),  # host:pid of the process that made it
     ]
 )
 

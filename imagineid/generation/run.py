@@ -5,15 +5,16 @@
 Audio is streamed file by file (a corpus of thousands is never loaded whole); each file is decoded to
 16 kHz mono, checked (unreadable, silent, too short → a failed record, the rest goes on), turned into
 per-frame conditions by the disentangler, and its seeds are queued for the continuous batcher. Finished
-videos are skipped on re-runs. With Ray, one worker per GPU takes a share of the audio files; on a
-CPU-only machine one local worker (or none: `use_ray=False`) does it all.
+videos are skipped on re-runs. With Ray, one worker per GPU pulls audio files from a shared queue
+(`workers.py`); on a CPU-only machine one local worker (or none: `use_ray=False`) does it all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -81,8 +82,11 @@ def generate(
     ray_address: str | None = None,
     num_gpus: float = 1.0,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Generate every (audio, seed) not yet finished in OUT; → a summary (counts, index path, seconds)."""
+    """Generate every (audio, seed) not yet finished in OUT; → a summary (counts, index path, seconds).
+
+    `on_progress(done, total)` hears of each video recorded in this run (e.g. a Prefect progress artifact)."""
     run, out = Path(run), Path(out)
     cfg = replace(
         cfg, **{k: str(Path(v).resolve()) for k in ("identity_from", "emotion_from") if (v := getattr(cfg, k))}
@@ -99,9 +103,11 @@ def generate(
         if not sources:
             counts = {"ok": 0, "failed": 0, "frames": 0, "generated_frames": 0}
         elif use_ray:
-            counts = generate_on_ray(run, sources, out, cfg, ray_address, num_gpus, progress)
+            counts = generate_on_ray(run, sources, out, cfg, ray_address, num_gpus, progress, on_progress)
         else:
-            counts = generate_shard(run, sources, out, cfg, progress)
+            total, done = sum(len(s.keys) for s in sources), itertools.count(1)
+            heard = (lambda _row: on_progress(next(done), total)) if on_progress else None
+            counts = generate_shard(run, sources, out, cfg, progress, on_record=heard)
         index = folder.write_index()
         write_json_atomic(out / "generate.json", {"run": str(run.resolve()), "config": asdict(cfg)})
     return {

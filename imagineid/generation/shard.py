@@ -7,8 +7,10 @@ used (unreadable, silent, too short) becomes a failed record and the rest goes o
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +68,7 @@ def _record(
     }
 
 
-def _decoded(sources: Sequence[Source]) -> Iterator[tuple[Source, tuple[np.ndarray, np.ndarray] | Exception]]:
+def _decoded(sources: Iterable[Source]) -> Iterator[tuple[Source, tuple[np.ndarray, np.ndarray] | Exception]]:
     """Per audio: (samples, raw log-mel), or the error that made it unusable."""
     for source in sources:
         try:
@@ -76,11 +78,13 @@ def _decoded(sources: Sequence[Source]) -> Iterator[tuple[Source, tuple[np.ndarr
 
 
 def _jobs(
-    sources: Sequence[Source],
+    sources: Iterable[Source],
     planner: Planner,
     folder: GenFolder,
     cfg: GenerateConfig,
     swap_mels: dict[str, np.ndarray],
+    record: Callable[[dict], None],
+    depth: int,
 ) -> Iterator[Job]:
     """Lazily: per audio, its plan and one job per seed; unusable audio → failed records, no job.
 
@@ -88,7 +92,7 @@ def _jobs(
     stall it; the disentangler runs here, in the caller's thread: torch ops in two threads at once
     fight over the same cores and slow the per-clip loop severalfold.
     """
-    for source, decoded in prefetched(_decoded(sources), depth=max(2, cfg.batch_size // 2)):
+    for source, decoded in prefetched(_decoded(sources), depth=depth):
         try:
             if isinstance(decoded, Exception):
                 raise decoded
@@ -97,7 +101,7 @@ def _jobs(
             plan = planner.plan(swap_mels.get("identity", utt), utt, swap_mels.get("emotion", utt))
         except (ImagineIDError, ValueError) as err:
             for seed, key in zip(source.seeds, source.keys):
-                folder.record(_record(source, seed, key, cfg, error=f"{type(err).__name__}: {err}"))
+                record(_record(source, seed, key, cfg, error=f"{type(err).__name__}: {err}"))
             continue
         for seed, key in zip(source.seeds, source.keys):
 
@@ -136,9 +140,22 @@ def load_pipeline(run: Path, device: torch.device | None = None) -> ImagineIDPip
 
 
 def generate_shard(
-    run: str | Path, sources: Sequence[Source], out: str | Path, cfg: GenerateConfig, progress: bool = True
+    run: str | Path,
+    sources: Iterable[Source],
+    out: str | Path,
+    cfg: GenerateConfig,
+    progress: bool = True,
+    on_record: Callable[[dict], None] | None = None,
+    tags: dict[str, str] | None = None,
+    prefetch: int | None = None,
 ) -> dict:
-    """Generate every (source, seed) of this shard; per-video outcomes go to GEN/records. → counts."""
+    """Generate every (source, seed) of `sources`; per-video outcomes go to GEN/records. → counts.
+
+    `sources` may be a lazy iterable (a Ray worker pulling from the shared queue); `on_record` hears of
+    each record once it is written, `tags` are added to every record (default: the worker's host and
+    process, as `worker`), and `prefetch` sources are decoded
+    ahead (default: half a batch; a queue worker takes 1 so it does not hold work another could do).
+    """
     torch.set_flush_denormal(True)  # CPU: denormal floats slow the VAE 10-20x
     run, folder = Path(run), GenFolder(Path(out))
     folder.videos.mkdir(parents=True, exist_ok=True)
@@ -161,13 +178,28 @@ def generate_shard(
         strength=cfg.strength,
         precision=cfg.precision,
     )
+    tags = {"worker": f"{socket.gethostname()}:{os.getpid()}", **(tags or {})}
+
+    def record(row: dict) -> None:
+        folder.record({**row, **tags})
+        if on_record is not None:
+            on_record(row)
+
+    seen = [0]
+
+    def counted(items: Iterable[Source]) -> Iterator[Source]:
+        for source in items:
+            seen[0] += len(source.seeds)
+            yield source
+
     counts = {"ok": 0, "failed": 0, "frames": 0}
-    total = sum(len(s.seeds) for s in sources)
+    total = sum(len(s.seeds) for s in sources) if isinstance(sources, Sequence) else None
+    depth = prefetch or max(2, cfg.batch_size // 2)
     start = time.perf_counter()
     with tqdm(total=total, desc="generate", unit="video", disable=not progress) as bar:
-        for result in batcher.run(_jobs(sources, planner, folder, cfg, swap_mels)):
+        for result in batcher.run(_jobs(counted(sources), planner, folder, cfg, swap_mels, record, depth)):
             source = result.job.info["source"]
-            folder.record(
+            record(
                 {
                     **_record(
                         source,
@@ -186,6 +218,6 @@ def generate_shard(
             counts["frames"] += result.frames if result.error is None else 0
             bar.update(1)
             bar.set_postfix(fps=f"{batcher.frames_done / (time.perf_counter() - start):.1f}")
-    counts["failed"] = total - counts["ok"]  # includes audio rejected before it became a job
+    counts["failed"] = seen[0] - counts["ok"]  # includes audio rejected before it became a job
     counts["generated_frames"] = batcher.frames_done
     return counts
