@@ -99,6 +99,9 @@ def preprocess_flow(
     }
     publish_summary("preprocess-summary", f"preprocess → {out}", summary, failures)
     print(f"preprocess: {summary}")
+    for failure in failures:  # the flow log keeps what the artifact's table cuts short (a worker's traceback)
+        if failure["status"] == "lost":
+            print(f"{failure['source']}: {failure['message']}")
     return summary
 
 

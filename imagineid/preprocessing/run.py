@@ -17,7 +17,7 @@ from imagineid.data.layouts import discover
 from imagineid.data.parquet_io import SCHEMA_VERSION, write_json_atomic
 from imagineid.data.store import Store
 from imagineid.media.hashing import file_sha256
-from imagineid.parallel import parallel_map
+from imagineid.parallel import parallel_map, remote_traceback
 from imagineid.preprocessing.config import SETTLE_S, PreprocessConfig, clip_id_for
 from imagineid.preprocessing.extract import ClipJob, ExtractResult, extract_clip
 from imagineid.preprocessing.finalize import finalize_all, fit_or_load_model
@@ -108,15 +108,21 @@ def extract_all(
 
 
 def worker_lost(job: ClipJob, err: Exception) -> ExtractResult:
-    """A clip whose worker died on every Ray attempt (killed, out of memory): listed, but not written to
-    failures/, so the clip stays pending and the next run tries it again."""
-    detail = (str(err).strip().splitlines() or [""])[0][:300]
+    """A clip whose worker died on every Ray attempt (killed, out of memory), or raised what the extractor
+    does not expect (a bug: the worker's traceback is kept): listed, but not written to failures/, so the
+    clip stays pending and the next run tries it again."""
+    import ray.exceptions
+
+    if isinstance(err, ray.exceptions.RayTaskError):
+        what, detail = "the worker raised", remote_traceback(err)
+    else:
+        what, detail = "worker lost on every attempt", (str(err).strip().splitlines() or [""])[0][:300]
     return ExtractResult(
         job.clip_id,
         str(job.source.path),
         "lost",
         type(err).__name__,
-        f"worker lost on every attempt; not recorded, the next run retries it. {detail}".strip(),
+        f"{what}; not recorded, the next run retries it. {detail}".strip(),
     )
 
 
