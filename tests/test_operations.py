@@ -454,6 +454,46 @@ def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: P
 
 
 @pytest.mark.slow
+def test_generation_runs_on_a_make_ray_head_and_make_ray_worker_pair(
+    trained_run: Path, small_corpus: Path, tmp_path: Path
+) -> None:
+    """The operations guide's cluster on one machine: a head without GPUs and a worker node that declares
+    one, joined by `imagineid generate --ray-address`; the GPU worker pulls every file from the queue."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = ops_env(tmp_path, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")  # see the training test above
+    head = [
+        "make",
+        "ray-head",
+        f"RAY_PORT={port}",
+        f"RAY_CLIENT_PORT={free_port()}",
+        f"RAY_AGENT_PORT={free_port()}",
+        f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}",
+        "RAY_NODE_IP=127.0.0.1",
+    ]
+    worker = ["make", "ray-worker", f"RAY_ADDRESS={address}", f"RAY_AGENT_PORT={free_port()}", "RAY_NODE_IP=127.0.0.1"]
+    worker.append("RAY_ARGS=--num-cpus 1 --num-gpus 1")
+    audio = sorted((small_corpus / "videos").glob("*.mp4"))[:2]
+    gen = tmp_path / "gen"
+    try:
+        with background(head, env, tmp_path / "ray-head.log", ready="Ray runtime started"):
+            with background(worker, env, tmp_path / "ray-worker.log", ready="Ray runtime started"):
+                done = run(
+                    [str(BIN / "imagineid"), "generate", str(trained_run), *map(str, audio), "--out", str(gen)]
+                    + ["--steps", "2", "--batch-size", "1", "--first-frame-retries", "0", "--ray-address", address],
+                    env,
+                    timeout=600,
+                )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert "Connecting to existing Ray cluster at address: " in done.stderr
+    assert "generate: 2 videos written, 0 failed" in done.stdout and "videos per worker: worker-0 2" in done.stdout
+    records = [json.loads(p.read_text()) for p in (gen / "records").glob("*.json")]
+    assert len(records) == 2 and len({r["ray_node"] for r in records}) == 1  # both on the node with the GPU
+
+
+@pytest.mark.slow
 def test_a_ray_worker_killed_mid_flow_is_retried_and_a_lost_clip_is_listed(
     server, small_corpus: Path, tmp_path: Path, monkeypatch
 ) -> None:
