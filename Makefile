@@ -58,6 +58,8 @@ DEPLOY ?= --all
 RAY_PORT ?= 6379
 RAY_CLIENT_PORT ?= 10001
 RAY_AGENT_PORT ?= 52365
+# The head's dashboard (jobs, actors, logs) listens on this machine only: reach it through an SSH tunnel.
+RAY_DASHBOARD_PORT ?= 8265
 RAY_OBJECT_STORE ?= 536870912
 RAY_ARGS ?=
 # The interface Ray's head binds to and advertises: a private address, never a public one (default: the
@@ -96,7 +98,8 @@ ray-head:
 	@(umask 077; $(BIN)/ray get-auth-token --generate >/dev/null)
 	@chmod 600 "$${RAY_AUTH_TOKEN_PATH:-$$HOME/.ray/auth_token}"
 	$(BIN)/ray start --head --block --port $(RAY_PORT) --ray-client-server-port $(RAY_CLIENT_PORT) \
-		--dashboard-agent-listen-port $(RAY_AGENT_PORT) --include-dashboard false --disable-usage-stats \
+		--dashboard-agent-listen-port $(RAY_AGENT_PORT) --include-dashboard true --dashboard-host 127.0.0.1 \
+		--dashboard-port $(RAY_DASHBOARD_PORT) --disable-usage-stats \
 		--object-store-memory $(RAY_OBJECT_STORE) $(RAY_IP_ARG) $(RAY_ARGS)
 
 ray-worker:

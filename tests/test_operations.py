@@ -459,7 +459,9 @@ def test_generation_runs_on_a_make_ray_head_and_make_ray_worker_pair(
 ) -> None:
     """The operations guide's cluster on one machine: a head without GPUs and a worker node that declares
     one, joined by `imagineid generate --ray-address`; the GPU worker pulls every file from the queue."""
-    port = free_port()
+    import httpx
+
+    port, dashboard = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     env = ops_env(tmp_path, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     ray_tmp = tempfile.mkdtemp(prefix="ray-")  # see the training test above
@@ -471,6 +473,7 @@ def test_generation_runs_on_a_make_ray_head_and_make_ray_worker_pair(
         f"RAY_AGENT_PORT={free_port()}",
         f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}",
         "RAY_NODE_IP=127.0.0.1",
+        f"RAY_DASHBOARD_PORT={dashboard}",
     ]
     worker = ["make", "ray-worker", f"RAY_ADDRESS={address}", f"RAY_AGENT_PORT={free_port()}", "RAY_NODE_IP=127.0.0.1"]
     worker.append("RAY_ARGS=--num-cpus 1 --num-gpus 1")
@@ -485,9 +488,13 @@ def test_generation_runs_on_a_make_ray_head_and_make_ray_worker_pair(
                     env,
                     timeout=600,
                 )
+            version = httpx.get(f"http://127.0.0.1:{dashboard}/api/version", timeout=10)  # the head's dashboard
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert "Connecting to existing Ray cluster at address: " in done.stderr
+    assert "Connecting to existing Ray cluster at address: " in done.stderr and version.status_code in (
+        200,
+        401,
+    )  # 401: token auth
     assert "generate: 2 videos written, 0 failed" in done.stdout and "videos per worker: worker-0 2" in done.stdout
     records = [json.loads(p.read_text()) for p in (gen / "records").glob("*.json")]
     assert len(records) == 2 and len({r["ray_node"] for r in records}) == 1  # both on the node with the GPU
