@@ -491,10 +491,8 @@ def test_generation_runs_on_a_make_ray_head_and_make_ray_worker_pair(
             version = httpx.get(f"http://127.0.0.1:{dashboard}/api/version", timeout=10)  # the head's dashboard
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert "Connecting to existing Ray cluster at address: " in done.stderr and version.status_code in (
-        200,
-        401,
-    )  # 401: token auth
+    assert "Connecting to existing Ray cluster at address: " in done.stderr
+    assert version.status_code in (200, 401)  # the dashboard answers (401: it asks for the cluster's token)
     assert "generate: 2 videos written, 0 failed" in done.stdout and "videos per worker: worker-0 2" in done.stdout
     records = [json.loads(p.read_text()) for p in (gen / "records").glob("*.json")]
     assert len(records) == 2 and len({r["ray_node"] for r in records}) == 1  # both on the node with the GPU
