@@ -100,3 +100,22 @@ def test_a_worker_that_raises_shows_its_traceback_in_the_cli(
     # the remote traceback: the worker's frames down to the error the loader raised
     assert 'shard.py", line' in result.stderr and "in load_pipeline" in result.stderr
     assert "OSError: Unable to load weights" in result.stderr and "\x1b[" not in result.stderr
+
+
+def test_the_queue_gives_a_lost_workers_unfinished_seeds_back_first() -> None:
+    from imagineid.generation.config import Source
+    from imagineid.generation.work_queue import ClipQueue
+
+    def source(name: str) -> Source:
+        return Source(f"/a/{name}.wav", name, [0, 1], [f"{name}__seed0", f"{name}__seed1"])
+
+    queue = ClipQueue([source("x"), source("y"), source("z")])
+    assert queue.take("w0").stem == "x" and queue.take("w1").stem == "y"
+    queue.done("w0", "x__seed0")
+    queue.done("w1", "y__seed0")
+    queue.done("w1", "y__seed1")  # y is finished: w1's lease closes
+    assert queue.progress() == {"finished": 3, "total": 6, "pending": 2, "leased": 2, "by_worker": {"w0": 1, "w1": 2}}
+    assert queue.requeue("w0") == 1 and queue.requeue("w1") == 0
+    again = queue.take("w1")
+    assert (again.stem, again.seeds, again.keys) == ("x", [1], ["x__seed1"])  # only the seed with no record
+    assert queue.take("w1").stem == "z" and queue.take("w1") is None

@@ -410,6 +410,14 @@ def test_nightly_preprocess_runs_on_a_server_through_a_process_worker(
     assert not any(flag for d in deployments for flag in active(d))
 
 
+def ray_head(port: int, ray_tmp: str, dashboard: int | None = None, *extra: str) -> list[str]:
+    """`make ray-head` with one CPU on free ports. The private Ray temp dir (short: socket paths are limited
+    to ~107 bytes) keeps this head out of /tmp/ray/ray_current_cluster, which other Ray users would read."""
+    ports = [f"RAY_CLIENT_PORT={free_port()}", f"RAY_AGENT_PORT={free_port()}"]
+    ports.append(f"RAY_DASHBOARD_PORT={dashboard or free_port()}")
+    return ["make", "ray-head", f"RAY_PORT={port}", *ports, f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}", *extra]
+
+
 @pytest.mark.slow
 def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: Path, tmp_path: Path) -> None:
     from imagineid.preprocessing import preprocess
@@ -418,17 +426,8 @@ def test_training_joins_a_ray_cluster_started_with_make_ray_head(small_corpus: P
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = ops_env(tmp_path, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
-    # A private Ray temp dir (short: socket paths are limited to ~107 bytes) keeps this head out of
-    # /tmp/ray/ray_current_cluster, which other Ray users on the machine would read.
     ray_tmp = tempfile.mkdtemp(prefix="ray-")
-    head = [
-        "make",
-        "ray-head",
-        f"RAY_PORT={port}",
-        f"RAY_CLIENT_PORT={free_port()}",
-        f"RAY_AGENT_PORT={free_port()}",
-        f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}",
-    ]
+    head = ray_head(port, ray_tmp)
     try:
         with background(head, env, tmp_path / "ray-head.log", ready="Ray runtime started"):
             done = run(
@@ -464,17 +463,8 @@ def test_generation_runs_on_a_make_ray_head_and_make_ray_worker_pair(
     port, dashboard = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     env = ops_env(tmp_path, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
-    ray_tmp = tempfile.mkdtemp(prefix="ray-")  # see the training test above
-    head = [
-        "make",
-        "ray-head",
-        f"RAY_PORT={port}",
-        f"RAY_CLIENT_PORT={free_port()}",
-        f"RAY_AGENT_PORT={free_port()}",
-        f"RAY_ARGS=--num-cpus 1 --temp-dir {ray_tmp}",
-        "RAY_NODE_IP=127.0.0.1",
-        f"RAY_DASHBOARD_PORT={dashboard}",
-    ]
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")
+    head = ray_head(port, ray_tmp, dashboard, "RAY_NODE_IP=127.0.0.1")
     worker = ["make", "ray-worker", f"RAY_ADDRESS={address}", f"RAY_AGENT_PORT={free_port()}", "RAY_NODE_IP=127.0.0.1"]
     worker.append("RAY_ARGS=--num-cpus 1 --num-gpus 1")
     audio = sorted((small_corpus / "videos").glob("*.mp4"))[:2]
