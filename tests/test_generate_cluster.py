@@ -111,10 +111,14 @@ def test_the_queue_gives_a_lost_workers_unfinished_seeds_back_first() -> None:
 
     queue = ClipQueue([source("x"), source("y"), source("z")])
     assert queue.take("w0").stem == "x" and queue.take("w1").stem == "y"
-    queue.done("w0", "x__seed0")
-    queue.done("w1", "y__seed0")
-    queue.done("w1", "y__seed1")  # y is finished: w1's lease closes
-    assert queue.progress() == {"finished": 3, "total": 6, "pending": 2, "leased": 2, "by_worker": {"w0": 1, "w1": 2}}
+    queue.done("w0", "x__seed0", "ok", 50)
+    queue.done("w1", "y__seed0", "failed", 0)
+    queue.done("w1", "y__seed1", "ok", 40)  # y is finished: w1's lease closes
+    queue.done("w1", "y__seed1", "ok", 40)  # told twice (a redone video): counted once
+    assert queue.progress() == {
+        **{"finished": 3, "total": 6, "pending": 2, "leased": 2, "by_worker": {"w0": 1, "w1": 2}},
+        **{"ok": 2, "failed": 1, "frames": 90},
+    }
     assert queue.requeue("w0") == 1 and queue.requeue("w1") == 0
     again = queue.take("w1")
     assert (again.stem, again.seeds, again.keys) == ("x", [1], ["x__seed1"])  # only the seed with no record

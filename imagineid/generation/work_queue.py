@@ -23,6 +23,7 @@ class ClipQueue:
         self.leases: dict[str, dict[str, Source]] = {}
         self.finished: set[str] = set()
         self.by_worker: Counter[str] = Counter()
+        self.tally: Counter[str] = Counter()  # ok / failed videos and frames, over the finished keys
         self.total = len({k for s in sources for k in s.keys})
 
     def take(self, worker: str) -> Source | None:
@@ -33,11 +34,13 @@ class ClipQueue:
         self.leases.setdefault(worker, {})[source.path] = source
         return source
 
-    def done(self, worker: str, key: str) -> None:
+    def done(self, worker: str, key: str, status: str = "ok", frames: int = 0) -> None:
         """`worker` wrote the record of `key` (ok or failed); a lease whose keys are all done is closed."""
         if key not in self.finished:
             self.finished.add(key)
             self.by_worker[worker] += 1
+            self.tally["ok" if status == "ok" else "failed"] += 1
+            self.tally["frames"] += frames
         held = self.leases.get(worker, {})
         for path, source in list(held.items()):
             if all(k in self.finished for k in source.keys):
@@ -61,4 +64,7 @@ class ClipQueue:
             "pending": sum(len(s.keys) for s in self.pending),
             "leased": sum(len(s.keys) for held in self.leases.values() for s in held.values()),
             "by_worker": dict(self.by_worker),
+            "ok": self.tally["ok"],
+            "failed": self.tally["failed"],
+            "frames": self.tally["frames"],
         }

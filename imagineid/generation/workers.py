@@ -50,7 +50,7 @@ class GenerationWorker:
                 yield source
 
         def heard(row: dict) -> None:
-            told.append(queue.done.remote(self.name, row["key"]))
+            told.append(queue.done.remote(self.name, row["key"], row["status"], row["frames"]))
 
         tags = {"worker": f"{self.name}@{socket.gethostname()}:{os.getpid()}", "ray_node": node}
         counts = generate_shard(run, pulled(), out, cfg, progress=False, on_record=heard, tags=tags, prefetch=1)
@@ -83,7 +83,7 @@ def generate_on_ray(
     actors: dict[str, object] = {}
     running: dict = {}  # ObjectRef of a worker's `run` → its name
     idle: list[str] = []
-    counts = {"ok": 0, "failed": 0, "frames": 0, "generated_frames": 0, "workers_lost": 0}
+    counts = {"generated_frames": 0, "workers_lost": 0}
     errors: list[str] = []
 
     def wanted() -> int:
@@ -109,10 +109,9 @@ def generate_on_ray(
                     counts["generated_frames"] += result["generated_frames"]
                     idle.append(name)
                 except ray.exceptions.RayTaskError as err:  # the worker raised: retire it, keep its traceback
-                    errors.append(f"{name}: {remote_traceback(err)}")
-                    log.error(
-                        "generation worker %s failed; its clips go back to the queue:\n%s", *errors[-1].split(": ", 1)
-                    )
+                    trace = remote_traceback(err)
+                    errors.append(f"{name}: {trace}")
+                    log.error("generation worker %s failed; its clips go back to the queue:\n%s", name, trace)
                     _retire(ray, queue, actors, name)
                 except ray.exceptions.RayError as err:  # its process or node was lost
                     counts["workers_lost"] += 1
@@ -136,7 +135,7 @@ def generate_on_ray(
     ray.kill(queue)
     return {
         **counts,
-        **_tally(out, sources),
+        **{k: state[k] for k in ("ok", "failed", "frames")},
         "workers": len(state["by_worker"]),
         "by_worker": state["by_worker"],
         "worker_errors": errors,
@@ -158,17 +157,3 @@ def _give_up(state: dict, errors: list[str]) -> None:
     if errors:
         raise WorkerError(f"every generation worker failed ({kept}); the last one's traceback:\n{errors[-1]}")
     raise ImagineIDError(f"every generation worker was lost and no GPU is left on the cluster ({kept})")
-
-
-def _tally(out: Path, sources: Sequence[Source]) -> dict:
-    """ok / failed / frames over this run's keys, from their records (the truth when workers were lost)."""
-    import json
-
-    records = Path(out) / "records"
-    tally = {"ok": 0, "failed": 0, "frames": 0}
-    for key in {k for s in sources for k in s.keys}:
-        path = records / f"{key}.json"
-        row = json.loads(path.read_text()) if path.exists() else {"status": "failed", "frames": 0}
-        tally["ok" if row["status"] == "ok" else "failed"] += 1
-        tally["frames"] += row.get("frames") or 0
-    return tally
