@@ -77,23 +77,23 @@ def preprocess_flow(
     with store.writer_lock():  # one writer per DATA, whether the CLI or a deployment started it
         plan = plan_sources(sources, out, config, dataset, settle_seconds)
         results = extract_clips(plan.pending, out, config, workers, ray_address)
-        staged = [r.clip_id for r in results if r.status == "staged"]
-        version = ""
+        staged = [r for r in results if r.status == "staged"]
+        failed = [r for r in results if r.status != "staged"]
+        version, written = "", []
         if staged or refit_morphable:
-            version = fit_morphable(out, config, staged, refit_morphable)
-            finalize_clips(out, config, staged)
+            version = fit_morphable(out, config, [r.clip_id for r in staged], refit_morphable)
+            written, lost = finalize_clips(out, config, staged, workers, ray_address)
+            failed += lost
         record_manifest(out, config, plan.jobs)
     failures = [
-        {"source": r.source, "status": r.status, "error_type": r.error_type, "message": r.message}
-        for r in results
-        if r.status != "staged"
+        {"source": r.source, "status": r.status, "error_type": r.error_type, "message": r.message} for r in failed
     ]
     summary = {
         "sources": len(plan.jobs),
         "skipped": len(plan.jobs) - len(plan.pending),
-        "processed": len(staged),
-        "rejected": sum(r.status == "failed" for r in results),
-        "lost": sum(r.status == "lost" for r in results),
+        "processed": len(written),
+        "rejected": sum(r.status == "failed" for r in failed),
+        "lost": sum(r.status == "lost" for r in failed),
         "deferred": len(plan.deferred),
         "morphable_version": version,
     }

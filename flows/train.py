@@ -22,6 +22,7 @@ def train_flow(
     stages: str = "identity,content,emotion",
     max_steps: int | None = None,
     num_gpus: float = TrainConfig.num_gpus,
+    workers: int = TrainConfig.workers,
     ray_address: str | None = None,
     profile: str = TrainConfig.profile,
     base_model: str | None = None,
@@ -37,7 +38,8 @@ def train_flow(
         out: Run folder (RUN/<stage>/, RUN/metrics.jsonl).
         stages: Comma-separated stages, trained in order: identity, content, emotion, ldm, adapters.
         max_steps: Cap on optimisation steps per stage (quick runs).
-        num_gpus: GPUs per stage task, requested only where the Ray cluster has them.
+        num_gpus: GPUs per stage task (per worker with workers > 1), requested only where the Ray cluster has them.
+        workers: Data-parallel workers per stage (Ray Train); each stage's batch_size is the global batch.
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
         profile: tiny (the base is trained here, stage ldm) or sd15 (a frozen Stable Diffusion 1.5 base).
         base_model: profile sd15: the local Stable Diffusion 1.5 folder (diffusers layout).
@@ -50,6 +52,7 @@ def train_flow(
     resolved = TrainConfig(
         max_steps=max_steps,
         num_gpus=num_gpus,
+        workers=workers,
         profile=profile,
         base_model=base_model,
         checkpoint_every=checkpoint_every,

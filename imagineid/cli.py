@@ -205,6 +205,12 @@ def train(
     num_gpus: float = typer.Option(
         TrainConfig.num_gpus, help="GPUs per stage task, used only where the cluster has them."
     ),
+    workers: int = typer.Option(
+        TrainConfig.workers,
+        min=1,
+        help="Data-parallel workers per stage (Ray Train, one per GPU where there are GPUs); "
+        "each stage's batch_size stays the global batch.",
+    ),
     checkpoint_every: int = typer.Option(
         TrainConfig.checkpoint_every, min=1, help="Steps between resumable checkpoints."
     ),
@@ -235,6 +241,7 @@ def train(
         for name, value in (
             ("max_steps", max_steps),
             ("num_gpus", num_gpus),
+            ("workers", workers),
             ("checkpoint_every", checkpoint_every),
             ("profile", profile),
             ("base_model", str(base_model) if base_model else None),

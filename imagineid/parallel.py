@@ -15,6 +15,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from imagineid.errors import ImagineIDError
+from imagineid.gpu_claims import GpuClaim, claim_gpus, host_gpu_ids
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,15 +29,25 @@ class RayJoinError(ImagineIDError, ConnectionError):
     kind = "ray_unreachable"
 
 
-def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
-    """Start (or join) Ray once per process; a local instance is sized to `num_cpus`.
+_local_gpus: GpuClaim | None = None  # the host-wide GPU claim of the local Ray this process started
 
-    `address` (else `$RAY_ADDRESS`) joins a running cluster, e.g. one started by `make ray-head`.
+
+def init_ray(num_cpus: int | None = None, address: str | None = None, num_gpus: int | None = 0) -> None:
+    """Start (or join) Ray once per process; a local instance is sized to the run.
+
+    `address` (else `$RAY_ADDRESS`) joins a running cluster, e.g. one started by `make ray-head`. A
+    local instance gets `num_cpus` CPUs and `num_gpus` GPUs (None: every GPU no other run holds),
+    claimed host-wide first (`imagineid.gpu_claims`), so two runs on one host never share a card; a
+    run that claims none hides every GPU from its workers. A later step of the same process that needs
+    GPUs its local Ray lacks restarts it (steps run one after another, so nothing is on it then).
     """
+    global _local_gpus
     import ray
 
     if ray.is_initialized():
-        return
+        if _local_gpus is None or len(_local_gpus.ids) >= _gpus_wanted(num_gpus):
+            return  # a joined cluster, or a local Ray that holds what this host can give
+        ray.shutdown()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         try:
@@ -46,14 +57,33 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
                 f"could not join the Ray cluster at {address}: {str(err).splitlines()[0]}; is it running, and do "
                 "RAY_AUTH_MODE=token and the head's auth token reach this process? (docs/operations.md § Ray)"
             ) from err
-    else:  # "local": never attach to a cluster that `ray start` left in /tmp/ray/ray_current_cluster
+        return
+    claim = claim_gpus(num_gpus, held=_local_gpus)
+    # Ray's node takes its GPU ids from CUDA_VISIBLE_DEVICES as its processes start: show it only the claim.
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(claim.ids)
+    try:  # "local": never attach to a cluster that `ray start` left in /tmp/ray/ray_current_cluster
         ray.init(
             address="local",
             num_cpus=num_cpus or os.cpu_count(),
+            num_gpus=len(claim.ids),
             include_dashboard=False,
             object_store_memory=OBJECT_STORE_BYTES,
             log_to_driver=False,
         )
+    finally:
+        if before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+    _local_gpus = claim
+
+
+def _gpus_wanted(num_gpus: int | None) -> int:
+    """How many GPUs a local Ray should hold for a step asking `num_gpus` (None: at least one)."""
+    if num_gpus == 0:
+        return 0
+    return min(len(host_gpu_ids()), 1 if num_gpus is None else num_gpus)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -45,13 +45,19 @@ def fit_morphable(out: str, config: PreprocessConfig, clip_ids: list[str], refit
 
 
 @task(**RETRY_TRANSIENT)
-def finalize_clips(out: str, config: PreprocessConfig, clip_ids: list[str]) -> list[str]:
-    """Project, mask and write shards; returns the clips/ shard paths."""
-    store = Store(Path(out))
-    from imagineid.data.morphable import current_model
+def finalize_clips(
+    out: str, config: PreprocessConfig, staged: list[ExtractResult], workers: int | None, ray_address: str | None
+) -> tuple[list[str], list[ExtractResult]]:
+    """Project, mask and write shards, fanned out on Ray like extraction; returns the clips/ shards
+    written and the sources whose finalizing failed (listed with the error; the next run retries them)."""
+    artifact = create_progress_artifact(0.0, description="preprocess: clips finalized")
 
-    finalize_all(store, clip_ids, current_model(store), config)
-    return [str(store.shard("clips", c)) for c in clip_ids]
+    def report(done: int, total: int) -> None:
+        update_progress_artifact(artifact, 100.0 * done / max(total, 1))
+
+    store = Store(Path(out))
+    written, lost = finalize_all(store, staged, config, workers, False, ray_address, on_done=report)
+    return [str(store.shard("clips", c)) for c in written], lost
 
 
 @task(**RETRY_TRANSIENT)

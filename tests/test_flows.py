@@ -46,19 +46,29 @@ def test_train_flow_runs_stages_as_ray_tasks_and_skips_them_on_rerun(small_corpu
     assert "gender_accuracy" in results["identity"] and "mouth_opening_correlation" in results["content"]
     assert all(m.get("skipped") for m in again.values())
     assert (tmp_path / "run" / "emotion" / "done.json").exists()
+    progress = [(a["description"], a["data"]) for a in _artifacts(type_="progress")]
+    for stage in ("identity", "content", "emotion"):  # a progress artifact per stage task run, each at 100 %
+        values = [v for d, v in progress if d.startswith(f"train {stage} → ")]
+        assert values == [100.0, 100.0]  # trained, then skipped as done
+
+
+def _artifacts(key: str | None = None, type_: str | None = None, limit: int = 50) -> list[dict]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    where = ArtifactFilter(
+        key=ArtifactFilterKey(any_=[key]) if key else None, type=ArtifactFilterType(any_=[type_]) if type_ else None
+    )
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=where, sort=ArtifactSort.CREATED_DESC, limit=limit)
+    return [a.model_dump() for a in found]
 
 
 def _latest_artifact(key: str) -> dict:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1
-        )
+    found = _artifacts(key=key, limit=1)
     assert found, f"no {key} artifact"
-    return found[0].model_dump()
+    return found[0]
 
 
 def test_generate_flow_on_ray_then_evaluate_flow_publish_their_results(

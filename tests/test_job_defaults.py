@@ -105,6 +105,11 @@ def test_training_settings_resolve_in_order_and_bad_ones_name_the_key(tmp_path) 
     assert (config.adapters.steps, config.adapters.lr, config.adapters.batch_size) == (500, 1e-4, 8)
     assert (config.hidden, config.max_steps, config.content.window) == (64, None, 16)
     assert TrainConfig.from_dict(config.to_dict()) == config  # RUN/train_config.json reads back as the same run
+    settings = ["workers=4", "content.accumulate=2", "content.dropout=0", "content.augment=no"]
+    parallel = TrainConfig.load(overrides=settings)
+    assert (parallel.workers, parallel.content.accumulate, parallel.content.dropout) == (4, 2, 0.0)
+    assert parallel.content.augment is False and TrainConfig.from_dict(parallel.to_dict()) == parallel
+    assert parallel.stage("content") == parallel.content and TrainConfig(max_steps=5).stage("content").steps == 5
     for bad, message in [
         (["hiden=3"], "unknown training setting 'hiden'"),
         (["adapters.step=3"], "unknown setting(s) of stage adapters: step"),
@@ -113,6 +118,11 @@ def test_training_settings_resolve_in_order_and_bad_ones_name_the_key(tmp_path) 
         (["identity=3"], "identity takes a mapping"),
         (["profile=sd21"], "profile must be one of"),
         (["no-equals-sign"], "--set takes key=value"),
+        (["workers=3"], "identity.batch_size 32 must split evenly into workers × accumulate = 3 × 1"),
+        (["workers=0"], "workers must be >= 1"),
+        (["content.accumulate=0"], "accumulate must be >= 1"),
+        (["content.dropout=1"], "dropout must be in [0, 1)"),
+        (["content.augment=maybe"], "content.augment takes a bool"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             TrainConfig.load(overrides=bad)

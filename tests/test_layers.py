@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "imagineid"
 # Bottom to top. Within one rank nothing imports sideways either.
 LAYERS = [
     ["imagineid", "errors"],  # the package root, the error type
+    ["gpu_claims"],  # host-wide GPU locks, under the Ray start-up in parallel
     ["safe_loading", "parallel", "precision"],  # utilities with no project dependencies
     ["media", "models"],  # ffmpeg I/O; nn.Modules (diffusers style)
     ["audio", "pipelines"],  # audio features; the diffusers pipeline

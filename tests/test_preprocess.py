@@ -258,8 +258,72 @@ def test_ray_fan_out_gives_the_same_rows_as_serial(small_corpus: Path, tmp_path:
         ray.shutdown()
     assert serial.n_processed == parallel.n_processed == 3
     a, b = Store(tmp_path / "serial"), Store(tmp_path / "ray")
+    assert a.done_ids("clips") == b.done_ids("clips")
     for clip_id in sorted(a.done_ids("clips")):
         np.testing.assert_array_equal(a.clip_landmarks(clip_id), b.clip_landmarks(clip_id))
+    # finalizing ran on Ray workers too: the same coefficients and masks as in process
+    for table in ("frames", "clips"):
+        serial_rows = a.read_table(table).sort_by("clip_id").drop_columns(["versions"] if table == "clips" else [])
+        ray_rows = b.read_table(table).sort_by("clip_id").drop_columns(["versions"] if table == "clips" else [])
+        assert serial_rows.equals(ray_rows), table
+    assert not list(b.staging.glob("*.npz"))  # every staged clip was finalized and its staging removed
+
+
+def test_a_clip_that_fails_to_finalize_is_listed_and_retried_while_the_others_are_written(
+    small_corpus: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import imagineid.preprocessing.finalize as finalize
+
+    finalize_clip = finalize.finalize_clip
+
+    def _fails_for_one_clip(store, clip_id, model, config):
+        if store.staging.joinpath(f"{clip_id}.npz").exists() and clip_id == first:
+            raise OSError("No space left on device")
+        return finalize_clip(store, clip_id, model, config)
+
+    src = tmp_path / "src"
+    copy_videos(small_corpus, src, [p.name for p in sorted((small_corpus / "videos").glob("*.mp4"))[:2]])
+    out = tmp_path / "d"
+    from imagineid.preprocessing.run import plan_jobs
+
+    first = sorted(j.clip_id for j in plan_jobs([src], Store(out), PreprocessConfig()).jobs)[0]
+    monkeypatch.setattr(finalize, "finalize_clip", _fails_for_one_clip)
+    summary = preprocess([src], out, workers=1, progress=False)
+    assert summary.n_processed == 1 and summary.n_failed == 1
+    lost = summary.failures[0]
+    assert (lost.clip_id, lost.status, lost.error_type) == (first, "lost", "finalize_failed")
+    assert "OSError: No space left on device" in lost.message and "in _fails_for_one_clip" in lost.message
+    assert first not in Store(out).done_ids("clips") | Store(out).done_ids("failures")
+    monkeypatch.undo()
+    again = preprocess([src], out, workers=1, progress=False)  # not recorded as failed: the next run makes it
+    assert (again.n_processed, again.n_skipped, again.n_failed) == (1, 1, 0)
+    assert Store(out).done_ids("clips") == {j.clip_id for j in plan_jobs([src], Store(out), PreprocessConfig()).jobs}
+
+
+def test_the_morphable_fit_reads_only_landmarks_and_strides_a_large_corpus(tmp_path: Path) -> None:
+    from imagineid.preprocessing.finalize import fit_landmarks
+
+    store = Store(tmp_path / "d")
+    store.make_dirs()
+    rng = np.random.default_rng(0)
+    lengths = {"a": 900, "b": 300, "c": 3}
+    for cid, n in lengths.items():
+        meta = {"source": {"speaker_id": "spk1" if cid != "c" else None}, "clip_ids": [cid]}
+        np.savez(
+            store.staging / f"{cid}.npz",
+            crop_landmarks=rng.normal(size=(n, 68, 2)).astype(np.float32),
+            found=np.ones(n, bool),
+            meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        )
+    clips, groups = fit_landmarks(store, list(lengths), max_frames=120)
+    assert groups == ["spk1", "spk1", "c"]  # speaker id, else the clip itself
+    assert sum(len(c) for c in clips) <= 120 + len(lengths)  # every clip strided by the same step
+    step = -(-1203 // 120)  # 11: the smallest stride that brings 1,203 frames under the cap
+    assert [len(c) for c in clips] == [-(-900 // step), -(-300 // step), 2]  # a 3-frame clip keeps 2: motion
+    with np.load(store.staging / "a.npz") as npz:
+        np.testing.assert_array_equal(clips[0], npz["crop_landmarks"][::step])
+    whole, _ = fit_landmarks(store, list(lengths))
+    assert [len(c) for c in whole] == list(lengths.values())  # a corpus under the cap is read whole
 
 
 def test_a_ray_worker_that_raises_lists_the_clip_with_its_traceback(

@@ -216,7 +216,15 @@ def test_config_file_and_set_round_trip_through_the_run(data: Path, tmp_path: Pa
     )
     assert first.returncode == 0, first.stderr[-2000:]
     resolved = json.loads((tmp_path / "a" / "train_config.json").read_text())
-    assert resolved["identity"] == {"steps": 4, "batch_size": 8, "window": 50, "lr": 1e-3}
+    assert resolved["identity"] == {
+        "steps": 4,
+        "batch_size": 8,
+        "window": 50,
+        "lr": 1e-3,
+        "accumulate": 1,
+        "dropout": None,
+        "augment": True,
+    }
     assert (resolved["hidden"], resolved["voice_variants"], resolved["checkpoint_every"]) == (32, 1, 2)
     again = imagineid(
         "train",

@@ -72,7 +72,7 @@ def generate_on_ray(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    init_ray(address=ray_address)
+    init_ray(address=ray_address, num_gpus=None if num_gpus > 0 else 0)  # locally: every GPU no other run holds
     per_worker = cluster_gpus(1.0) if num_gpus > 0 else 0.0
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     queue = ray.remote(num_cpus=0)(ClipQueue).options(scheduling_strategy=here).remote(list(sources))

@@ -3,14 +3,18 @@ write its frames / audio / clips shards — the clips/ shard last, as the clip's
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from imagineid import __version__
-from imagineid.data.morphable import current_kind, current_model, point_current
+from imagineid.data.morphable import CURRENT, current_kind, current_model, point_current
 from imagineid.data.parquet_io import (
     vector_lists,
     vector_type,
@@ -22,10 +26,13 @@ from imagineid.errors import ImagineIDError
 from imagineid.face.masks import blend_mask, encode_mask_png, face_mask, mouth_mask
 from imagineid.face.morphable import PCAMorphableModel
 from imagineid.media import iter_frames
+from imagineid.parallel import parallel_map, remote_traceback
 from imagineid.preprocessing.config import PIPELINE_VERSION, PreprocessConfig
-from imagineid.preprocessing.extract import staged_clip_ids, staged_npz
+from imagineid.preprocessing.extract import ExtractResult, staged_clip_ids, staged_npz
 
-FLAME_COLUMNS = {"flame_pose": 6, "camera": 3}  # extra frame columns of a FLAME dataset (DECA's pose, camera)
+FLAME_COLUMNS = {"flame_pose": 6, "camera": 3}
+# Frames the PCA fit reads at most: enough for a stable 68-point basis, bounded memory on any corpus.
+MORPHABLE_FIT_FRAMES = 200_000  # extra frame columns of a FLAME dataset (DECA's pose, camera)
 
 
 def load_staged(store: Store, clip_id: str) -> dict:
@@ -71,16 +78,37 @@ def fit_or_load_model(
     if model is not None:
         return model
     clip_ids = expand_staged(store, clip_ids)
-    staged = [load_staged(store, cid) for cid in clip_ids]
-    if not staged:
+    if not clip_ids:
         raise ImagineIDError("no clip could be processed, so there is nothing to fit the morphable model on")
-    # Shape from per-speaker means, so a clip's emotion goes to expression, not identity.
-    groups = [s["meta"]["source"].get("speaker_id") or cid for s, cid in zip(staged, clip_ids)]
-    model = PCAMorphableModel.fit(
-        [s["crop_landmarks"] for s in staged], config.n_shape, config.n_expression, config.n_mouth, groups=groups
-    )
+    clips, groups = fit_landmarks(store, clip_ids)
+    model = PCAMorphableModel.fit(clips, config.n_shape, config.n_expression, config.n_mouth, groups=groups)
     point_current(store, model.save_versioned(store.morphable))
     return model
+
+
+def fit_landmarks(
+    store: Store, clip_ids: list[str], max_frames: int = MORPHABLE_FIT_FRAMES
+) -> tuple[list[np.ndarray], list[str]]:
+    """Each staged clip's crop landmarks, every k-th frame so that all clips together hold at most
+    `max_frames`, and its identity group (speaker id, else the clip).
+
+    Why: the fit needs only landmarks, so audio, speech features and boxes stay on disk, and a corpus
+    of 10^6 frames fits in the memory of 10^5. Striding keeps every clip and its within-clip motion.
+    """
+    lengths, groups = [], []
+    for cid in clip_ids:
+        with np.load(staged_npz(store, cid)) as npz:  # an .npz reads only the members asked for
+            lengths.append(len(npz["found"]))  # (T,) bools: the frame count without reading landmarks
+            meta = json.loads(npz["meta"].tobytes().decode())
+        groups.append(meta["source"].get("speaker_id") or cid)
+    stride = max(1, -(-sum(lengths) // max_frames))  # ceil
+    clips = []
+    for cid, n in zip(clip_ids, lengths):
+        with np.load(staged_npz(store, cid)) as npz:
+            pts = npz["crop_landmarks"]  # (T, 68, 2)
+        step = min(stride, n - 1) if n > 1 else 1  # a short clip keeps at least 2 frames
+        clips.append(pts[::step])
+    return clips, groups
 
 
 def _versions(model: PCAMorphableModel) -> str:
@@ -206,10 +234,62 @@ def expand_staged(store: Store, clip_ids: list[str]) -> list[str]:
     return [cid for source_id in dict.fromkeys(clip_ids) for cid in staged_clip_ids(store, source_id)]
 
 
-def finalize_all(store: Store, clip_ids: list[str], model: PCAMorphableModel, config: PreprocessConfig) -> list[str]:
-    """Finalize the staged sources `clip_ids`; returns every clip written (several per source with subject=all)."""
+# Loaded once per process: a Ray worker finalizes many clips with the same model.
+@functools.lru_cache(maxsize=2)
+def _flame_model(flame: str, deca: str):
+    from imagineid.face.flame_morphable import FlameMorphableModel
+
+    return FlameMorphableModel.load(flame, deca)
+
+
+@functools.lru_cache(maxsize=4)
+def _pca_model(root: str, version: str) -> PCAMorphableModel:
+    return PCAMorphableModel.load(Path(root) / version)
+
+
+def finalize_source(staged: ExtractResult, root: str, config: PreprocessConfig) -> list[str]:
+    """Finalize every staged clip of one source, the subject's last (its clips/ shard marks the source
+    done); returns the clip ids written. Runs in a Ray worker or in process."""
+    store = Store(Path(root))
+    if config.morphable == "flame":
+        model = _flame_model(config.flame, config.deca)
+    else:  # by version, so a worker that outlives a refit never projects with the old basis
+        model = _pca_model(str(store.morphable), (store.morphable / CURRENT).read_text().strip())
     written = []
-    for clip_id in expand_staged(store, clip_ids):
+    for clip_id in expand_staged(store, [staged.clip_id]):
         finalize_clip(store, clip_id, model, config)
         written.append(clip_id)
     return written
+
+
+def finalize_all(
+    store: Store,
+    staged: list[ExtractResult],
+    config: PreprocessConfig,
+    workers: int | None = None,
+    progress: bool = True,
+    ray_address: str | None = None,
+    on_done: Callable[[int, int], None] | None = None,
+) -> tuple[list[str], list[ExtractResult]]:
+    """Finalize the staged sources, one task per source through the same bounded fan-out as extraction,
+    so no step after it holds more than one clip per worker. Returns the clips written (several per
+    source with subject=all) and the sources whose finalizing failed: these are listed, not recorded in
+    failures/, and their staged files stay, so the next run tries them again."""
+    fn = functools.partial(finalize_source, root=str(store.root.absolute()), config=config)
+
+    def failed(result: ExtractResult, err: Exception) -> ExtractResult:
+        if type(err).__module__.startswith("ray"):  # the worker's traceback, or why it was lost
+            detail = remote_traceback(err)
+        else:
+            detail = "".join(traceback.format_exception(err)).strip()
+        return ExtractResult(
+            result.clip_id,
+            result.source,
+            "lost",
+            "finalize_failed",
+            f"finalizing failed; not recorded, the next run retries it. {detail}".strip(),
+        )
+
+    outcomes = parallel_map(fn, staged, workers, "finalize", progress, ray_address, on_done=on_done, on_error=failed)
+    written = [cid for out in outcomes if isinstance(out, list) for cid in out]
+    return written, [out for out in outcomes if isinstance(out, ExtractResult)]

@@ -230,7 +230,7 @@ def _preprocess(
     plan = plan_jobs(sources, store, config, dataset, settle_s)
     jobs, pending = plan.jobs, plan.pending
     results = extract_all(pending, store, config, workers, progress, ray_address)
-    staged = [r.clip_id for r in results if r.status == "staged"]
+    staged = [r for r in results if r.status == "staged"]
     summary = PreprocessSummary(
         n_sources=len(jobs),
         n_skipped=len(jobs) - len(pending),
@@ -238,8 +238,10 @@ def _preprocess(
         failures=[r for r in results if r.status != "staged"],
     )
     if staged or refit_morphable:
-        model = fit_or_load_model(store, config, staged, refit_morphable)
-        summary.n_processed = len(finalize_all(store, staged, model, config))
+        model = fit_or_load_model(store, config, [r.clip_id for r in staged], refit_morphable)
+        written, lost = finalize_all(store, staged, config, workers, progress, ray_address)
+        summary.n_processed = len(written)
+        summary.failures += lost
         summary.morphable_version = model.version
     summary.n_failed = len(summary.failures)
     counts = Counter(r.error_type for r in summary.failures)

@@ -169,6 +169,8 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
     heard = clip_heard_features(ctx.run.root, ctx.data, ctx.split["train"] + ctx.split["val"][:4], ctx.bank)
     loader = frame_loader(ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1, image_size=size, heard=heard)
     logs = fit(STAGE, bundle, loader, step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
+        return {}
     for name in ("textual_inversion", "spatial_adapter", "blending_adapter"):
         getattr(pipe, name).save_pretrained(ctx.run.stage(STAGE) / name)
     with atomic_dir(ctx.run.pipeline) as tmp:  # generation never loads a half-saved pipeline

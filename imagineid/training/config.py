@@ -26,6 +26,18 @@ class StageConfig:
     batch_size: int = 32  # windows per step
     window: int = 32  # video frames per training window (4 mel frames each)
     lr: float = 2e-3  # AdamW learning rate (cosine decay to 10 %)
+    accumulate: int = 1  # micro-batches per step on each worker (the same step in less memory)
+    dropout: float | None = None  # the stage's model dropout (None: the model's own default)
+    augment: bool = True  # random audio augmentation of the disentangler stages (off: a deterministic step)
+
+    def __post_init__(self) -> None:
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+STAGE_TYPES = {f.name: f.type for f in fields(StageConfig)}
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class TrainConfig:
     max_steps: int | None = None  # cap for every stage (quick runs, tests)
     checkpoint_every: int = 100  # steps between resumable checkpoints
     num_gpus: float = 1.0  # GPUs per stage task when the cluster has them (0 on a CPU-only cluster)
+    workers: int = 1  # data-parallel workers per stage (Ray Train); batch_size stays the global batch
     seed: int = 0  # the same seed and data give the same weights (on CPU)
     hidden: int = 128  # model width
     voice_variants: int = 6  # copies of each training clip's audio in the voice bank (1 = no augmentation)
@@ -50,11 +63,20 @@ class TrainConfig:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
         if self.voice_variants < 1:
             raise ValueError(f"voice_variants must be >= 1, got {self.voice_variants}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        for name in DISENTANGLER_STAGES + GENERATOR_STAGES:
+            cfg = getattr(self, name)
+            if cfg.batch_size % (self.workers * cfg.accumulate):
+                raise ValueError(
+                    f"{name}.batch_size {cfg.batch_size} must split evenly into workers × accumulate = "
+                    f"{self.workers} × {cfg.accumulate} micro-batches"
+                )
 
     def stage(self, name: str) -> StageConfig:
         cfg = getattr(self, name)
         if self.max_steps is not None and cfg.steps > self.max_steps:
-            cfg = StageConfig(self.max_steps, cfg.batch_size, cfg.window, cfg.lr)
+            cfg = replace(cfg, steps=self.max_steps)
         return cfg
 
     def to_dict(self) -> dict:
@@ -78,7 +100,8 @@ class TrainConfig:
                 if unknown:
                     raise ValueError(f"unknown setting(s) of stage {key}: {', '.join(sorted(unknown))}")
                 changes[key] = replace(
-                    current, **{k: _typed(f"{key}.{k}", v, getattr(current, k)) for k, v in value.items()}
+                    current,
+                    **{k: _typed(f"{key}.{k}", v, getattr(current, k), STAGE_TYPES[k]) for k, v in value.items()},
                 )
             else:
                 changes[key] = _typed(key, value, current, known[key].type)
@@ -117,7 +140,15 @@ def _typed(key: str, value: Any, current: Any, declared: Any = None) -> Any:
         if optional:
             return None
         raise ValueError(f"{key} cannot be null")
-    kind = type(current) if current is not None else (int if "int" in str(declared) else str)
+    kind = (
+        type(current)
+        if current is not None
+        else float
+        if "float" in str(declared)
+        else int
+        if "int" in str(declared)
+        else str
+    )
     if kind in (int, float) and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
             value = float(value)

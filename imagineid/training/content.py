@@ -35,14 +35,19 @@ def train_content(ctx: StageContext, progress: bool = True) -> dict:
     seed_everything(ctx.config.seed + 1)
     identity = freeze(IdentityEncoder.from_pretrained(ctx.run.stage("identity"), use_safetensors=True).to(ctx.device))
     model = ContentEncoderDecoder(
-        n_shape=ctx.n_shape, n_mouth=ctx.n_mouth, hidden=ctx.config.hidden, n_envelope=ENVELOPE_CHANNELS
+        n_shape=ctx.n_shape,
+        n_mouth=ctx.n_mouth,
+        hidden=ctx.config.hidden,
+        n_envelope=ENVELOPE_CHANNELS,
+        **({} if cfg.dropout is None else {"dropout": cfg.dropout}),
     ).to(ctx.device)
     morph = MorphableLandmarks(ctx.morphable).to(ctx.device)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
             shape = identity(batch["mel"], voice=batch.get("voice")).shape  # (B, n_shape), frozen stage 1
-        out = model(flatten_spectrum(batch["mel"]), shape, batch["envelope"])  # mouth (B, W, n_mouth)
+        mel = flatten_spectrum(batch["mel"]) if cfg.augment else batch["mel"]
+        out = model(mel, shape, batch["envelope"])  # mouth (B, W, n_mouth)
         valid = batch["valid"]  # (B, W)
         coeff = masked_mse(out.mouth.float(), batch["mouth"], valid)
         pred_pts = morph(batch["shape"], mouth=out.mouth.float())[:, :, MOUTH_POINTS]  # (B, W, 20, 2)
@@ -53,6 +58,8 @@ def train_content(ctx: StageContext, progress: bool = True) -> dict:
         return loss, {"loss": loss.item(), "mouth_mse": coeff.item(), "landmark": landmarks.item()}
 
     train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
+        return {}
     model.save_pretrained(ctx.run.stage(STAGE))
     return {**{f"train_{k}": v for k, v in train_logs.items()}, **validate_content(identity, model, ctx)}
 

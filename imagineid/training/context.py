@@ -30,6 +30,7 @@ from imagineid.runs.assets import save_run_assets
 from imagineid.runs.folder import RunDir
 from imagineid.training.config import StageConfig, TrainConfig
 from imagineid.training.data import WindowDataset
+from imagineid.training.replicas import Replica
 from imagineid.training.voice_bank import VoiceBank
 
 
@@ -43,10 +44,21 @@ class StageContext:
     morphable: PCAMorphableModel
     bank: VoiceBank | None = None
     device: torch.device = field(default_factory=pick_device)
+    replica: Replica = field(default_factory=Replica.current)
     _val: list[ClipSample] | None = None
 
     @classmethod
     def prepare(cls, data: str | Path, run: RunDir, config: TrainConfig, progress: bool = False) -> StageContext:
+        """The stage's inputs; the first time, also written into RUN. With several workers rank 0 writes
+        them while the others wait, then the others read what it wrote."""
+        replica = Replica.current()
+        if replica.is_main:
+            ctx = cls._prepare(data, run, config, progress)
+        replica.barrier()
+        return ctx if replica.is_main else cls._prepare(data, run, config, False)
+
+    @classmethod
+    def _prepare(cls, data: str | Path, run: RunDir, config: TrainConfig, progress: bool) -> StageContext:
         data = Path(data)
         morphable = current_model(Store(data))
         if morphable is None or not any((data / "clips").glob("*.parquet")):
@@ -69,8 +81,9 @@ class StageContext:
         else:
             stats = mel_stats(data, split["train"])
             stats.save(stats_path)
-        write_json_atomic(run.dataset_pointer, {"version": morphable.version, "data": str(data)})
-        save_run_assets(run.root, morphable, data, split["train"])  # generation then needs no dataset
+        if Replica.current().is_main:
+            write_json_atomic(run.dataset_pointer, {"version": morphable.version, "data": str(data)})
+            save_run_assets(run.root, morphable, data, split["train"])  # generation then needs no dataset
         bank = VoiceBank.build(
             data,
             run.voice_bank,

@@ -34,7 +34,11 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
     hidden = ctx.config.hidden
     identity_dim = hidden + (identity.config.n_prosody if identity.config.n_voice else 0)  # features (+ prosody)
     model = EmotionEncoderDecoder(
-        identity_dim=identity_dim, content_dim=hidden, n_expression=ctx.n_expression, hidden=hidden, dropout=0.3
+        identity_dim=identity_dim,
+        content_dim=hidden,
+        n_expression=ctx.n_expression,
+        hidden=hidden,
+        dropout=0.3 if cfg.dropout is None else cfg.dropout,
     ).to(ctx.device)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
@@ -42,7 +46,8 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
             ident = identity(batch["mel"], voice=batch.get("voice"))
             cont = content(batch["mel"], ident.shape, batch["envelope"]).features  # (B, W, hidden)
         # loudness is an emotion cue: the utterance's level goes back in, and no gain shift
-        out = model(augment_mel(batch["mel"] + batch["level"][:, None, :], gain=0.0), ident.for_emotion(), cont)
+        mel = batch["mel"] + batch["level"][:, None, :]
+        out = model(augment_mel(mel, gain=0.0) if cfg.augment else mel, ident.for_emotion(), cont)
         expression = masked_mse(out.expression.float(), batch["expression"], batch["valid"])
         emotion = labelled_ce(out.emotion_logits, batch["emotion"])
         known = batch["emotion"] >= 0
@@ -55,6 +60,8 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
         return loss, {"loss": loss.item(), "expression_mse": expression.item(), "emotion_ce": emotion.item()}
 
     train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
+        return {}
     model.save_pretrained(ctx.run.stage(STAGE))
     return {**{f"train_{k}": v for k, v in train_logs.items()}, **validate_emotion(identity, content, model, ctx)}
 

@@ -50,6 +50,7 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
         gender_features=[STATS.start + i for i in F0_STATS],
         age_features=[STATS.start + i for i in PHYSICAL_STATS],
         n_prosody=STATS.stop - STATS.start,
+        **({} if cfg.dropout is None else {"dropout": cfg.dropout}),
     ).to(ctx.device)
     if ctx.bank is not None:
         mean, std = ctx.bank.voice_stats(ctx.split["train"])
@@ -57,7 +58,8 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
     weight = torch.from_numpy(shape_weights(ctx)).to(ctx.device)  # (n_shape,)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
-        out = model(augment_mel(batch["mel"]), voice=batch.get("voice"))  # mel (B, 4W, 80), voice (B, VOICE_DIM)
+        mel = augment_mel(batch["mel"]) if cfg.augment else batch["mel"]  # (B, 4W, 80)
+        out = model(mel, voice=batch.get("voice"))  # voice (B, VOICE_DIM)
         shape = (((out.shape.float() - batch["shape"]) ** 2) * weight).mean()
         contrast = supervised_contrastive(out.embedding.float(), batch["speaker"])
         # a child's gender is not in its voice before puberty: children teach age, not gender
@@ -67,6 +69,8 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
         return loss, {"loss": loss.item(), "shape_mse": shape.item(), "contrastive": contrast.item()}
 
     train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
+        return {}
     model.save_pretrained(ctx.run.stage(STAGE))
     return {**{f"train_{k}": v for k, v in train_logs.items()}, **validate_identity(model, ctx)}
 

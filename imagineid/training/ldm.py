@@ -98,6 +98,8 @@ def train_ldm(ctx: StageContext, progress: bool = True) -> dict:
         return loss, {"unet_loss": loss.item()}
 
     unet_logs = fit(f"{STAGE}/unet", unet, loader, unet_step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
+        return {}
     components.freeze()
     save_components(components, ctx.run.stage(STAGE))
     return {**{f"train_{k}": v for k, v in {**vae_logs, **unet_logs}.items()}, **validate_ldm(components, ctx)}

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from imagineid.runs.folder import RunDir
 from imagineid.runs.tracking import LOG_EVERY, StageTracker
 from imagineid.training.config import StageConfig
+from imagineid.training.replicas import Replica
 
 
 def seed_everything(seed: int) -> None:
@@ -38,6 +39,15 @@ def _forever(loader: Iterable) -> Iterator:
         yield from loader
 
 
+def _split(batch: dict, parts: int) -> list[dict]:
+    """A batch as `parts` equal micro-batches (rows of every tensor)."""
+    if parts == 1:
+        return [batch]
+    rows = next(len(v) for v in batch.values() if torch.is_tensor(v))
+    n = rows // parts
+    return [{k: v[i * n : (i + 1) * n] if torch.is_tensor(v) else v for k, v in batch.items()} for i in range(parts)]
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -53,7 +63,12 @@ def fit(
     progress: bool = True,
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> dict:
-    """Train `model` for `config.steps` steps, resuming from RUN/<stage>/checkpoint.pt if present."""
+    """Train `model` for `config.steps` steps, resuming from RUN/<stage>/checkpoint.pt if present.
+
+    Under Ray Train (several workers, see `replicas.py`) each worker trains on its slice of every
+    global batch with gradients averaged over all of them, and only rank 0 writes; the logged losses
+    are those of the whole global batch."""
+    replica = Replica.current()
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
@@ -69,30 +84,47 @@ def fit(
         sched.load_state_dict(state["sched"])
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
-        run.log({"stage": stage, "event": "resumed", "step": start})
-    tracker = StageTracker(run, stage, start_step=start)
+        if replica.is_main:
+            run.log({"stage": stage, "event": "resumed", "step": start})
+    replica.broadcast(params)
+    if replica.rank > 0:  # the data stream is shared; dropout and augmentation draw per worker
+        torch.manual_seed(torch.initial_seed() + 7919 * replica.rank)
+    tracker = StageTracker(run, stage, start_step=start) if replica.is_main else None
     model.train()
     logs: dict = {}
-    batches = _forever(loader)
+    batches = replica.shard(_forever(loader))
     bar = tqdm(
-        range(start, config.steps), desc=stage, unit="step", disable=not progress, initial=start, total=config.steps
+        range(start, config.steps),
+        desc=stage,
+        unit="step",
+        disable=not progress or not replica.is_main,
+        initial=start,
+        total=config.steps,
     )
     for step in bar:
         batch = to_device(next(batches), device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            loss, logs = step_fn(batch)
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        parts = []
+        for micro in _split(batch, config.accumulate):  # gradients add up over the micro-batches
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                loss, part = step_fn(micro)
+            scaler.scale(loss / config.accumulate).backward()
+            parts.append(part)
+        logs = {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
+        replica.average_gradients(params)  # before unscaling: every worker shares one fp16 scale
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         scaler.step(opt)
         scaler.update()
         sched.step()
+        replica.check_agree(params, step + 1)
         if (step + 1) % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{logs.get('loss', loss.item()):.3f}")
         if (step + 1) % LOG_EVERY == 0 or step + 1 == config.steps:
-            tracker.scalars(step + 1, {**logs, "lr": sched.get_last_lr()[0]})
-        if (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
+            logs = replica.mean(logs)
+            if tracker:
+                tracker.scalars(step + 1, {**logs, "lr": sched.get_last_lr()[0]})
+        if (step + 1) % checkpoint_every == 0 and step + 1 < config.steps and replica.is_main:
             run.save_checkpoint(
                 stage,
                 {
@@ -103,9 +135,14 @@ def fit(
                     "step": step + 1,
                 },
             )
-            run.log({"stage": stage, "event": "checkpoint", "step": step + 1, "loss": float(loss.item())})
+            loss_now = float(logs.get("loss", loss.item()))
+            run.log({"stage": stage, "event": "checkpoint", "step": step + 1, "loss": loss_now})
             if on_checkpoint:
                 on_checkpoint(step + 1)
-    tracker.close()
+    if tracker:
+        tracker.close()
+    if replica.parallel and replica.is_main:
+        run.log({"stage": stage, "event": "replicas_agreed", "workers": replica.world, "steps": config.steps - start})
+    replica.barrier()
     model.eval()
     return {k: float(v) for k, v in logs.items()}
