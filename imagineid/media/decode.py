@@ -57,9 +57,13 @@ def iter_frames(
     size: int | tuple[int, int] | None = None,
     pix_fmt: str = "rgb24",
     chunk: int = 8,
+    start: int = 0,
+    count: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield frames (H, W, C) uint8 (gray: (H, W)) one by one; `fps` resamples, `size` = side or (w, h).
 
+    `start` / `count` decode only frames [start, start + count) of a constant-rate video (ffmpeg seeks
+    to the key frame before `start`, so a segment late in a long clip costs no more than an early one).
     Reads `chunk` frames per pipe read, so memory stays at `chunk` frames. A truncated or corrupt file
     raises TruncatedMediaError once the frames that did decode are yielded. Closing the generator early
     kills and reaps ffmpeg.
@@ -77,12 +81,23 @@ def iter_frames(
     width, height = _out_size(info, size)
     c = _CHANNELS[pix_fmt]
 
-    video = ffmpeg.input(file_url(path), **UNTRUSTED_INPUT)[str(info.video_index)]
+    if start < 0 or (count is not None and count < 1):
+        raise ValueError(f"start must be >= 0 and count >= 1, got start={start}, count={count}")
+    seek = {}
+    if start:
+        rate = fps or info.fps
+        if not rate:
+            raise ValueError(f"{path}: no frame rate to seek by; decode from the start")
+        seek = {"ss": f"{start / rate:.6f}"}
+    video = ffmpeg.input(file_url(path), **seek, **UNTRUSTED_INPUT)[str(info.video_index)]
     if fps is not None:
         video = video.filter("fps", fps=fps)
     if size is not None:
         video = video.filter("scale", width, height, flags="area")
-    stream = ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt=pix_fmt).global_args(*QUIET, *LIMITS)
+    # passthrough: frames keep their own timestamps, none is repeated to fill the gap before a seek point
+    frames = {"vframes": count, "fps_mode": "passthrough"} if count is not None else {}
+    frames = {**frames, **({"fps_mode": "passthrough"} if start and fps is None else {})}
+    stream = ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt=pix_fmt, **frames).global_args(*QUIET, *LIMITS)
     return _frames(path, stream, (height, width, c), chunk)
 
 

@@ -10,17 +10,19 @@ Per sample, from one clip of the preprocessed dataset (teacher forcing: conditio
 - with `heard`: `heard_identity` (n_shape + 5,) and `heard_emotion` (4,), what the disentangler heard in
   the clip's own audio (the generator's inputs at inference).
 
-Crops are decoded once per clip at `image_size` and kept in memory (64 px: ~1 MB per 3 s clip).
+`FrameConditionDataset` decodes every clip once at `image_size` and keeps it in memory (64 px: ~4 MB per
+3 s clip); `FrameStream` streams segments through a bounded buffer for datasets that do not fit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from imagineid.data.labels import EMOTIONS
 from imagineid.data.parquet_io import to_numpy_vectors
@@ -45,11 +47,16 @@ def _mask(png: bytes, size: int) -> np.ndarray:
 
 
 class ClipFrames:
-    """One clip's crops, masks and mesh renders at `size` px (decoded once)."""
+    """One clip's crops, masks and mesh renders at `size` px (decoded once): the whole clip, or the
+    segment of `count` frames from `start` (a long clip is never decoded whole)."""
 
-    def __init__(self, store: Store, clip: dict, model: PCAMorphableModel, size: int) -> None:
+    def __init__(
+        self, store: Store, clip: dict, model: PCAMorphableModel, size: int, start: int = 0, count: int | None = None
+    ) -> None:
         frames = store.clip_frames(clip["clip_id"], ["expression", "pose", "blend_mask", "mouth_mask"])
-        self.images = np.stack(list(iter_frames(store.root / clip["crops"], size=size)))  # (T, S, S, 3)
+        frames = frames.slice(start, count)
+        crops = iter_frames(store.root / clip["crops"], size=size, start=start, count=count)
+        self.images = np.stack(list(crops))  # (T, S, S, 3)
         t = min(len(self.images), frames.num_rows)
         self.images = self.images[:t]
         self.expression = to_numpy_vectors(frames["expression"])[:t]  # (T, n_expression)
@@ -94,27 +101,103 @@ class FrameConditionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         c, t = self.index[i]
-        clip = self.clips[c]
-        r = int(self.rng.integers(len(clip) - 1))
-        r = r + 1 if r >= t else r  # any frame but t
-        neighbour = _to_tensor(clip.images[t - 1])
-        mouth_prev = torch.from_numpy(clip.mouth[t - 1])[None] > 0.5  # (1, S, S)
-        return {
-            "image": _to_tensor(clip.images[t]),
-            "mesh": _to_tensor(clip.meshes[t]),
-            "reference": _to_tensor(clip.images[r]),
-            "neighbour": neighbour.masked_fill(mouth_prev, NEUTRAL_GREY),
-            "blend_mask": torch.from_numpy(clip.blend[t])[None],
-            "mouth_mask": torch.from_numpy(clip.mouth[t])[None],
-            "shape": torch.from_numpy(clip.shape),
-            "expression": torch.from_numpy(clip.expression[t].copy()),
-            "emotion": torch.tensor(clip.emotion, dtype=torch.long),
-            **(
-                {
-                    "heard_identity": torch.from_numpy(self.heard[c][0]),
-                    "heard_emotion": torch.from_numpy(self.heard[c][1]),
-                }
-                if self.heard is not None
-                else {}
-            ),
-        }
+        return frame_sample(self.clips[c], t, self.rng, self.heard[c] if self.heard is not None else None)
+
+
+def frame_sample(
+    clip: ClipFrames, t: int, rng: np.random.Generator, heard: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, torch.Tensor]:
+    """Frame t (≥ 1) of a decoded clip with its conditions; the reference is any other frame, drawn here."""
+    r = int(rng.integers(len(clip) - 1))
+    r = r + 1 if r >= t else r  # any frame but t
+    neighbour = _to_tensor(clip.images[t - 1])
+    mouth_prev = torch.from_numpy(clip.mouth[t - 1])[None] > 0.5  # (1, S, S)
+    return {
+        "image": _to_tensor(clip.images[t]),
+        "mesh": _to_tensor(clip.meshes[t]),
+        "reference": _to_tensor(clip.images[r]),
+        "neighbour": neighbour.masked_fill(mouth_prev, NEUTRAL_GREY),
+        "blend_mask": torch.from_numpy(clip.blend[t])[None],
+        "mouth_mask": torch.from_numpy(clip.mouth[t])[None],
+        "shape": torch.from_numpy(clip.shape),
+        "expression": torch.from_numpy(clip.expression[t].copy()),
+        "emotion": torch.tensor(clip.emotion, dtype=torch.long),
+        **(
+            {"heard_identity": torch.from_numpy(heard[0]), "heard_emotion": torch.from_numpy(heard[1])}
+            if heard is not None
+            else {}
+        ),
+    }
+
+
+def decoded_bytes(n_frames: int, size: int) -> int:
+    """Memory of `n_frames` decoded at `size` px: crop and mesh (uint8 RGB), two float masks."""
+    return n_frames * size * size * (3 + 3 + 4 + 4)
+
+
+class FrameStream(IterableDataset):
+    """Training frames streamed from a bounded buffer of clip segments, for datasets too large to decode
+    into memory (`FrameConditionDataset` holds every clip).
+
+    The clips are visited in a shuffled order; each visit decodes one random segment of `segment`
+    frames (seeking, so a long clip costs no more than a short one) into a buffer of `buffer` segments,
+    and each segment gives about as many samples as it has frames before a new one replaces it. Memory
+    is `buffer` × `decoded_bytes(segment, size)`, whatever the dataset's size. The reference frame comes
+    from the same segment. DataLoader workers each take every n-th clip.
+    """
+
+    def __init__(
+        self,
+        data: str | Path,
+        clip_ids: list[str],
+        model: PCAMorphableModel,
+        image_size: int = 64,
+        seed: int = 0,
+        heard: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        buffer: int = 8,
+        segment: int = 64,
+    ) -> None:
+        self.store = Store(Path(data))
+        columns = ["clip_id", "crops", "crop_size", "shape", "emotion", "n_frames"]
+        rows = {r["clip_id"]: r for r in self.store.read_table("clips", columns).to_pylist()}
+        self.rows = [rows[c] for c in clip_ids if rows[c]["n_frames"] >= 2]
+        if not self.rows:
+            raise ValueError(f"no clip of at least 2 frames among {len(clip_ids)} ids")
+        self.model, self.size, self.seed = model, image_size, seed
+        self.heard, self.buffer, self.segment = heard, max(1, buffer), max(2, segment)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return sum(r["n_frames"] - 1 for r in self.rows)
+
+    def _decode(self, row: dict, rng: np.random.Generator) -> list:
+        count = min(self.segment, row["n_frames"])
+        start = int(rng.integers(0, row["n_frames"] - count + 1))
+        clip = ClipFrames(self.store, row, self.model, self.size, start=start, count=count)
+        heard = self.heard[row["clip_id"]] if self.heard is not None else None
+        return [clip, heard, max(1, len(clip) - 1)]  # [frames, heard features, samples left]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        rows = self.rows[worker::n_workers] or self.rows[worker % len(self.rows) :: len(self.rows)]
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        self.epoch += 1
+
+        def visits() -> Iterator[dict]:
+            while True:
+                for i in rng.permutation(len(rows)):
+                    yield rows[i]
+
+        order = visits()
+        slots = [self._decode(next(order), rng) for _ in range(min(self.buffer, len(rows)))]
+        for _ in range(len(self) // n_workers):
+            k = int(rng.integers(len(slots)))
+            clip, heard, _ = slots[k]
+            if len(clip) < 2:
+                slots[k] = self._decode(next(order), rng)
+                continue
+            yield frame_sample(clip, int(rng.integers(1, len(clip))), rng, heard)
+            slots[k][2] -= 1
+            if slots[k][2] == 0:
+                slots[k] = self._decode(next(order), rng)

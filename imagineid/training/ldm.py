@@ -11,10 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imagineid.data.store import Store
 from imagineid.models.ldm import LDMComponents, build_tiny, save_components
 from imagineid.models.prompt_encoding import encode_prompt
 from imagineid.training.context import StageContext
-from imagineid.training.frame_data import FrameConditionDataset
+from imagineid.training.frame_data import FrameConditionDataset, FrameStream, decoded_bytes
 from imagineid.training.loop import fit, seed_everything
 
 STAGE = "ldm"
@@ -29,14 +30,22 @@ def frame_loader(
     image_size: int | None = None,
     heard: dict | None = None,
 ) -> torch.utils.data.DataLoader:
-    """Frames at `image_size` px (default: the config's, the tiny profile's size)."""
-    dataset = FrameConditionDataset(
-        ctx.data, clip_ids, ctx.morphable, image_size or ctx.config.image_size, seed=seed, heard=heard
-    )
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, num_workers=0
-    )
+    """Frames at `image_size` px (default: the config's, the tiny profile's size): every clip decoded into
+    memory when they fit in `frame_memory_mb`, else streamed through a bounded buffer (`FrameStream`),
+    decoded by `loader_workers` DataLoader processes beside the training step."""
+    size = image_size or ctx.config.image_size
+    rows = Store(ctx.data).read_table("clips", ["clip_id", "n_frames"]).to_pylist()
+    frames = sum(r["n_frames"] for r in rows if r["clip_id"] in set(clip_ids))
+    workers = ctx.config.loader_workers
+    options = {"num_workers": workers, "persistent_workers": workers > 0}
+    if decoded_bytes(frames, size) <= ctx.config.frame_memory_mb * 2**20:
+        dataset = FrameConditionDataset(ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard)
+        generator = torch.Generator().manual_seed(seed)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, **options
+        )
+    stream = FrameStream(ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard)
+    return torch.utils.data.DataLoader(stream, batch_size=batch_size, drop_last=True, **options)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -101,6 +102,7 @@ def fit(
         initial=start,
         total=config.steps,
     )
+    began = time.perf_counter()
     for step in bar:
         batch = to_device(next(batches), device)
         opt.zero_grad(set_to_none=True)
@@ -136,7 +138,8 @@ def fit(
                 },
             )
             loss_now = float(logs.get("loss", loss.item()))
-            run.log({"stage": stage, "event": "checkpoint", "step": step + 1, "loss": loss_now})
+            elapsed = round(time.perf_counter() - began, 3)  # seconds since this run of the loop began: throughput
+            run.log({"stage": stage, "event": "checkpoint", "step": step + 1, "loss": loss_now, "seconds": elapsed})
             if on_checkpoint:
                 on_checkpoint(step + 1)
     if tracker:

@@ -1,0 +1,120 @@
+"""The adapters stage on a small and an 8× larger dataset, same steps: peak RSS and steps/s; prints JSON.
+
+    .venv/bin/python benchmarks/train_scale.py [--clips 16 128] [--steps 40] [--memory-mb 512]
+
+It synthesizes and preprocesses the larger corpus once (speakers of 2 clips × 3 s), takes the smaller
+dataset as a subset of its clips, trains the stages the adapters need for 2 steps each, then runs the
+adapters stage for each dataset in a fresh process, so each peak RSS is that run's own. Steps/s comes from
+the stage's checkpoint records (setup and validation left out). Frames are decoded into memory while a
+dataset's decoded frames fit in `frame_memory_mb`, and streamed through a bounded buffer beyond it; the
+JSON says which path each run took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from imagineid.data.store import Store
+from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.synth.corpus import SynthConfig, synthesize_corpus
+from imagineid.training.config import TrainConfig
+from imagineid.training.frame_data import decoded_bytes
+from imagineid.training.run import train
+
+PREREQUISITES = "identity,content,emotion,ldm"
+
+
+def subset(data: Path, out: Path, n_clips: int) -> Path:
+    """A dataset folder holding the first `n_clips` clips of `data` (whole speakers, in id order)."""
+    store = Store(data)
+    rows = sorted(store.read_table("clips", ["clip_id", "speaker_id"]).to_pylist(), key=lambda r: r["speaker_id"])
+    keep = [r["clip_id"] for r in rows[:n_clips]]
+    out.mkdir(parents=True)
+    shutil.copytree(data / "morphable", out / "morphable")
+    for table in ("clips", "frames", "audio"):
+        (out / table).mkdir()
+        for clip_id in keep:
+            shutil.copy2(store.shard(table, clip_id), out / table)
+    (out / "crops").mkdir()
+    for clip_id in keep:
+        shutil.copy2(data / "crops" / f"{clip_id}.mp4", out / "crops")
+    return out
+
+
+def adapters_run(data: Path, run: Path, steps: int, memory_mb: int) -> dict:
+    """The adapters stage in this process; → steps/s between its first and last checkpoint, peak RSS."""
+    import resource
+
+    config = TrainConfig(max_steps=2, voice_variants=1, checkpoint_every=5, frame_memory_mb=memory_mb)
+    train(data, run, PREREQUISITES, config, use_ray=False, progress=False)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    config = TrainConfig.from_dict({"adapters": {"steps": steps}, "max_steps": None}, config)
+    start = time.perf_counter()
+    train(data, run, "adapters", config, use_ray=False, progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    marks = [r for r in records if r.get("stage") == "adapters" and r.get("event") == "checkpoint"]
+    first, last = marks[0], marks[-1]
+    frames = sum(r["n_frames"] for r in Store(data).read_table("clips", ["n_frames"]).to_pylist())
+    return {
+        "clips": len(Store(data).done_ids("clips")),
+        "frames": frames,
+        "decoded_mb_if_in_memory": round(decoded_bytes(frames, config.image_size) / 2**20, 1),
+        "path": "memory" if decoded_bytes(frames, config.image_size) <= memory_mb * 2**20 else "stream",
+        "steps_per_s": round((last["step"] - first["step"]) / (last["seconds"] - first["seconds"]), 3),
+        "stage_seconds": round(time.perf_counter() - start, 1),
+        "peak_rss_mb_before_adapters": round(rss_before, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clips", type=int, nargs=2, default=[16, 128])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--memory-mb", type=int, default=TrainConfig.frame_memory_mb)
+    parser.add_argument("--child", nargs=3, metavar=("DATA", "RUN", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        data, run, out = map(Path, args.child)
+        out.write_text(json.dumps(adapters_run(data, run, args.steps, args.memory_mb)))
+        return
+    small, large = sorted(args.clips)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        synthesize_corpus(tmp / "s", SynthConfig(speakers=large // 2, clips_per_speaker=2, seed=31), progress=False)
+        preprocess([tmp / "s" / "videos"], tmp / "large", PreprocessConfig(), workers=os.cpu_count(), progress=False)
+        datasets = {small: subset(tmp / "large", tmp / "small", small), large: tmp / "large"}
+        setup_s = time.perf_counter() - start
+        runs = {}
+        for n, data in datasets.items():
+            out = tmp / f"result-{n}.json"
+            child = [sys.executable, __file__, "--steps", str(args.steps), "--memory-mb", str(args.memory_mb)]
+            subprocess.run([*child, "--child", str(data), str(tmp / f"run-{n}"), str(out)], check=True)
+            runs[n] = json.loads(out.read_text())
+    report = {
+        "benchmark": "train_scale",
+        "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "adapters_steps": args.steps,
+        "frame_memory_mb": args.memory_mb,
+        "setup_seconds": round(setup_s, 1),
+        "small": runs[small],
+        "large": runs[large],
+        "rss_ratio_large_over_small": round(runs[large]["peak_rss_mb"] / runs[small]["peak_rss_mb"], 3),
+        "steps_per_s_ratio_large_over_small": round(runs[large]["steps_per_s"] / runs[small]["steps_per_s"], 3),
+        "target": "rss ratio <= 1.3; steps/s on the small set no lower than the in-memory path's",
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
