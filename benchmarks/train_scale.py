@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, nargs=2, default=[16, 128])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--memory-mb", type=int, default=TrainConfig.frame_memory_mb)
+    parser.add_argument("--work", type=Path, help="keep the corpus and datasets here (reruns reuse them)")
     parser.add_argument("--child", nargs=3, metavar=("DATA", "RUN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -88,16 +89,20 @@ def main() -> None:
         out.write_text(json.dumps(adapters_run(data, run, args.steps, args.memory_mb)))
         return
     small, large = sorted(args.clips)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.work or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         synthesize_corpus(tmp / "s", SynthConfig(speakers=large // 2, clips_per_speaker=2, seed=31), progress=False)
         preprocess([tmp / "s" / "videos"], tmp / "large", PreprocessConfig(), workers=os.cpu_count(), progress=False)
-        datasets = {small: subset(tmp / "large", tmp / "small", small), large: tmp / "large"}
+        if not (tmp / "small").exists():
+            subset(tmp / "large", tmp / "small", small)
+        datasets = {small: tmp / "small", large: tmp / "large"}
         setup_s = time.perf_counter() - start
         runs = {}
         for n, data in datasets.items():
             out = tmp / f"result-{n}.json"
+            shutil.rmtree(tmp / f"run-{n}", ignore_errors=True)
             child = [sys.executable, __file__, "--steps", str(args.steps), "--memory-mb", str(args.memory_mb)]
             subprocess.run([*child, "--child", str(data), str(tmp / f"run-{n}"), str(out)], check=True)
             runs[n] = json.loads(out.read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.evaluate import evaluate_videos
+from tasks.evaluate import compare_folders, evaluate_videos
 
 
 @flow(name="evaluate", log_prints=True)
@@ -25,8 +25,10 @@ def evaluate_flow(
     fid_inception: str | None = None,
     arcface: str | None = None,
     lmd_landmarks: str = "dlib",
+    sources: str | None = None,
+    compare: list[str] | None = None,
 ) -> dict:
-    """Measure every generated video and write the report.
+    """Measure every generated video and write the report; with `compare`, other folders too, side by side.
 
     Args:
         gen: Folder written by the generate flow (videos/, index.parquet).
@@ -37,9 +39,20 @@ def evaluate_flow(
         fid_inception: pytorch-fid's Inception weights for FID; None skips it.
         arcface: insightface ONNX or arcface_torch backbone.pth for CSIM; None reports the dlib stand-in.
         lmd_landmarks: M-LMD / F-LMD landmarks, dlib or fan.
+        sources: For another method's videos (a folder of mp4s without index.parquet): the folder of
+            their driving clips, matched by file name.
+        compare: Other folders (any method's videos) evaluated the same way and set beside `gen` in
+            GEN/comparison.html.
     """
     report = report or str(Path(gen) / "report.html")
-    result = evaluate_videos(gen, data, report, every, syncnet, fid_inception, arcface, lmd_landmarks)
+    fields = (every, syncnet, fid_inception, arcface, lmd_landmarks, sources)
+    result = evaluate_videos(gen, data, report, *fields)
+    for other in compare or []:
+        evaluate_videos(other, data, str(Path(other) / "report.html"), *fields)
+    if compare:
+        table = compare_folders(gen, [gen, *compare])
+        create_markdown_artifact(table["markdown"], key="evaluation-comparison", description=f"{gen} beside others")
+        result["comparison"] = table["html"]
     rows = [{"metric": k, "value": v} for k, v in result["summary"].items()]
     create_table_artifact(rows, key="evaluation-summary", description=f"evaluation of {gen}")
     create_markdown_artifact(

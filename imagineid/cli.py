@@ -383,17 +383,39 @@ def evaluate(
     fid_inception: Optional[Path] = typer.Option(None, help="pytorch-fid's pt_inception-2015-12-05-*.pth: FID."),
     arcface: Optional[Path] = typer.Option(None, help="w600k_r50.onnx or arcface_torch backbone.pth: CSIM."),
     lmd_landmarks: str = typer.Option("dlib", help="M-LMD / F-LMD landmarks: dlib or fan."),
+    sources: Optional[Path] = typer.Option(
+        None, help="Another method's videos (no index.parquet): the folder of their driving clips, matched by name."
+    ),
+    compare: list[Path] = typer.Option(
+        [], "--compare", help="Other folders (any method's videos) to evaluate the same way and set beside GEN."
+    ),
 ) -> None:
-    """Metrics (GEN/metrics.json) and a self-contained HTML report for generated videos."""
+    """Metrics (GEN/metrics.json) and a self-contained HTML report for generated videos: this project's
+    (GEN of `imagineid generate`) or any method's folder of mp4s; with --compare, a side-by-side table
+    (GEN/comparison.html, .json)."""
+    from imagineid.evaluation.compare import compare as compare_methods
+    from imagineid.evaluation.compare import markdown, write_comparison
     from imagineid.evaluation.evaluate import evaluate as run_evaluate
     from imagineid.evaluation.field_metrics import FieldWeights
 
-    report = report or gen / "report.html"
     weights = FieldWeights(syncnet, fid_inception, arcface, lmd_landmarks)
-    with _reported():
-        metrics = run_evaluate(gen, data, report, every=every, weights=weights)
-    _print_fields({k: v for k, v in metrics["summary"].items() if v is not None})
-    out_console.print(f"metrics → {gen / 'metrics.json'}\nreport → {report}")
+    folders = {}
+    for folder in [gen, *compare]:
+        page = report if folder == gen and report else folder / "report.html"
+        with _reported():
+            metrics = run_evaluate(folder, data, page, every=every, weights=weights, sources=sources)
+        folders[folder.name if folder.name not in folders else str(folder)] = folder
+        if not compare:
+            _print_fields({k: v for k, v in metrics["summary"].items() if v is not None})
+        for error in metrics.get("errors", []):
+            console.print(f"not measured: {folder / error['video']}: {error['error']}", markup=False)
+        out_console.print(f"metrics → {folder / 'metrics.json'}\nreport → {page}")
+    if compare:
+        with _reported():
+            table = compare_methods(folders)
+            json_path, html_path = write_comparison(gen / "comparison", table)
+        out_console.print(markdown(table), markup=False)
+        out_console.print(f"comparison → {html_path} ({json_path.name})")
 
 
 @app.command()

@@ -71,3 +71,14 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+def train_precision(precision: str, device: torch.device) -> str:
+    """Training's float type: "auto" → bf16 on GPUs that have it (no loss scaling needed), else fp16 with
+    a GradScaler, fp32 on CPUs (bf16 autocast slows CPU training down even with native bf16 in small
+    batches); the other names are checked as for inference."""
+    if check(precision) == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return resolve(precision, device, batch_size=0)

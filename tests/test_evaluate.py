@@ -141,11 +141,82 @@ def test_report_is_self_contained_and_every_image_decodes(generated: Path, prepr
     assert "skipped: needs SyncNet weights" in page
 
 
-def test_evaluate_refuses_a_folder_without_an_index(tmp_path: Path, preprocessed: Path) -> None:
+def test_evaluate_refuses_a_folder_without_an_index_or_videos(tmp_path: Path, preprocessed: Path) -> None:
     from imagineid.errors import ImagineIDError
 
-    with pytest.raises(ImagineIDError, match="no index.parquet"):
+    with pytest.raises(ImagineIDError, match="neither index.parquet .* nor mp4 videos"):
         evaluate(tmp_path, preprocessed, progress=False)
+
+
+def _another_methods_folder(generated: Path, small_corpus: Path, folder: Path) -> dict[str, Path]:
+    """Videos as another method leaves them: mp4s named after their driving clips (one SadTalker-style
+    `<image>##<audio>.mp4`), no index, plus one truncated file; → {key: driving clip}."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    rows = [r for r in pq.read_table(generated / "index.parquet").to_pylist() if r["status"] == "ok"]
+    by_audio = {}
+    for row in rows:
+        by_audio.setdefault(row["audio"], row)
+    (first, a), (second, b) = list(by_audio.items())[:2]
+    shutil.copy2(generated / a["video"], folder / Path(first).name)
+    shutil.copy2(generated / b["video"], folder / f"portrait##{Path(second).stem}.mp4")
+    data = (generated / a["video"]).read_bytes()
+    (folder / "broken.mp4").write_bytes(data[: len(data) // 3])
+    return {Path(first).stem: Path(first), f"portrait##{Path(second).stem}": Path(second)}
+
+
+def test_any_methods_folder_of_mp4s_is_evaluated_with_its_driving_clips(
+    generated: Path, preprocessed: Path, small_corpus: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "sadtalker"
+    driving = _another_methods_folder(generated, small_corpus, other)
+    metrics = evaluate(other, preprocessed, other / "report.html", progress=False, sources=small_corpus / "videos")
+    videos = {v["key"]: v for v in metrics["videos"]}
+    assert set(videos) == set(driving)  # the broken file is listed, not measured, and the rest went on
+    assert [e["key"] for e in metrics["errors"]] == ["broken"] and metrics["summary"]["unreadable"] == 1
+    for key, clip in driving.items():
+        assert videos[key]["audio"] == str(clip)  # matched by name, the SadTalker-style one by its audio stem
+        assert "truth_landmark_distance" in videos[key]  # the synthetic ground truth was found and compared
+    # the same video measured as this project's output gives the same figures
+    ours = {v["video"]: v for v in evaluate(generated, preprocessed, None, progress=False)["videos"]}
+    rows = pq.read_table(generated / "index.parquet").to_pylist()
+    source_row = next(r for r in rows if r["status"] == "ok" and Path(r["audio"]).stem in videos)
+    theirs = videos[Path(source_row["audio"]).stem]
+    for name in ("face_detection_rate", "lipsync_audio_r", "landmark_jitter", "truth_landmark_distance"):
+        assert theirs[name] == pytest.approx(ours[source_row["video"]][name], abs=1e-9), name
+    unmatched = evaluate(other, preprocessed, None, progress=False)  # no driving clips: never compared to itself
+    assert all(v["audio"] is None and "truth_landmark_distance" not in v for v in unmatched["videos"])
+    page = (other / "report.html").read_text()
+    assert "higher is better" in page and "lower is better" in page  # every metric with its direction
+
+
+def test_compare_sets_methods_side_by_side_and_marks_the_better_value(
+    generated: Path, preprocessed: Path, small_corpus: Path, tmp_path: Path
+) -> None:
+    from imagineid.evaluation.compare import compare, markdown, write_comparison
+
+    other = tmp_path / "other"
+    _another_methods_folder(generated, small_corpus, other)
+    evaluate(generated, preprocessed, None, progress=False)
+    evaluate(other, preprocessed, None, progress=False, sources=small_corpus / "videos")
+    table = compare({"ours": generated, "other": other})
+    rows = {r["metric"]: r for r in table["rows"]}
+    rate = rows["face_detection_rate"]
+    assert rate["direction"] == "higher is better" and set(rate["values"]) == {"ours", "other"}
+    values = {k: v for k, v in rate["values"].items() if v is not None}
+    if len(set(values.values())) > 1:
+        assert rate["best"] == max(values, key=values.get)
+    jitter = rows["landmark_jitter"]
+    j = {k: v for k, v in jitter["values"].items() if v is not None}
+    if len(set(j.values())) > 1:
+        assert jitter["best"] == min(j, key=j.get)
+    assert rows["videos"]["values"] == {"ours": 4.0, "other": 2.0} and rows["videos"]["best"] is None
+    json_path, html_path = write_comparison(tmp_path / "comparison", table)
+    assert json.loads(json_path.read_text()) == table and "face_detection_rate" in html_path.read_text()
+    assert markdown(table).splitlines()[0] == "| metric | ours | other | better |"
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (apt-get install chromium)")

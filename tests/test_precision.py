@@ -44,3 +44,37 @@ def test_autocast_computes_matmuls_in_the_chosen_type() -> None:
         assert (a @ b).dtype == torch.bfloat16
     with autocast("fp32", torch.device("cpu")):
         assert (a @ b).dtype == torch.float32
+
+
+def test_training_precision_is_bf16_or_fp16_on_gpus_and_fp32_on_cpus(monkeypatch) -> None:
+    from imagineid.precision import train_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert train_precision("auto", cpu) == "fp32" and train_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert train_precision("auto", gpu) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert train_precision("auto", gpu) == "fp16"  # older GPUs: fp16 with loss scaling
+    with pytest.raises(ValueError, match="fp16 is for GPUs"):
+        train_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_precision("int8", cpu)
+
+
+def test_a_stage_trains_under_bf16_autocast_with_fp32_weights(trained_run: Path, preprocessed: Path, tmp_path) -> None:
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    from imagineid.training.config import TrainConfig
+    from imagineid.training.run import train
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    shutil.rmtree(run / "content")
+    config = TrainConfig.from_dict({"precision": "bf16", "content": {"steps": 3, "batch_size": 4}})
+    metrics = train(preprocessed, run, "content", config, use_ray=False, progress=False)["content"]
+    assert all(v == v for k, v in metrics.items() if k.startswith("train_"))  # finite losses
+    weights = load_file(next((run / "content").glob("*.safetensors")))
+    assert {str(w.dtype) for w in weights.values()} == {"float32"}  # autocast computes in bf16, stores fp32
+    assert json.loads((run / "train_config.json").read_text())["precision"] == "bf16"

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from imagineid.data.parquet_io import write_json_atomic
 from imagineid.errors import ImagineIDError
 from imagineid.evaluation.field_metrics import SKIP_REASONS, FieldMetrics, FieldWeights
+from imagineid.evaluation.foreign import folder_rows
 from imagineid.evaluation.video_metrics import (
     VideoFaces,
     detect_video,
@@ -138,14 +139,18 @@ def evaluate(
     every: int = 1,
     progress: bool = True,
     weights: FieldWeights | None = None,
+    sources: str | Path | None = None,
 ) -> dict:
     """Measure every generated video; write GEN/metrics.json and the HTML report; → the metrics.
 
-    `weights` names the local files of the field's metrics (SyncNet, FID Inception, ArcFace)."""
+    `weights` names the local files of the field's metrics (SyncNet, FID Inception, ArcFace). A folder
+    without index.parquet is another method's videos (`foreign.py`): their driving clips are looked up
+    under `sources`. A video that cannot be measured is listed under `errors`; the others go on."""
     gen, data = Path(gen), Path(data)
-    if not (gen / "index.parquet").exists():
-        raise ImagineIDError(f"{gen} has no index.parquet; run `imagineid generate RUN AUDIO --out {gen}` first")
-    index = pq.read_table(gen / "index.parquet").to_pylist()
+    if (gen / "index.parquet").exists():
+        index = pq.read_table(gen / "index.parquet").to_pylist()
+    else:
+        index = folder_rows(gen, Path(sources) if sources else None)
     rows = [r for r in index if r["status"] == "ok"]
     if not rows:
         raise ImagineIDError(f"{gen}/index.parquet lists no finished video to evaluate")
@@ -154,14 +159,19 @@ def evaluate(
     videos, first_descriptors, samples = [], {}, {}
     model = _dataset_model(data)
     imagined, voices, true_shapes = [], [], {}  # voice-to-face match: videos of held-out speakers
+    errors = []
     for row in tqdm(sorted(rows, key=lambda r: r["key"]), desc="evaluate", unit="video", disable=not progress):
-        faces = detect_video(gen / row["video"], landmarker, every)
-        audio = read_audio(gen / row["video"])
+        try:
+            faces = detect_video(gen / row["video"], landmarker, every)
+            audio = read_audio(gen / row["video"])
+        except (ImagineIDError, OSError) as err:  # e.g. a truncated video in another method's folder
+            errors.append({"key": row["key"], "video": row["video"], "error": f"{type(err).__name__}: {err}"})
+            continue
         metrics = video_metrics(faces, audio, row["mesh_mouth_opening"], every)
         if row["audio"] not in reference:  # seeds of one audio share its ground truth; keep one clip's frames
-            reference = {row["audio"]: _reference_faces(row["audio"], landmarker, every)}
+            reference = {row["audio"]: _reference_faces(row["audio"], landmarker, every) if row["audio"] else None}
         metrics.update(field.video(faces, audio, reference[row["audio"]], every))
-        truth = ground_truth(row["audio"])
+        truth = ground_truth(row["audio"]) if row["audio"] else None
         if truth is not None:
             metrics.update(truth_metrics(faces, row, truth, every))
             shape = imagined_shape(model, faces.landmarks) if model is not None else None
@@ -185,6 +195,8 @@ def evaluate(
         if descriptor is not None:
             first_descriptors.setdefault(row["audio"], []).append(descriptor)
         samples[row["key"]] = faces.frames[:: max(1, len(faces.frames) // 8)][:8]
+    if not videos:
+        raise ImagineIDError(f"no video in {gen} could be measured: " + "; ".join(e["error"] for e in errors[:3]))
     diversity = [
         float(np.linalg.norm(a - b)) for ds in first_descriptors.values() for a, b in itertools.combinations(ds, 2)
     ]
@@ -195,7 +207,8 @@ def evaluate(
     summary["videos"] = len(videos)
     summary["failed_in_index"] = len(index) - len(rows)
     _synth_metadata.cache_clear()  # a corpus may change between evaluations
-    metrics = _clean({"summary": summary, "skipped": field.skipped, "every": every, "videos": videos})
+    summary["unreadable"] = len(errors)
+    metrics = _clean({"summary": summary, "skipped": field.skipped, "every": every, "videos": videos, "errors": errors})
     write_json_atomic(gen / "metrics.json", metrics)
     if report is not None:
         from imagineid.evaluation.report import write_report

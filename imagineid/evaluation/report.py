@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from imagineid.audio.features import frame_rms  # noqa: E402
+from imagineid.evaluation.metric_info import direction, meaning  # noqa: E402
 from imagineid.evaluation.video_metrics import read_audio  # noqa: E402
 
 DISTRIBUTIONS = (
@@ -162,8 +163,14 @@ def listener_sections(gen: Path, data: Path, videos: list[dict]) -> str:
 
 
 def write_report(path: Path, metrics: dict, samples: dict[str, list[np.ndarray]], gen: Path, data: Path) -> Path:
-    summary_rows = [{"metric": k, "value": v} for k, v in metrics["summary"].items()]
-    summary_rows += [{"metric": k, "value": reason} for k, reason in metrics["skipped"].items()]
+    summary_rows = [
+        {"metric": k, "value": v, "direction": direction(k), "meaning": meaning(k)}
+        for k, v in metrics["summary"].items()
+    ]
+    summary_rows += [
+        {"metric": k, "value": reason, "direction": direction(k), "meaning": meaning(k)}
+        for k, reason in metrics["skipped"].items()
+    ]
     videos = metrics["videos"]
     strips = "".join(
         f"<p>{html.escape(key)}</p><div class=strip>"
@@ -180,7 +187,7 @@ def write_report(path: Path, metrics: dict, samples: dict[str, list[np.ndarray]]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}</style></head><body>
 <h1>imagineid evaluation</h1><p class=muted>{where}</p>
-<h2>Summary</h2>{_table(summary_rows, ("metric", "value"))}
+<h2>Summary</h2>{_table(summary_rows, ("metric", "value", "direction", "meaning"))}
 <h2>Metric distributions</h2><img src="{distributions_plot(videos)}">
 <h2>Mouth opening vs audio</h2><img src="{traces_plot(videos, gen)}">
 {listened}

@@ -11,6 +11,7 @@
     RUN/morphable.json      which dataset and morphable-model version the run was trained on
     RUN/morphable/, RUN/face_geometry.json   the run's own copy of both (`imagineid.runs.assets`)
     RUN/pipeline/           the frame generator (diffusers layout), saved whole by the adapters stage
+    RUN/latents/<vae>/      the frozen VAE's posterior of each training clip's crops, for the adapters stage
 
 A stage is done when its done.json exists (written last, atomically).
 """
@@ -63,6 +64,10 @@ class RunDir:
     @property
     def pipeline(self) -> Path:
         return self.root / "pipeline"
+
+    @property
+    def latents(self) -> Path:
+        return self.root / "latents"
 
     def has_generator(self) -> bool:
         """The frame generator is complete: the adapters stage finished and its pipeline folder is whole

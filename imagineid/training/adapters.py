@@ -51,8 +51,9 @@ from imagineid.models.textual_inversion_adapter import TextualInversionAdapter
 from imagineid.pipelines.pipeline_imagineid import ImagineIDPipeline
 from imagineid.runs.tracking import StageTracker
 from imagineid.training.context import StageContext
+from imagineid.training.latent_cache import LatentCache, sample_latents
 from imagineid.training.ldm import frame_loader, psnr
-from imagineid.training.loop import fit, seed_everything
+from imagineid.training.loop import seed_everything
 from imagineid.training.voice_bank import VoiceBank
 
 STAGE = "adapters"
@@ -141,8 +142,11 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         b = len(batch["image"])
-        with torch.no_grad():
-            z0 = pipe.vae.encode(batch["image"]).latent_dist.sample() * scale  # (B, 4, s, s)
+        if "posterior" in batch:  # the cached encoder output: no VAE encoder in the step
+            z0 = sample_latents(batch["posterior"], scale)  # (B, 4, s, s)
+        else:
+            with torch.no_grad():
+                z0 = pipe.vae.encode(batch["image"]).latent_dist.sample() * scale  # (B, 4, s, s)
         text = pipe.prompt_embeddings(batch["heard_identity"], batch["heard_emotion"])
         plain = torch.rand(b, device=z0.device) < UNCONDITIONAL_RATE
         text = torch.where(plain[:, None, None], pipe.base_embeddings(b, z0.device), text)
@@ -167,8 +171,16 @@ def train_adapters(ctx: StageContext, progress: bool = True) -> dict:
         return loss, {"loss": loss.item(), "diffusion": diffusion.item(), "blending": blending.item()}
 
     heard = clip_heard_features(ctx.run.root, ctx.data, ctx.split["train"] + ctx.split["val"][:4], ctx.bank)
-    loader = frame_loader(ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1, image_size=size, heard=heard)
-    logs = fit(STAGE, bundle, loader, step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    latents = None
+    if ctx.config.cache_latents:  # rank 0 fills the cache; the other workers read what it wrote
+        latents = LatentCache.for_vae(ctx.run, pipe.vae, size)
+        if ctx.replica.is_main:
+            latents.ensure(Store(ctx.data), ctx.split["train"], progress)
+        ctx.replica.barrier()
+    loader = frame_loader(
+        ctx, ctx.split["train"], cfg.batch_size, ctx.config.seed + 1, image_size=size, heard=heard, latents=latents
+    )
+    logs = ctx.fit(STAGE, bundle, loader, step, cfg, progress)
     if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
         return {}
     for name in ("textual_inversion", "spatial_adapter", "blending_adapter"):

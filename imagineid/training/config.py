@@ -18,6 +18,7 @@ import yaml
 DISENTANGLER_STAGES = ("identity", "content", "emotion")
 GENERATOR_STAGES = ("ldm", "adapters")
 PROFILES = ("tiny", "sd15")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # as imagineid.precision.CHOICES
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,12 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between resumable checkpoints
     num_gpus: float = 1.0  # GPUs per stage task when the cluster has them (0 on a CPU-only cluster)
     workers: int = 1  # data-parallel workers per stage (Ray Train); batch_size stays the global batch
+    precision: str = "auto"  # auto (bf16 or fp16 on GPUs, fp32 on CPUs) | fp32 | bf16 | fp16 (GPUs)
     seed: int = 0  # the same seed and data give the same weights (on CPU)
     hidden: int = 128  # model width
     voice_variants: int = 6  # copies of each training clip's audio in the voice bank (1 = no augmentation)
-    frame_memory_mb: int = 1024  # frame stages: decode every clip into memory up to this size, else stream
+    frame_memory_mb: int = 512  # frame stages: decode every clip into memory up to this size, else stream
+    cache_latents: bool = True  # adapters: the frozen VAE encodes each crop once (RUN/latents/), not every step
     loader_workers: int = 0  # DataLoader processes decoding frames beside the step (0: in the training process)
 
     def __post_init__(self) -> None:
@@ -65,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
         if self.voice_variants < 1:
             raise ValueError(f"voice_variants must be >= 1, got {self.voice_variants}")
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         for name in DISENTANGLER_STAGES + GENERATOR_STAGES:

@@ -18,7 +18,7 @@ from imagineid.face import landmarks68 as lm
 from imagineid.models import ContentEncoderDecoder, IdentityEncoder
 from imagineid.training.augment import flatten_spectrum
 from imagineid.training.context import StageContext
-from imagineid.training.loop import fit, freeze, seed_everything
+from imagineid.training.loop import freeze, seed_everything
 from imagineid.training.losses import (
     MorphableLandmarks,
     masked_mse,
@@ -57,7 +57,7 @@ def train_content(ctx: StageContext, progress: bool = True) -> dict:
         loss = coeff + landmarks + 0.5 * smooth
         return loss, {"loss": loss.item(), "mouth_mse": coeff.item(), "landmark": landmarks.item()}
 
-    train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    train_logs = ctx.fit(STAGE, model, ctx.loader(cfg), step, cfg, progress)
     if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
         return {}
     model.save_pretrained(ctx.run.stage(STAGE))

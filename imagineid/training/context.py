@@ -7,6 +7,7 @@ stage sees exactly the same data normalisation as the stages before it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from imagineid.runs.assets import save_run_assets
 from imagineid.runs.folder import RunDir
 from imagineid.training.config import StageConfig, TrainConfig
 from imagineid.training.data import WindowDataset
+from imagineid.training.loop import fit
 from imagineid.training.replicas import Replica
 from imagineid.training.voice_bank import VoiceBank
 
@@ -112,6 +114,19 @@ class StageContext:
             self.data, self.split["train"], window=stage.window, stats=self.stats, seed=self.config.seed, bank=self.bank
         )
         return torch.utils.data.DataLoader(dataset, batch_size=stage.batch_size, num_workers=0)
+
+    def fit(
+        self,
+        stage: str,
+        model: torch.nn.Module,
+        loader,
+        step: Callable[[dict], tuple[torch.Tensor, dict]],
+        cfg: StageConfig,
+        progress: bool,
+    ) -> dict:
+        """The shared loop (`loop.fit`) with this run's folder, checkpoint interval and precision."""
+        every = self.config.checkpoint_every
+        return fit(stage, model, loader, step, cfg, self.run, every, progress, self.config.precision)
 
     def val_clips(self) -> list[ClipSample]:
         if self._val is None:

@@ -17,7 +17,7 @@ from imagineid.models import (
 from imagineid.training.augment import augment_mel
 from imagineid.training.context import StageContext
 from imagineid.training.identity import labelled_ce
-from imagineid.training.loop import fit, freeze, seed_everything
+from imagineid.training.loop import freeze, seed_everything
 from imagineid.training.losses import masked_mse, supervised_contrastive
 from imagineid.training.metrics import accuracy, plot_embeddings, silhouette
 
@@ -59,7 +59,7 @@ def train_emotion(ctx: StageContext, progress: bool = True) -> dict:
         loss = expression + emotion + 0.5 * contrast
         return loss, {"loss": loss.item(), "expression_mse": expression.item(), "emotion_ce": emotion.item()}
 
-    train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    train_logs = ctx.fit(STAGE, model, ctx.loader(cfg), step, cfg, progress)
     if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
         return {}
     model.save_pretrained(ctx.run.stage(STAGE))

@@ -8,7 +8,8 @@ Per sample, from one clip of the preprocessed dataset (teacher forcing: conditio
 - `blend_mask` (1, H, W) in [0, 1]: the dilated face mask of frame t; `mouth_mask` (1, H, W);
 - `shape` (n_shape,), `emotion` (long, -1 unknown), `expression` (n_expression,): identity / emotion features;
 - with `heard`: `heard_identity` (n_shape + 5,) and `heard_emotion` (4,), what the disentangler heard in
-  the clip's own audio (the generator's inputs at inference).
+  the clip's own audio (the generator's inputs at inference);
+- with `latents`: `posterior` (2, 4, s, s) fp16, the frozen VAE's mean and std of the crop (`latent_cache`).
 
 `FrameConditionDataset` decodes every clip once at `image_size` and keeps it in memory (64 px: ~4 MB per
 3 s clip); `FrameStream` streams segments through a bounded buffer for datasets that do not fit.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -31,6 +33,9 @@ from imagineid.face.masks import decode_mask_png
 from imagineid.face.mesh_render import render_mesh
 from imagineid.face.morphable import PCAMorphableModel
 from imagineid.media import iter_frames
+
+if TYPE_CHECKING:
+    from imagineid.training.latent_cache import LatentCache
 
 NEUTRAL_GREY = 0.0  # mouth-masked pixels in [-1, 1] units
 
@@ -51,7 +56,14 @@ class ClipFrames:
     segment of `count` frames from `start` (a long clip is never decoded whole)."""
 
     def __init__(
-        self, store: Store, clip: dict, model: PCAMorphableModel, size: int, start: int = 0, count: int | None = None
+        self,
+        store: Store,
+        clip: dict,
+        model: PCAMorphableModel,
+        size: int,
+        start: int = 0,
+        count: int | None = None,
+        latents: LatentCache | None = None,
     ) -> None:
         frames = store.clip_frames(clip["clip_id"], ["expression", "pose", "blend_mask", "mouth_mask"])
         frames = frames.slice(start, count)
@@ -69,6 +81,8 @@ class ClipFrames:
         self.blend = np.stack([_mask(b, size) for b in frames["blend_mask"].to_pylist()[:t]])  # (T, S, S)
         self.mouth = np.stack([_mask(m, size) for m in frames["mouth_mask"].to_pylist()[:t]])
         self.emotion = EMOTIONS.index(clip["emotion"]) if clip.get("emotion") in EMOTIONS else -1
+        # (T, 2, 4, s, s) fp16: the frozen VAE's posterior of each crop, when the run caches it
+        self.posterior = latents.read(clip["clip_id"], start, t) if latents is not None else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -85,13 +99,14 @@ class FrameConditionDataset(Dataset):
         image_size: int = 64,
         seed: int = 0,
         heard: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        latents: LatentCache | None = None,
     ) -> None:
         store = Store(Path(data))
         rows = {
             r["clip_id"]: r
             for r in store.read_table("clips", ["clip_id", "crops", "crop_size", "shape", "emotion"]).to_pylist()
         }
-        self.clips = [ClipFrames(store, rows[c], model, image_size) for c in clip_ids]
+        self.clips = [ClipFrames(store, rows[c], model, image_size, latents=latents) for c in clip_ids]
         self.index = [(c, t) for c, clip in enumerate(self.clips) for t in range(1, len(clip))]
         self.rng = np.random.default_rng(seed)
         self.heard = [heard[c] for c in clip_ids] if heard is not None else None  # (identity, emotion) per clip
@@ -127,6 +142,7 @@ def frame_sample(
             if heard is not None
             else {}
         ),
+        **({"posterior": torch.from_numpy(clip.posterior[t].copy())} if clip.posterior is not None else {}),
     }
 
 
@@ -156,6 +172,7 @@ class FrameStream(IterableDataset):
         heard: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         buffer: int = 8,
         segment: int = 64,
+        latents: LatentCache | None = None,
     ) -> None:
         self.store = Store(Path(data))
         columns = ["clip_id", "crops", "crop_size", "shape", "emotion", "n_frames"]
@@ -165,6 +182,7 @@ class FrameStream(IterableDataset):
             raise ValueError(f"no clip of at least 2 frames among {len(clip_ids)} ids")
         self.model, self.size, self.seed = model, image_size, seed
         self.heard, self.buffer, self.segment = heard, max(1, buffer), max(2, segment)
+        self.latents = latents
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -173,7 +191,7 @@ class FrameStream(IterableDataset):
     def _decode(self, row: dict, rng: np.random.Generator) -> list:
         count = min(self.segment, row["n_frames"])
         start = int(rng.integers(0, row["n_frames"] - count + 1))
-        clip = ClipFrames(self.store, row, self.model, self.size, start=start, count=count)
+        clip = ClipFrames(self.store, row, self.model, self.size, start=start, count=count, latents=self.latents)
         heard = self.heard[row["clip_id"]] if self.heard is not None else None
         return [clip, heard, max(1, len(clip) - 1)]  # [frames, heard features, samples left]
 

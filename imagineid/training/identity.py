@@ -15,7 +15,7 @@ from imagineid.data.labels import AGE_GROUPS
 from imagineid.models import IdentityEncoder
 from imagineid.training.augment import augment_mel
 from imagineid.training.context import StageContext
-from imagineid.training.loop import fit, seed_everything
+from imagineid.training.loop import seed_everything
 from imagineid.training.losses import supervised_contrastive
 from imagineid.training.metrics import accuracy, precision_at_k, r2_score
 
@@ -68,7 +68,7 @@ def train_identity(ctx: StageContext, progress: bool = True) -> dict:
         loss = shape + 0.5 * contrast + attributes
         return loss, {"loss": loss.item(), "shape_mse": shape.item(), "contrastive": contrast.item()}
 
-    train_logs = fit(STAGE, model, ctx.loader(cfg), step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    train_logs = ctx.fit(STAGE, model, ctx.loader(cfg), step, cfg, progress)
     if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
         return {}
     model.save_pretrained(ctx.run.stage(STAGE))

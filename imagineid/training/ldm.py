@@ -16,7 +16,8 @@ from imagineid.models.ldm import LDMComponents, build_tiny, save_components
 from imagineid.models.prompt_encoding import encode_prompt
 from imagineid.training.context import StageContext
 from imagineid.training.frame_data import FrameConditionDataset, FrameStream, decoded_bytes
-from imagineid.training.loop import fit, seed_everything
+from imagineid.training.latent_cache import LatentCache
+from imagineid.training.loop import seed_everything
 
 STAGE = "ldm"
 BASE_PROMPT = "a photo of a person"
@@ -29,6 +30,7 @@ def frame_loader(
     seed: int,
     image_size: int | None = None,
     heard: dict | None = None,
+    latents: LatentCache | None = None,
 ) -> torch.utils.data.DataLoader:
     """Frames at `image_size` px (default: the config's, the tiny profile's size): every clip decoded into
     memory when they fit in `frame_memory_mb`, else streamed through a bounded buffer (`FrameStream`),
@@ -39,12 +41,14 @@ def frame_loader(
     workers = ctx.config.loader_workers
     options = {"num_workers": workers, "persistent_workers": workers > 0}
     if decoded_bytes(frames, size) <= ctx.config.frame_memory_mb * 2**20:
-        dataset = FrameConditionDataset(ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard)
+        dataset = FrameConditionDataset(
+            ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard, latents=latents
+        )
         generator = torch.Generator().manual_seed(seed)
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, **options
         )
-    stream = FrameStream(ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard)
+    stream = FrameStream(ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard, latents=latents)
     return torch.utils.data.DataLoader(stream, batch_size=batch_size, drop_last=True, **options)
 
 
@@ -82,7 +86,7 @@ def train_ldm(ctx: StageContext, progress: bool = True) -> dict:
         loss = rec + 1e-6 * posterior.kl().mean()
         return loss, {"vae_loss": loss.item()}
 
-    vae_logs = fit(f"{STAGE}/vae", vae, loader, vae_step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    vae_logs = ctx.fit(f"{STAGE}/vae", vae, loader, vae_step, cfg, progress)
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         latents = torch.cat([vae.encode(b["image"].to(device)).latent_dist.mean for _, b in zip(range(8), loader)])
@@ -106,7 +110,7 @@ def train_ldm(ctx: StageContext, progress: bool = True) -> dict:
         loss = F.mse_loss(pred.float(), noise)
         return loss, {"unet_loss": loss.item()}
 
-    unet_logs = fit(f"{STAGE}/unet", unet, loader, unet_step, cfg, ctx.run, ctx.config.checkpoint_every, progress)
+    unet_logs = ctx.fit(f"{STAGE}/unet", unet, loader, unet_step, cfg, progress)
     if not ctx.replica.is_main:  # rank 0 saves and validates; the others only trained beside it
         return {}
     components.freeze()

@@ -1,7 +1,8 @@
 """The optimisation loop every stage shares: AdamW + cosine decay, resumable checkpoints, progress.
 
-A stage supplies `step_fn(batch) -> (loss, logs)`; the loop owns device placement, mixed precision on
-GPUs (fp16 autocast; never bf16 autocast on CPUs without native bf16), checkpoints and resume.
+A stage supplies `step_fn(batch) -> (loss, logs)`; the loop owns device placement, mixed precision
+(`precision.train_precision`: bf16 or fp16 autocast on GPUs, a GradScaler for fp16; fp32 on CPUs unless
+asked), gradient accumulation, data-parallel replicas, checkpoints and resume.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from imagineid.precision import autocast, train_precision
 from imagineid.runs.folder import RunDir
 from imagineid.runs.tracking import LOG_EVERY, StageTracker
 from imagineid.training.config import StageConfig
@@ -62,6 +64,7 @@ def fit(
     run: RunDir,
     checkpoint_every: int,
     progress: bool = True,
+    precision: str = "auto",
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> dict:
     """Train `model` for `config.steps` steps, resuming from RUN/<stage>/checkpoint.pt if present.
@@ -76,7 +79,8 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / max(config.steps, 1)))
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    dtype = train_precision(precision, device)  # fp32 | bf16 | fp16 (autocast; the weights stay fp32)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")  # fp16 alone needs loss scaling
     start = 0
     state = run.load_checkpoint(stage)
     if state is not None:
@@ -108,7 +112,7 @@ def fit(
         opt.zero_grad(set_to_none=True)
         parts = []
         for micro in _split(batch, config.accumulate):  # gradients add up over the micro-batches
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            with autocast(dtype, device):
                 loss, part = step_fn(micro)
             scaler.scale(loss / config.accumulate).backward()
             parts.append(part)
