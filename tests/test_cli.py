@@ -59,7 +59,7 @@ def test_choice_options_list_their_values_and_refuse_others(tmp_path, command, o
     "args, reason",
     [
         (("generate", "no_run", "a.wav", "--out", "g", "--no-ray"), "has no trained frame generator"),
-        (("evaluate", "no_gen", "--data", "d"), "has no index.parquet"),
+        (("evaluate", "no_gen", "--data", "d"), "no_gen does not exist"),
     ],
 )
 def test_nothing_to_do_gives_one_line_and_a_non_zero_exit(tmp_path, args: tuple[str, ...], reason: str) -> None:

@@ -38,6 +38,8 @@ def driving_clip(video: Path, by_stem: dict[str, Path]) -> Path | None:
 
 def folder_rows(folder: Path, sources: Path | None = None) -> list[dict]:
     """Index rows (as `index.parquet` holds them) for every mp4 under `folder`."""
+    if not folder.is_dir():
+        raise ImagineIDError(f"{folder} does not exist: give a folder of `imagineid generate` or of mp4 videos")
     videos = sorted(p for p in folder.rglob("*.mp4") if not p.name.startswith("."))
     if not videos:
         raise ImagineIDError(
