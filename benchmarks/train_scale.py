@@ -5,9 +5,10 @@
 It synthesizes and preprocesses the larger corpus once (speakers of 2 clips × 3 s), takes the smaller
 dataset as a subset of its clips, trains the stages the adapters need for 2 steps each, then runs the
 adapters stage for each dataset in a fresh process, so each peak RSS is that run's own. Steps/s comes from
-the stage's checkpoint records (setup and validation left out). Frames are decoded into memory while a
-dataset's decoded frames fit in `frame_memory_mb`, and streamed through a bounded buffer beyond it; the
-JSON says which path each run took.
+the stage's checkpoint records (setup and validation left out); the prerequisite stages run in a process
+of their own, so the peak RSS is the adapters stage's. Frames are decoded into memory while the training
+split's decoded frames fit in `frame_memory_mb`, and streamed through a bounded buffer beyond it; the
+JSON says which path each run took. `--memory-mb 100000` forces the in-memory path (the baseline).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from imagineid.data.store import Store
 from imagineid.preprocessing import PreprocessConfig, preprocess
+from imagineid.runs.folder import RunDir
 from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 from imagineid.training.config import TrainConfig
 from imagineid.training.frame_data import decoded_bytes
@@ -50,28 +53,42 @@ def subset(data: Path, out: Path, n_clips: int) -> Path:
     return out
 
 
-def adapters_run(data: Path, run: Path, steps: int, memory_mb: int) -> dict:
-    """The adapters stage in this process; → steps/s between its first and last checkpoint, peak RSS."""
-    import resource
-
+def prerequisites(data: Path, run: Path, memory_mb: int) -> None:
+    """The stages the adapters stage needs, 2 steps each (in their own process: their memory is not measured)."""
     config = TrainConfig(max_steps=2, voice_variants=1, checkpoint_every=5, frame_memory_mb=memory_mb)
     train(data, run, PREREQUISITES, config, use_ray=False, progress=False)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    config = TrainConfig.from_dict({"adapters": {"steps": steps}, "max_steps": None}, config)
+
+
+def adapters_run(data: Path, run: Path, steps: int, memory_mb: int, cache_latents: bool = True) -> dict:
+    """The adapters stage alone in this process; → steps/s between its first and last checkpoint, peak RSS."""
+    import resource
+
+    adapters = replace(TrainConfig().adapters, steps=steps)
+    config = TrainConfig(
+        voice_variants=1,
+        checkpoint_every=5,
+        frame_memory_mb=memory_mb,
+        adapters=adapters,
+        cache_latents=cache_latents,
+    )
+    shutil.rmtree(RunDir(run).stage("adapters"), ignore_errors=True)  # each measured run trains it afresh
     start = time.perf_counter()
     train(data, run, "adapters", config, use_ray=False, progress=False)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     marks = [r for r in records if r.get("stage") == "adapters" and r.get("event") == "checkpoint"]
     first, last = marks[0], marks[-1]
-    frames = sum(r["n_frames"] for r in Store(data).read_table("clips", ["n_frames"]).to_pylist())
+    train_ids = set(RunDir(run).split()["train"])
+    rows = Store(data).read_table("clips", ["clip_id", "n_frames"]).to_pylist()
+    frames = sum(r["n_frames"] for r in rows if r["clip_id"] in train_ids)
+    in_memory = decoded_bytes(frames, config.image_size) <= memory_mb * 2**20
     return {
-        "clips": len(Store(data).done_ids("clips")),
-        "frames": frames,
+        "clips": len(rows),
+        "train_frames": frames,
         "decoded_mb_if_in_memory": round(decoded_bytes(frames, config.image_size) / 2**20, 1),
-        "path": "memory" if decoded_bytes(frames, config.image_size) <= memory_mb * 2**20 else "stream",
+        "path": "memory" if in_memory else "stream",
+        "latent_cache": cache_latents,
         "steps_per_s": round((last["step"] - first["step"]) / (last["seconds"] - first["seconds"]), 3),
         "stage_seconds": round(time.perf_counter() - start, 1),
-        "peak_rss_mb_before_adapters": round(rss_before, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -86,7 +103,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         data, run, out = map(Path, args.child)
-        out.write_text(json.dumps(adapters_run(data, run, args.steps, args.memory_mb)))
+        if not out.name.endswith(".json"):  # the first child: the prerequisite stages
+            prerequisites(data, run, args.memory_mb)
+            return
+        cache = not out.name.endswith("-nocache.json")
+        out.write_text(json.dumps(adapters_run(data, run, args.steps, args.memory_mb, cache)))
         return
     small, large = sorted(args.clips)
     with tempfile.TemporaryDirectory() as scratch:
@@ -104,8 +125,13 @@ def main() -> None:
             out = tmp / f"result-{n}.json"
             shutil.rmtree(tmp / f"run-{n}", ignore_errors=True)
             child = [sys.executable, __file__, "--steps", str(args.steps), "--memory-mb", str(args.memory_mb)]
+            subprocess.run([*child, "--child", str(data), str(tmp / f"run-{n}"), "prerequisites"], check=True)
             subprocess.run([*child, "--child", str(data), str(tmp / f"run-{n}"), str(out)], check=True)
             runs[n] = json.loads(out.read_text())
+            if n == small:  # the step as it was: the VAE encoder in every step
+                plain = tmp / f"result-{n}-nocache.json"
+                subprocess.run([*child, "--child", str(data), str(tmp / f"run-{n}"), str(plain)], check=True)
+                runs["plain"] = json.loads(plain.read_text())
     report = {
         "benchmark": "train_scale",
         "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
@@ -115,7 +141,9 @@ def main() -> None:
         "small": runs[small],
         "large": runs[large],
         "rss_ratio_large_over_small": round(runs[large]["peak_rss_mb"] / runs[small]["peak_rss_mb"], 3),
+        "small_without_latent_cache": runs["plain"],
         "steps_per_s_ratio_large_over_small": round(runs[large]["steps_per_s"] / runs[small]["steps_per_s"], 3),
+        "steps_per_s_ratio_small_cache_over_plain": round(runs[small]["steps_per_s"] / runs["plain"]["steps_per_s"], 3),
         "target": "rss ratio <= 1.3; steps/s on the small set no lower than the in-memory path's",
     }
     print(json.dumps(report, indent=2))

@@ -137,3 +137,26 @@ def test_two_workers_are_placed_one_per_node_on_two_one_gpu_nodes(
     placement = next(e["placement"] for e in _events(run) if e.get("event") == "start")
     assert len(placement) == 2 and {w["node"] for w in placement} == node_ids  # one GPU worker on each node
     assert (run / "content" / "done.json").exists()
+
+
+@pytest.mark.slow
+def test_the_frame_stages_train_on_two_workers_too(trained_run: Path, preprocessed: Path, tmp_path: Path) -> None:
+    """ldm (two fits and a latent scale between them) and adapters (latent cache filled by rank 0, the
+    pipeline saved by rank 0) on a 2-worker group, a few steps each, streaming their frames."""
+    import ray
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    for stage in ("ldm", "adapters", "pipeline", "latents"):
+        shutil.rmtree(run / stage, ignore_errors=True)
+    (run / "metrics.jsonl").unlink(missing_ok=True)
+    config = TrainConfig.from_dict(
+        {"max_steps": 4, "workers": 2, "frame_memory_mb": 0, "ldm": {"batch_size": 4}, "adapters": {"batch_size": 4}}
+    )
+    try:
+        results = train(preprocessed, run, "ldm,adapters", config, progress=False)
+    finally:
+        ray.shutdown()
+    assert results["ldm"]["vae_psnr_db"] > 0 and "background_psnr_db" in results["adapters"]
+    assert (run / "pipeline" / "model_index.json").exists() and any((run / "latents").glob("*/*.npy"))
+    agreed = {e["stage"] for e in _events(run) if e.get("event") == "replicas_agreed"}
+    assert agreed == {"ldm/vae", "ldm/unet", "adapters"}

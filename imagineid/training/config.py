@@ -59,7 +59,7 @@ class TrainConfig:
     seed: int = 0  # the same seed and data give the same weights (on CPU)
     hidden: int = 128  # model width
     voice_variants: int = 6  # copies of each training clip's audio in the voice bank (1 = no augmentation)
-    frame_memory_mb: int = 512  # frame stages: decode every clip into memory up to this size, else stream
+    frame_memory_mb: int = 256  # frame stages: decode every clip into memory up to this size, else stream
     cache_latents: bool = True  # adapters: the frozen VAE encodes each crop once (RUN/latents/), not every step
     loader_workers: int = 0  # DataLoader processes decoding frames beside the step (0: in the training process)
 
