@@ -18,6 +18,7 @@ from rich.console import Console
 
 from imagineid.data.layouts import DATASETS
 from imagineid.errors import ImagineIDError
+from imagineid.evaluation.metric_info import LANDMARK_BACKENDS
 from imagineid.generation.config import GenerateConfig
 from imagineid.precision import CHOICES as PRECISIONS
 from imagineid.preprocessing.config import DETECTORS, MORPHABLES, SETTLE_S, SUBJECTS, PreprocessConfig
@@ -382,7 +383,7 @@ def evaluate(
     syncnet: Optional[Path] = typer.Option(None, help="syncnet_v2.model: LSE-C / LSE-D (docs/pretrained.md)."),
     fid_inception: Optional[Path] = typer.Option(None, help="pytorch-fid's pt_inception-2015-12-05-*.pth: FID."),
     arcface: Optional[Path] = typer.Option(None, help="w600k_r50.onnx or arcface_torch backbone.pth: CSIM."),
-    lmd_landmarks: str = typer.Option("dlib", help="M-LMD / F-LMD landmarks: dlib or fan."),
+    lmd_landmarks: Literal[LANDMARK_BACKENDS] = typer.Option("dlib", help="M-LMD / F-LMD landmarks."),
     sources: Optional[Path] = typer.Option(
         None, help="Another method's videos (no index.parquet): the folder of their driving clips, matched by name."
     ),

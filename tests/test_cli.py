@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from imagineid.data.layouts import DATASETS
+from imagineid.evaluation.metric_info import LANDMARK_BACKENDS
 from imagineid.precision import CHOICES as PRECISIONS
 from imagineid.preprocessing.config import DETECTORS, MORPHABLES
 from imagineid.training.config import PROFILES
@@ -35,6 +36,7 @@ def test_help_lists_the_contract_commands() -> None:
         ("preprocess", "--dataset", DATASETS),
         ("train", "--profile", PROFILES),
         ("generate", "--precision", PRECISIONS),
+        ("evaluate", "--lmd-landmarks", LANDMARK_BACKENDS),
     ],
 )
 def test_choice_options_list_their_values_and_refuse_others(tmp_path, command, option, choices) -> None:
@@ -48,7 +50,11 @@ def test_choice_options_list_their_values_and_refuse_others(tmp_path, command, o
         env={**os.environ, "COLUMNS": "300"},
     ).stdout
     assert "<" + "|".join(choices) + ">" in shown
-    args = {"preprocess": ("x.mp4", "--out", str(tmp_path / "d")), "train": ("d", "--out", str(tmp_path / "r"))}
+    args = {
+        "preprocess": ("x.mp4", "--out", str(tmp_path / "d")),
+        "train": ("d", "--out", str(tmp_path / "r")),
+        "evaluate": (str(tmp_path / "g"), "--data", str(tmp_path / "d")),
+    }
     result = imagineid(command, *args.get(command, ("run", "a.wav", "--out", str(tmp_path / "g"))), option, "nope")
     assert result.returncode == 2
     assert "nope" in result.stderr and all(repr(c) in result.stderr.replace("\n", "") for c in choices[:2])

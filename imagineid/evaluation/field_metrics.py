@@ -23,6 +23,7 @@ from imagineid.evaluation.csim import csim, csim_dlib
 from imagineid.evaluation.fid import RESOLUTION, fid_from_features, image_features
 from imagineid.evaluation.landmark_distance import landmark_distances
 from imagineid.evaluation.lse import lse
+from imagineid.evaluation.metric_info import LANDMARK_BACKENDS
 from imagineid.evaluation.video_metrics import VideoFaces
 
 PER_VIDEO = ("lse_c", "lse_d", "csim", "csim_dlib", "m_lmd", "f_lmd")
@@ -76,8 +77,10 @@ class FieldMetrics:
             from imagineid.face.fan_backend import FanLandmarker
 
             self.fan = FanLandmarker()
-        elif weights.landmarks != "dlib":
-            raise ImagineIDError(f"--lmd-landmarks must be dlib or fan, not {weights.landmarks!r}")
+        elif weights.landmarks not in LANDMARK_BACKENDS:
+            raise ImagineIDError(
+                f"--lmd-landmarks must be one of {', '.join(LANDMARK_BACKENDS)}, not {weights.landmarks!r}"
+            )
         self._fid_generated: list[np.ndarray] = []
         self._fid_reference: list[np.ndarray] = []
 

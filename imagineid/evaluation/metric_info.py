@@ -4,6 +4,7 @@ of methods and the CLI, so a number is never shown without its reading."""
 from __future__ import annotations
 
 HIGHER, LOWER, NEITHER = "higher is better", "lower is better", ""
+LANDMARK_BACKENDS = ("dlib", "fan")  # M-LMD / F-LMD landmarks (`--lmd-landmarks`)
 
 METRICS: dict[str, tuple[str, str]] = {
     "face_detection_rate": ("share of frames where dlib finds a face", HIGHER),
