@@ -46,6 +46,10 @@ class ClipQueue:
             if all(k in self.finished for k in source.keys):
                 del held[path]
 
+    def took_work(self, worker: str) -> bool:
+        """Whether `worker` ever took a source (a worker whose actor never started took none)."""
+        return worker in self.leases or self.by_worker[worker] > 0
+
     def requeue(self, worker: str) -> int:
         """`worker` is gone: its leases' unfinished seeds go to the front of the queue. → videos requeued."""
         requeued = 0

@@ -83,7 +83,7 @@ def generate_on_ray(
     actors: dict[str, object] = {}
     running: dict = {}  # ObjectRef of a worker's `run` → its name
     idle: list[str] = []
-    counts = {"generated_frames": 0, "workers_lost": 0}
+    counts = {"generated_frames": 0, "workers_lost": 0, "workers_not_started": 0}
     errors: list[str] = []
 
     def wanted() -> int:
@@ -114,8 +114,12 @@ def generate_on_ray(
                     log.error("generation worker %s failed; its clips go back to the queue:\n%s", name, trace)
                     _retire(ray, queue, actors, name)
                 except ray.exceptions.RayError as err:  # its process or node was lost
-                    counts["workers_lost"] += 1
-                    log.warning("generation worker %s was lost (%s); its clips go back to the queue", name, err)
+                    if ray.get(queue.took_work.remote(name)):
+                        counts["workers_lost"] += 1
+                        log.warning("generation worker %s was lost (%s); its clips go back to the queue", name, err)
+                    else:  # placed on a node that was dying, before the cluster knew: it had taken nothing
+                        counts["workers_not_started"] += 1
+                        log.info("generation worker %s never started (%s)", name, str(err).splitlines()[0])
                     _retire(ray, queue, actors, name)
             state = ray.get(queue.progress.remote())
             if state["finished"] > bar.n and on_progress is not None:
