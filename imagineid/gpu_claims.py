@@ -109,8 +109,10 @@ def claim_gpus(wanted: int | None, wait_s: float | None = None, held: GpuClaim |
     4 GPUs is better than one that waits all night for the other run to finish.
     """
     claim = held or GpuClaim()
+    if wanted == 0:
+        return claim  # before host_gpu_ids: a CPU-only run never imports torch for this
     ids = host_gpu_ids()
-    if not ids or wanted == 0:
+    if not ids:
         return claim
     target = len(ids) if wanted is None else min(int(wanted), len(ids))
     wait_s = float(os.environ.get(WAIT_ENV, GPU_WAIT_S)) if wait_s is None else wait_s
