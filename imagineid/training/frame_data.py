@@ -102,11 +102,7 @@ class FrameConditionDataset(Dataset):
         latents: LatentCache | None = None,
     ) -> None:
         store = Store(Path(data))
-        rows = {
-            r["clip_id"]: r
-            for r in store.read_table("clips", ["clip_id", "crops", "crop_size", "shape", "emotion"]).to_pylist()
-        }
-        self.clips = [ClipFrames(store, rows[c], model, image_size, latents=latents) for c in clip_ids]
+        self.clips = [ClipFrames(store, row, model, image_size, latents=latents) for row in clip_rows(store, clip_ids)]
         self.index = [(c, t) for c, clip in enumerate(self.clips) for t in range(1, len(clip))]
         self.rng = np.random.default_rng(seed)
         self.heard = [heard[c] for c in clip_ids] if heard is not None else None  # (identity, emotion) per clip
@@ -146,6 +142,13 @@ def frame_sample(
     }
 
 
+def clip_rows(store: Store, clip_ids: list[str]) -> list[dict]:
+    """The clips/ rows the frame datasets read, in the order of `clip_ids` (one table read)."""
+    columns = ["clip_id", "crops", "crop_size", "shape", "emotion", "n_frames"]
+    rows = {r["clip_id"]: r for r in store.read_table("clips", columns).to_pylist()}
+    return [rows[c] for c in clip_ids]
+
+
 def decoded_bytes(n_frames: int, size: int) -> int:
     """Memory of `n_frames` decoded at `size` px: crop and mesh (uint8 RGB), two float masks."""
     return n_frames * size * size * (3 + 3 + 4 + 4)
@@ -175,9 +178,7 @@ class FrameStream(IterableDataset):
         latents: LatentCache | None = None,
     ) -> None:
         self.store = Store(Path(data))
-        columns = ["clip_id", "crops", "crop_size", "shape", "emotion", "n_frames"]
-        rows = {r["clip_id"]: r for r in self.store.read_table("clips", columns).to_pylist()}
-        self.rows = [rows[c] for c in clip_ids if rows[c]["n_frames"] >= 2]
+        self.rows = [r for r in clip_rows(self.store, clip_ids) if r["n_frames"] >= 2]
         if not self.rows:
             raise ValueError(f"no clip of at least 2 frames among {len(clip_ids)} ids")
         self.model, self.size, self.seed = model, image_size, seed

@@ -15,7 +15,7 @@ from imagineid.data.store import Store
 from imagineid.models.ldm import LDMComponents, build_tiny, save_components
 from imagineid.models.prompt_encoding import encode_prompt
 from imagineid.training.context import StageContext
-from imagineid.training.frame_data import FrameConditionDataset, FrameStream, decoded_bytes
+from imagineid.training.frame_data import FrameConditionDataset, FrameStream, clip_rows, decoded_bytes
 from imagineid.training.latent_cache import LatentCache
 from imagineid.training.loop import seed_everything
 
@@ -36,8 +36,7 @@ def frame_loader(
     memory when they fit in `frame_memory_mb`, else streamed through a bounded buffer (`FrameStream`),
     decoded by `loader_workers` DataLoader processes beside the training step."""
     size = image_size or ctx.config.image_size
-    rows = Store(ctx.data).read_table("clips", ["clip_id", "n_frames"]).to_pylist()
-    frames = sum(r["n_frames"] for r in rows if r["clip_id"] in set(clip_ids))
+    frames = sum(r["n_frames"] for r in clip_rows(Store(ctx.data), clip_ids))
     workers = ctx.config.loader_workers
     options = {"num_workers": workers, "persistent_workers": workers > 0}
     if decoded_bytes(frames, size) <= ctx.config.frame_memory_mb * 2**20:
