@@ -24,6 +24,7 @@ def evaluate_flow(
     syncnet: str | None = None,
     fid_inception: str | None = None,
     arcface: str | None = None,
+    i3d: str | None = None,
     lmd_landmarks: str = "dlib",
     sources: str | None = None,
     compare: list[str] | None = None,
@@ -38,6 +39,7 @@ def evaluate_flow(
         syncnet: syncnet_v2.model for LSE-C / LSE-D (docs/pretrained.md); None skips them.
         fid_inception: pytorch-fid's Inception weights for FID; None skips it.
         arcface: insightface ONNX or arcface_torch backbone.pth for CSIM; None reports the dlib stand-in.
+        i3d: I3D weights in pytorch-i3d's layout (i3d_pretrained_400.pt) for FVD; None skips it.
         lmd_landmarks: M-LMD / F-LMD landmarks, dlib or fan.
         sources: For another method's videos (a folder of mp4s without index.parquet): the folder of
             their driving clips, matched by file name.
@@ -45,7 +47,7 @@ def evaluate_flow(
             GEN/comparison.html.
     """
     report = report or str(Path(gen) / "report.html")
-    fields = (every, syncnet, fid_inception, arcface, lmd_landmarks, sources)
+    fields = (every, syncnet, fid_inception, arcface, i3d, lmd_landmarks, sources)
     result = evaluate_videos(gen, data, report, *fields)
     for other in compare or []:
         evaluate_videos(other, data, str(Path(other) / "report.html"), *fields)

@@ -383,6 +383,7 @@ def evaluate(
     syncnet: Optional[Path] = typer.Option(None, help="syncnet_v2.model: LSE-C / LSE-D (docs/pretrained.md)."),
     fid_inception: Optional[Path] = typer.Option(None, help="pytorch-fid's pt_inception-2015-12-05-*.pth: FID."),
     arcface: Optional[Path] = typer.Option(None, help="w600k_r50.onnx or arcface_torch backbone.pth: CSIM."),
+    i3d: Optional[Path] = typer.Option(None, help="I3D weights (i3d_pretrained_400.pt, rgb_imagenet.pt): FVD."),
     lmd_landmarks: Literal[LANDMARK_BACKENDS] = typer.Option("dlib", help="M-LMD / F-LMD landmarks."),
     sources: Optional[Path] = typer.Option(
         None, help="Another method's videos (no index.parquet): the folder of their driving clips, matched by name."
@@ -399,7 +400,7 @@ def evaluate(
     from imagineid.evaluation.evaluate import evaluate as run_evaluate
     from imagineid.evaluation.field_metrics import FieldWeights
 
-    weights = FieldWeights(syncnet, fid_inception, arcface, lmd_landmarks)
+    weights = FieldWeights(syncnet, fid_inception, arcface, i3d, lmd_landmarks)
     folders = {}
     for folder in [gen, *compare]:
         page = report if folder == gen and report else folder / "report.html"

@@ -19,6 +19,7 @@ def evaluate_videos(
     syncnet: str | None = None,
     fid_inception: str | None = None,
     arcface: str | None = None,
+    i3d: str | None = None,
     lmd_landmarks: str = "dlib",
     sources: str | None = None,
 ) -> dict:
@@ -27,7 +28,7 @@ def evaluate_videos(
     from imagineid.evaluation.field_metrics import FieldWeights
 
     weights = FieldWeights(
-        *(Path(p) if p else None for p in (syncnet, fid_inception, arcface)), landmarks=lmd_landmarks
+        *(Path(p) if p else None for p in (syncnet, fid_inception, arcface, i3d)), landmarks=lmd_landmarks
     )
     metrics = evaluate(gen, data, report, every=every, progress=False, weights=weights, sources=sources)
     return {"metrics": str(Path(gen) / "metrics.json"), "report": report, "summary": metrics["summary"]}

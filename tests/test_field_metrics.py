@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from imagineid.errors import ImagineIDError, MalformedWeightsError, MissingWeightsError
@@ -18,6 +19,8 @@ from imagineid.evaluation.fid import fid, fid_from_features
 from imagineid.evaluation.fid_inception import FIDInceptionV3, load_fid_inception
 from imagineid.evaluation.field_metrics import FieldMetrics, FieldWeights
 from imagineid.evaluation.frechet import feature_stats, frechet_distance
+from imagineid.evaluation.fvd import CLIP_FRAMES, fvd_from_features, preprocess, video_clips, video_features
+from imagineid.evaluation.i3d import MIXED, InceptionI3d, load_i3d, same_padding
 from imagineid.evaluation.landmark_distance import landmark_distances
 from imagineid.evaluation.lse import (
     audio_embeddings,
@@ -100,6 +103,69 @@ def test_weight_files_fail_with_one_line_naming_file_and_section(tmp_path: Path)
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(MalformedWeightsError, match="§ ArcFace"):
         load_arcface(garbage)
+
+
+# --- FVD --------------------------------------------------------------------------------------------
+
+
+def test_i3d_pads_like_tensorflow_same_and_has_pytorch_i3d_layout() -> None:
+    import math
+
+    for n in (7, 8, 9, 16, 17, 224):
+        for k, s in ((7, 2), (3, 2), (3, 1), (1, 1), (2, 2)):
+            padded = same_padding(torch.ones(1, 1, n, n, n), (k,) * 3, (s,) * 3)
+            tf_total = max((math.ceil(n / s) - 1) * s + k - n, 0)  # TensorFlow's 'SAME' rule
+            assert padded.shape[-1] == n + tf_total
+            before = tf_total // 2  # TensorFlow puts the odd pixel after
+            row = padded[0, 0, before, before]  # a line through the input along W
+            assert row[:before].sum() == 0 and bool(row[before : before + n].all()) and row[before + n :].sum() == 0
+            assert F.max_pool3d(padded, k, s).shape[-1] == math.ceil(n / s)
+    state = InceptionI3d().state_dict()
+    expected = {  # shapes in pytorch-i3d's Kinetics-400 file, from its channel table
+        "Conv3d_1a_7x7.conv3d.weight": (64, 3, 7, 7, 7),
+        "Conv3d_2c_3x3.bn.running_var": (192,),
+        "Mixed_3b.b1b.conv3d.weight": (128, 96, 3, 3, 3),
+        "Mixed_4f.b3b.conv3d.weight": (128, 528, 1, 1, 1),
+        "Mixed_5c.b0.bn.running_mean": (384,),
+        "logits.conv3d.weight": (400, 1024, 1, 1, 1),
+        "logits.conv3d.bias": (400,),
+    }
+    assert {k: tuple(state[k].shape) for k in expected} == expected
+    assert sum(out[0] + out[2] + out[4] + out[5] for _, out in MIXED.values()) == sum(
+        state[f"{name}.{b}.bn.running_var"].shape[0] for name in MIXED for b in ("b0", "b1b", "b2b", "b3b")
+    )
+
+
+def test_fvd_clips_are_consecutive_resized_centre_crops_scaled_as_videogpt() -> None:
+    frames = [np.full((40, 60, 3), t, np.uint8) for t in range(40)]
+    clips = list(video_clips(frames))
+    assert len(clips) == 2 and [c[0, 0, 0, 0] for c in clips] == [0, CLIP_FRAMES]  # the 8-frame tail dropped
+    ramp = np.tile(np.linspace(0, 255, 60).astype(np.uint8)[None, :, None], (40, 1, 3))
+    x = preprocess(np.stack([ramp, np.zeros_like(ramp), np.full_like(ramp, 255)]))
+    assert x.shape == (3, 3, 224, 224)
+    assert float(x[:, 1].max()) == -0.5 and float(x[:, 2].min()) == 0.5  # black → −0.5, white → +0.5
+    edge = float(x[0, 0, 112, 0]) + 0.5  # the crop keeps the middle 40 of 60 columns: the left edge ≈ 1/6 grey
+    assert 0.12 < edge < 0.2
+
+
+def test_fvd_stand_in_i3d_loads_and_a_set_matches_itself(tmp_path: Path) -> None:
+    model = load_i3d(_save(_kaiming(InceptionI3d()), tmp_path / "i3d_pretrained_400.pt"))
+    rng = np.random.default_rng(3)
+    videos = [[rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(2 * CLIP_FRAMES)]]
+    flat = [[np.full((40, 48, 3), v, np.uint8) for v in rng.integers(0, 256, 2 * CLIP_FRAMES)]]
+    feats, flat_feats = video_features(videos, model), video_features(flat, model)
+    assert feats.shape == (2, 400)
+    same, other = fvd_from_features(feats, feats), fvd_from_features(feats, flat_feats)
+    assert same["fvd_clips_generated"] == same["fvd_clips_reference"] == 2 and same["fvd_resolution"] == 224
+    assert abs(same["fvd"]) < 1e-6 * other["fvd"] and other["fvd"] > 0
+    assert fvd_from_features(feats[:1], feats)["fvd"] is None  # one clip fits no Gaussian
+    charades = load_i3d(_save(InceptionI3d(157), tmp_path / "rgb_charades.pt"))  # class count from the file
+    assert charades.logits.conv3d.out_channels == 157
+    wrong = tmp_path / "rgb_imagenet.pt"
+    torch.save({"Conv3d_1a_7x7.conv3d.weight": torch.zeros(64, 3, 7, 7, 7)}, wrong)
+    with pytest.raises(MalformedWeightsError) as err:
+        load_i3d(wrong)
+    assert "\n" not in str(err.value) and "rgb_imagenet.pt" in str(err.value) and "§ FVD I3D" in str(err.value)
 
 
 # --- CSIM -------------------------------------------------------------------------------------------
@@ -282,8 +348,8 @@ def test_evaluate_command_names_a_missing_weight_file_in_one_line(tmp_path: Path
 
 def test_evaluate_measures_a_video_against_itself_with_every_file_given(arcface_files, tmp_path: Path) -> None:
     """A GEN folder whose 'generated' video is its own driving clip (synthetic, with a face): with stand-in
-    SyncNet / Inception / ArcFace files the field's metrics are all computed and take their known values
-    (identical landmarks, identity and frame statistics); nothing is left skipped but FVD."""
+    SyncNet / Inception / ArcFace / I3D files the field's metrics are all computed and take their known
+    values (identical landmarks, identity, frame and clip statistics); nothing is left skipped."""
     import shutil
 
     import pyarrow as pa
@@ -293,7 +359,7 @@ def test_evaluate_measures_a_video_against_itself_with_every_file_given(arcface_
     from imagineid.synth.corpus import SynthConfig, synthesize_corpus
 
     corpus = tmp_path / "corpus"
-    synthesize_corpus(corpus, SynthConfig(speakers=1, clips_per_speaker=1, seconds=1.0, seed=4), progress=False)
+    synthesize_corpus(corpus, SynthConfig(speakers=1, clips_per_speaker=1, seconds=1.28, seed=4), progress=False)
     clip = sorted((corpus / "videos").glob("*.mp4"))[0]
     gen = tmp_path / "gen"
     gen.mkdir()
@@ -304,7 +370,7 @@ def test_evaluate_measures_a_video_against_itself_with_every_file_given(arcface_
         "video": "self.mp4",
         "audio": str(clip),
         "seed": 0,
-        "frames": 25,
+        "frames": 32,
         "predicted_gender": None,
         "predicted_emotion": None,
         "mesh_mouth_opening": None,
@@ -314,12 +380,14 @@ def test_evaluate_measures_a_video_against_itself_with_every_file_given(arcface_
         syncnet=_save(_kaiming(SyncNet()), tmp_path / "syncnet_v2.model"),
         fid_inception=_save(_kaiming(FIDInceptionV3()), tmp_path / "pt_inception.pth"),
         arcface=arcface_files["torch"],
+        i3d=_save(_kaiming(InceptionI3d()), tmp_path / "i3d_pretrained_400.pt"),
     )
     metrics = evaluate(gen, tmp_path, None, progress=False, weights=weights)
     video, summary = metrics["videos"][0], metrics["summary"]
-    assert set(metrics["skipped"]) == {"fvd"}
+    assert metrics["skipped"] == {}
     assert video["lmd_frames"] > 0 and video["m_lmd"] == video["f_lmd"] == 0.0
     for name in ("csim", "csim_dlib"):  # each talking frame against the clip's mean identity: near, not at, 1
         assert 0.9 < video[name] <= 1.0 + 1e-9
-    assert np.isfinite(video["lse_c"]) and np.isfinite(video["lse_d"]) and video["sync_windows"] == 20
-    assert summary["fid_samples_generated"] == summary["fid_samples_reference"] == 25 and abs(summary["fid"]) < 1e-3
+    assert np.isfinite(video["lse_c"]) and np.isfinite(video["lse_d"]) and video["sync_windows"] == 27
+    assert summary["fid_samples_generated"] == summary["fid_samples_reference"] == 32 and abs(summary["fid"]) < 1e-3
+    assert summary["fvd_clips_generated"] == summary["fvd_clips_reference"] == 2 and abs(summary["fvd"]) < 1e-3
