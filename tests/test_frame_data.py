@@ -99,5 +99,18 @@ def test_frame_stages_stream_when_the_clips_do_not_fit_in_memory(preprocessed: P
         assert batch["image"].shape == (4, 3, 64, 64) and batch["mesh"].shape == (4, 3, 64, 64)
 
 
+def test_the_stream_buffer_fits_the_frame_budget_at_any_size() -> None:
+    from imagineid.training.frame_data import LONGEST_SEGMENT, STREAM_BUFFER, decoded_bytes, stream_segment
+
+    assert stream_segment(64, 256) == LONGEST_SEGMENT  # the tiny profile: whole 64-frame segments
+    for size, budget in ((512, 256), (512, 64), (256, 100), (1024, 256)):
+        segment = stream_segment(size, budget)
+        assert 2 <= segment < LONGEST_SEGMENT
+        assert STREAM_BUFFER * decoded_bytes(segment, size) <= max(
+            budget * 2**20, STREAM_BUFFER * decoded_bytes(2, size)
+        )
+        assert STREAM_BUFFER * decoded_bytes(segment + 1, size) > budget * 2**20  # as long as the budget allows
+
+
 def _key(frame) -> bytes:
     return frame.tobytes()

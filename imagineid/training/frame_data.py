@@ -154,6 +154,17 @@ def decoded_bytes(n_frames: int, size: int) -> int:
     return n_frames * size * size * (3 + 3 + 4 + 4)
 
 
+STREAM_BUFFER = 8  # segments a FrameStream holds
+LONGEST_SEGMENT = 64  # frames per segment where the budget allows
+
+
+def stream_segment(size: int, budget_mb: float, buffer: int = STREAM_BUFFER) -> int:
+    """Frames per streamed segment so that `buffer` segments decoded at `size` px fit in `budget_mb`:
+    64 at the tiny profile's 64 px, a few at 512 px (at least 2: a target and its reference)."""
+    fitting = int(budget_mb * 2**20 // (buffer * decoded_bytes(1, size)))
+    return max(2, min(LONGEST_SEGMENT, fitting))
+
+
 class FrameStream(IterableDataset):
     """Training frames streamed from a bounded buffer of clip segments, for datasets too large to decode
     into memory (`FrameConditionDataset` holds every clip).
@@ -173,8 +184,8 @@ class FrameStream(IterableDataset):
         image_size: int = 64,
         seed: int = 0,
         heard: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-        buffer: int = 8,
-        segment: int = 64,
+        buffer: int = STREAM_BUFFER,
+        segment: int = LONGEST_SEGMENT,
         latents: LatentCache | None = None,
     ) -> None:
         self.store = Store(Path(data))

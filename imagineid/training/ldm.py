@@ -15,7 +15,13 @@ from imagineid.data.store import Store
 from imagineid.models.ldm import LDMComponents, build_tiny, save_components
 from imagineid.models.prompt_encoding import encode_prompt
 from imagineid.training.context import StageContext
-from imagineid.training.frame_data import FrameConditionDataset, FrameStream, clip_rows, decoded_bytes
+from imagineid.training.frame_data import (
+    FrameConditionDataset,
+    FrameStream,
+    clip_rows,
+    decoded_bytes,
+    stream_segment,
+)
 from imagineid.training.latent_cache import LatentCache
 from imagineid.training.loop import seed_everything
 
@@ -33,8 +39,9 @@ def frame_loader(
     latents: LatentCache | None = None,
 ) -> torch.utils.data.DataLoader:
     """Frames at `image_size` px (default: the config's, the tiny profile's size): every clip decoded into
-    memory when they fit in `frame_memory_mb`, else streamed through a bounded buffer (`FrameStream`),
-    decoded by `loader_workers` DataLoader processes beside the training step."""
+    memory when they fit in `frame_memory_mb`, else streamed through a buffer that fits the same budget
+    (`FrameStream`, segments shortened at large sizes), decoded by `loader_workers` DataLoader processes
+    beside the training step."""
     size = image_size or ctx.config.image_size
     frames = sum(r["n_frames"] for r in clip_rows(Store(ctx.data), clip_ids))
     workers = ctx.config.loader_workers
@@ -47,7 +54,10 @@ def frame_loader(
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, **options
         )
-    stream = FrameStream(ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard, latents=latents)
+    segment = stream_segment(size, ctx.config.frame_memory_mb)
+    stream = FrameStream(
+        ctx.data, clip_ids, ctx.morphable, size, seed=seed, heard=heard, segment=segment, latents=latents
+    )
     return torch.utils.data.DataLoader(stream, batch_size=batch_size, drop_last=True, **options)
 
 
