@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect import flow
 
 from imagineid.generation.config import GenerateConfig
+from imagineid.settings import settings_from
 from tasks.generate import failed_videos, generate_videos
 from tasks.summary import publish_summary
 
@@ -31,6 +32,7 @@ def generate_flow(
     first_frame_retries: int = GenerateConfig.first_frame_retries,
     use_ray: bool = True,
     ray_address: str | None = None,
+    config: dict | None = None,
 ) -> dict:
     """Generate a video per (audio, seed); bad audio is listed in the summary, never fails the run.
 
@@ -50,8 +52,10 @@ def generate_flow(
         first_frame_retries: Redraw frame 1 (next noise of the same seed) while dlib finds no face; 0 = off.
         use_ray: One Ray worker per GPU (one CPU worker without GPUs); False runs in the flow's process.
         ray_address: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).
+        config: Generation settings as `imagineid generate --config` reads them (e.g. {"steps": 30}),
+            laid over the parameters above.
     """
-    config = GenerateConfig(
+    settings = GenerateConfig(
         seeds=seeds,
         batch_size=batch_size,
         steps=steps,
@@ -62,7 +66,9 @@ def generate_flow(
         precision=precision,
         first_frame_retries=first_frame_retries,
     )
-    summary = generate_videos(run, audio, out, config, ray_address, use_ray)
+    summary = generate_videos(
+        run, audio, out, settings_from(GenerateConfig, config or {}, settings), ray_address, use_ray
+    )
     failures = failed_videos(summary["index"])
     counts = {k: summary[k] for k in ("ok", "failed", "skipped", "generated_frames", "seconds")}
     publish_summary("generate-summary", f"generate → {out}", counts, failures)

@@ -14,6 +14,7 @@ from prefect import flow
 from imagineid.data.store import Store
 from imagineid.preprocessing import PreprocessConfig
 from imagineid.preprocessing.config import SETTLE_S
+from imagineid.settings import settings_from
 from tasks.preprocess import (
     extract_clips,
     finalize_clips,
@@ -41,6 +42,7 @@ def preprocess_flow(
     flame: str | None = None,
     deca: str | None = None,
     speech_model: str | None = None,
+    config: dict | None = None,
 ) -> dict:
     """Preprocess new or changed sources; finished clips are skipped, rejected and lost ones listed.
 
@@ -61,8 +63,10 @@ def preprocess_flow(
         flame: morphable flame: FLAME generic_model.pkl or its folder.
         deca: morphable flame: DECA deca_model.tar or its folder.
         speech_model: A local wav2vec2 / HuBERT folder: audio/ gets `speech` features.
+        config: Preprocess settings as `imagineid preprocess --config` reads them (e.g. {"crop_size": 512}),
+            laid over the parameters above.
     """
-    config = PreprocessConfig(
+    settings = PreprocessConfig(
         detector=detector,
         crop_size=crop_size,
         subject=subject,
@@ -72,6 +76,7 @@ def preprocess_flow(
         deca=deca,
         speech_model=speech_model,
     )
+    config = settings_from(PreprocessConfig, config or {}, settings)
     store = Store(Path(out))
     store.make_dirs()
     with store.writer_lock():  # one writer per DATA, whether the CLI or a deployment started it

@@ -44,6 +44,23 @@ def _print_fields(fields: dict[str, object]) -> None:
         out_console.print(f"  {key:>22}: {value:.3f}" if isinstance(value, float) else f"  {key:>22}: {value}")
 
 
+def _given(ctx: typer.Context, **options: object) -> dict[str, object]:
+    """The options the user gave (command line or environment), not their defaults: they override a
+    --config file."""
+    # by name: typer may bring its own copy of click, whose enum is not click's
+    return {
+        name: value
+        for name, value in options.items()
+        if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    }
+
+
+def _config_file_option(job: str) -> typer.Option:
+    return typer.Option(
+        None, "--config", help=f"{job} settings (YAML or JSON); options given on the command line override it."
+    )
+
+
 @contextlib.contextmanager
 def _reported(*also: type[Exception]) -> Iterator[None]:
     """The project's errors (and `also`) end the command with one red line, never a traceback: exit 2
@@ -110,6 +127,7 @@ def _by_rule(counts: dict[str, int]) -> str:
 
 @app.command()
 def preprocess(
+    ctx: typer.Context,
     src: list[Path] = typer.Argument(..., help="Video files or folders."),
     out: Path = typer.Option(..., "--out", help="Dataset folder (docs/architecture.md §3)."),
     workers: Optional[int] = typer.Option(None, help="Parallel clip workers (default: all cores; 1 = no Ray)."),
@@ -137,29 +155,45 @@ def preprocess(
         min=0.0,
         help="Leave sources modified less than this many seconds ago (still being copied in?) for the next run.",
     ),
+    config_file: Optional[Path] = _config_file_option("Preprocess"),
 ) -> None:
-    """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet)."""
+    """Videos → landmarks, 3DMM coefficients, masks and audio features (Parquet).
+
+    Settings come from the defaults, then --config, then the options given on the command line."""
+    from dataclasses import replace
+
     from rich.markup import escape
 
     from imagineid.preprocessing import PreprocessConfig
     from imagineid.preprocessing import preprocess as run_preprocess
+    from imagineid.settings import read_settings, settings_from
 
     missing = [str(p) for p in src if not p.exists()]
     if len(missing) == len(src):
         _fail(f"no such file or folder: {', '.join(missing)}")
+    given = _given(
+        ctx,
+        detector=detector,
+        morphable=morphable,
+        crop_size=crop_size,
+        subject=subject,
+        min_face_px=min_face_px,
+        **{k: str(v) for k, v in (("flame", flame), ("deca", deca), ("speech_model", speech_model)) if v},
+    )
+    with _reported(ValueError, OSError):
+        settings = settings_from(PreprocessConfig, read_settings(config_file) if config_file else {})
+        settings = settings_from(PreprocessConfig, given, base=settings)
+    flame, deca = (Path(p) if p else None for p in (settings.flame, settings.deca))
+    speech_model = Path(settings.speech_model) if settings.speech_model else None
     with _reported():
-        files = _check_pretrained_preprocess(detector, morphable, flame, deca)
+        files = _check_pretrained_preprocess(settings.detector, settings.morphable, flame, deca)
         if speech_model is not None:
             from imagineid.audio.speech_model import SpeechEncoder
 
             SpeechEncoder.load(speech_model)  # fail now, not in every worker
     with _reported(ValueError):
-        config = PreprocessConfig(
-            detector=detector,
-            morphable=morphable,
-            crop_size=crop_size,
-            subject=subject,
-            min_face_px=min_face_px,
+        config = replace(
+            settings,
             **{k: str(files[k].resolve()) for k in ("flame", "deca") if k in files},
             speech_model=str(speech_model.expanduser().resolve()) if speech_model else None,
         )
@@ -237,20 +271,16 @@ def train(
     from imagineid.training.config import TrainConfig
     from imagineid.training.run import train as run_train
 
-    given = {
-        name: value
-        for name, value in (
-            ("max_steps", max_steps),
-            ("num_gpus", num_gpus),
-            ("workers", workers),
-            ("checkpoint_every", checkpoint_every),
-            ("profile", profile),
-            ("base_model", str(base_model) if base_model else None),
-            ("voice_variants", voice_variants),
-        )
-        # by name: typer may bring its own copy of click, whose enum is not click's
-        if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
-    }
+    given = _given(
+        ctx,
+        max_steps=max_steps,
+        num_gpus=num_gpus,
+        workers=workers,
+        checkpoint_every=checkpoint_every,
+        profile=profile,
+        base_model=str(base_model) if base_model else None,
+        voice_variants=voice_variants,
+    )
     with _reported(ValueError, OSError):
         config = TrainConfig.load(config_file)
         config = TrainConfig.load(overrides=overrides, base=TrainConfig.from_dict(given, config))
@@ -313,6 +343,7 @@ def listen(
 
 @app.command()
 def generate(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., help="Run folder with every stage trained (disentangler + frame generator)."),
     audio: Optional[list[Path]] = typer.Argument(None, help="Audio files or folders (any common format / rate)."),
     out: Path = typer.Option(..., "--out", help="Output folder: videos/, records/, index.parquet."),
@@ -339,26 +370,32 @@ def generate(
     ),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join a Ray cluster."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Generate in this process instead of Ray workers."),
+    config_file: Optional[Path] = _config_file_option("Generation"),
 ) -> None:
-    """Imagine talking-face videos for audio files: frame 1 from the voice alone, then autoregressively."""
+    """Imagine talking-face videos for audio files: frame 1 from the voice alone, then autoregressively.
+
+    Settings come from the defaults, then --config, then the options given on the command line."""
     from imagineid.generation.config import GenerateConfig
     from imagineid.generation.run import generate as run_generate
+    from imagineid.settings import read_settings, settings_from
 
     sources = list(audio or []) + ([content_from] if content_from else [])
     if not sources:
         _fail("give AUDIO files or folders (or --content-from)")
-    with _reported(ValueError):
-        cfg = GenerateConfig(
-            seeds=seeds,
-            batch_size=batch_size,
-            steps=steps,
-            guidance=guidance,
-            strength=strength,
-            first_frame_retries=first_frame_retries,
-            precision=precision,
-            identity_from=str(identity_from) if identity_from else None,
-            emotion_from=str(emotion_from) if emotion_from else None,
-        )
+    given = _given(
+        ctx,
+        seeds=seeds,
+        batch_size=batch_size,
+        steps=steps,
+        guidance=guidance,
+        strength=strength,
+        first_frame_retries=first_frame_retries,
+        precision=precision,
+        **{k: str(v) for k, v in (("identity_from", identity_from), ("emotion_from", emotion_from)) if v},
+    )
+    with _reported(ValueError, OSError):
+        cfg = settings_from(GenerateConfig, read_settings(config_file) if config_file else {})
+        cfg = settings_from(GenerateConfig, given, base=cfg)
     with _reported():
         summary = run_generate(run, sources, out, cfg, use_ray=not no_ray, ray_address=ray_address)
     out_console.print(

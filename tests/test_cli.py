@@ -97,3 +97,58 @@ def test_preprocess_exits_zero_with_rejections_and_one_line_when_nothing_exists(
     assert "rejected" in result.stdout and "no audio stream" in result.stdout
     missing = imagineid("preprocess", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "d2"))
     assert missing.returncode != 0 and "no such file or folder" in missing.stderr
+
+
+def test_preprocess_and_generate_read_a_settings_file_that_given_options_override(
+    small_corpus, trained_run, tmp_path
+) -> None:
+    import json
+
+    from imagineid.data.store import Store
+
+    settings = tmp_path / "preprocess.yaml"
+    settings.write_text("crop_size: 96\nmin_face_px: 20\n")
+    video = sorted((small_corpus / "videos").glob("*.mp4"))[0]
+    data = tmp_path / "d"
+    args = ("preprocess", str(video), "--out", str(data), "--workers", "1", "--config", str(settings))
+    result = imagineid(*args, "--crop-size", "80")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((data / "manifest.json").read_text())["config"]
+    assert Store(data).read_table("clips", ["crop_size"]).to_pylist()[0]["crop_size"] == 80
+    assert (
+        config["crop_size"] == 80 and config["min_face_px"] == 20.0
+    )  # the option over the file, the file over the default
+    for text, named in (
+        ("detector: foo\n", "detector"),
+        ("crop_sise: 96\n", "crop_sise"),
+        ("crop_size: big\n", "crop_size"),
+    ):
+        settings.write_text(text)  # checked before any source is read: one line naming the setting
+        bad = imagineid("preprocess", str(video), "--out", str(tmp_path / "d2"), "--config", str(settings))
+        lines = [line for line in (bad.stdout + bad.stderr).splitlines() if line.strip()]
+        assert bad.returncode == 1 and len(lines) == 1 and named in lines[0], lines
+    assert not (tmp_path / "d2").exists()
+
+    gen_settings = tmp_path / "generate.json"
+    gen_settings.write_text(json.dumps({"steps": 3, "guidance": 1.0}))
+    gen = tmp_path / "gen"
+    result = imagineid(
+        "generate",
+        str(trained_run),
+        str(video),
+        "--out",
+        str(gen),
+        "--no-ray",
+        "--config",
+        str(gen_settings),
+        "--steps",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads((gen / "generate.json").read_text())["config"]
+    assert recorded["steps"] == 1 and recorded["guidance"] == 1.0
+    gen_settings.write_text(json.dumps({"steps": 0}))
+    bad = imagineid(
+        "generate", str(trained_run), str(video), "--out", str(tmp_path / "g2"), "--config", str(gen_settings)
+    )
+    assert bad.returncode == 1 and "steps must be at least 1" in bad.stderr and not (tmp_path / "g2").exists()

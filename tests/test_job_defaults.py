@@ -26,12 +26,12 @@ JOBS = {
     "evaluate": (flows.evaluate.evaluate_flow, None),
 }
 # CLI options with another name or meaning in the flow: the CLI's positional `src` is the flow's `sources`;
-# `--no-ray` is `use_ray`; `--content-from` is a CLI convenience for a second audio list; train's `--config`
-# (a file) and `--set` are the flow's `config` (a mapping) and `overrides`.
+# `--no-ray` is `use_ray`; `--content-from` is a CLI convenience for a second audio list; `--config` (a
+# file) is the flow's `config` (a mapping), and train's `--set` its `overrides`.
 CLI_ONLY = {
-    "preprocess": {"src"},
+    "preprocess": {"src", "config_file"},
     "train": {"no_ray", "config_file", "overrides"},
-    "generate": {"no_ray", "content_from"},
+    "generate": {"no_ray", "content_from", "config_file"},
     "evaluate": set(),
 }
 

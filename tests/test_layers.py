@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "imagineid"
 LAYERS = [
     ["imagineid", "errors"],  # the package root, the error type
     ["gpu_claims"],  # host-wide GPU locks, under the Ray start-up in parallel
-    ["safe_loading", "parallel", "precision"],  # utilities with no project dependencies
+    ["safe_loading", "parallel", "precision", "settings"],  # utilities with no project dependencies
     ["media", "models"],  # ffmpeg I/O; nn.Modules (diffusers style)
     ["audio", "pipelines"],  # audio features; the diffusers pipeline
     ["face"],  # detection, tracking, morphable models, masks

@@ -8,12 +8,13 @@ A file (YAML or JSON: RUN/train_config.json is one) gives any subset of the fiel
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from imagineid.settings import read_settings, typed
 
 DISENTANGLER_STAGES = ("identity", "content", "emotion")
 GENERATOR_STAGES = ("ldm", "adapters")
@@ -108,10 +109,10 @@ class TrainConfig:
                     raise ValueError(f"unknown setting(s) of stage {key}: {', '.join(sorted(unknown))}")
                 changes[key] = replace(
                     current,
-                    **{k: _typed(f"{key}.{k}", v, getattr(current, k), STAGE_TYPES[k]) for k, v in value.items()},
+                    **{k: typed(f"{key}.{k}", v, getattr(current, k), STAGE_TYPES[k]) for k, v in value.items()},
                 )
             else:
-                changes[key] = _typed(key, value, current, known[key].type)
+                changes[key] = typed(key, value, current, known[key].type)
         return replace(base, **changes)
 
     @classmethod
@@ -121,14 +122,7 @@ class TrainConfig:
         """The defaults (or `base`), then the file at `path`, then each `key=value` (e.g. `content.lr=1e-3`)."""
         config = base or cls()
         if path is not None:
-            text = Path(path).read_text()
-            if str(path).endswith(".json"):
-                values = json.loads(text)
-            else:
-                values = yaml.safe_load(text) or {}
-            if not isinstance(values, dict):
-                raise ValueError(f"{path}: a training config is a mapping of settings, got {type(values).__name__}")
-            config = cls.from_dict(values, config)
+            config = cls.from_dict(read_settings(path), config)
         for item in overrides:
             key, sep, raw = item.partition("=")
             if not sep or not key:
@@ -137,34 +131,3 @@ class TrainConfig:
             head, _, leaf = key.partition(".")
             config = cls.from_dict({head: {leaf: value}} if leaf else {head: value}, config)
         return config
-
-
-def _typed(key: str, value: Any, current: Any, declared: Any = None) -> Any:
-    """`value` as the type of the setting it replaces: ints stay ints (3.0 → 3), floats accept ints, and a
-    value of another kind (a string for a number) is an error that names the key."""
-    optional = declared is not None and "None" in str(declared)
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"{key} cannot be null")
-    kind = (
-        type(current)
-        if current is not None
-        else float
-        if "float" in str(declared)
-        else int
-        if "int" in str(declared)
-        else str
-    )
-    if kind in (int, float) and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"{key} takes a {kind.__name__}, got {value!r}") from None
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
-        return int(value)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise ValueError(f"{key} takes a {kind.__name__}, got {value!r}")
