@@ -55,6 +55,14 @@ def _given(ctx: typer.Context, **options: object) -> dict[str, object]:
     }
 
 
+def _settings(cls: type, config_file: Path | None, given: dict[str, object]):
+    """A job's settings: the defaults, then the --config file, then the options given (one line on error)."""
+    from imagineid.settings import read_settings, settings_from
+
+    with _reported(ValueError, OSError):
+        return settings_from(cls, given, base=settings_from(cls, read_settings(config_file) if config_file else {}))
+
+
 def _config_file_option(job: str) -> typer.Option:
     return typer.Option(
         None, "--config", help=f"{job} settings (YAML or JSON); options given on the command line override it."
@@ -166,7 +174,6 @@ def preprocess(
 
     from imagineid.preprocessing import PreprocessConfig
     from imagineid.preprocessing import preprocess as run_preprocess
-    from imagineid.settings import read_settings, settings_from
 
     missing = [str(p) for p in src if not p.exists()]
     if len(missing) == len(src):
@@ -180,9 +187,7 @@ def preprocess(
         min_face_px=min_face_px,
         **{k: str(v) for k, v in (("flame", flame), ("deca", deca), ("speech_model", speech_model)) if v},
     )
-    with _reported(ValueError, OSError):
-        settings = settings_from(PreprocessConfig, read_settings(config_file) if config_file else {})
-        settings = settings_from(PreprocessConfig, given, base=settings)
+    settings = _settings(PreprocessConfig, config_file, given)
     flame, deca = (Path(p) if p else None for p in (settings.flame, settings.deca))
     speech_model = Path(settings.speech_model) if settings.speech_model else None
     with _reported():
@@ -377,7 +382,6 @@ def generate(
     Settings come from the defaults, then --config, then the options given on the command line."""
     from imagineid.generation.config import GenerateConfig
     from imagineid.generation.run import generate as run_generate
-    from imagineid.settings import read_settings, settings_from
 
     sources = list(audio or []) + ([content_from] if content_from else [])
     if not sources:
@@ -393,9 +397,7 @@ def generate(
         precision=precision,
         **{k: str(v) for k, v in (("identity_from", identity_from), ("emotion_from", emotion_from)) if v},
     )
-    with _reported(ValueError, OSError):
-        cfg = settings_from(GenerateConfig, read_settings(config_file) if config_file else {})
-        cfg = settings_from(GenerateConfig, given, base=cfg)
+    cfg = _settings(GenerateConfig, config_file, given)
     with _reported():
         summary = run_generate(run, sources, out, cfg, use_ray=not no_ray, ray_address=ray_address)
     out_console.print(
